@@ -1,0 +1,200 @@
+/* flaskasync internal header: the structs and prototypes shared by the C
+ * files of the _core extension.  Nothing here is public API. */
+#ifndef FLASKASYNC_FA_H
+#define FLASKASYNC_FA_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <uv.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#ifdef FA_DEBUG
+#define FA_ASSERT(x) assert(x)
+#else
+#define FA_ASSERT(x) ((void)0)
+#endif
+
+typedef struct fa_loop fa_loop;
+typedef struct fa_handle fa_handle;
+
+/* Per-module state.  Every type is a heap type owned by the module; every
+ * asyncio object we call into is looked up once at import time. */
+typedef struct {
+    PyTypeObject *LoopType;
+    PyTypeObject *HandleType;
+    PyTypeObject *TimerHandleType;
+    PyTypeObject *WatcherType;
+    PyTypeObject *GatherType;
+    PyTypeObject *WaiterType;
+
+    PyObject *FutureType;          /* asyncio.Future (C) */
+    PyObject *TaskType;            /* asyncio.Task (C) */
+    PyObject *CancelledError;
+    PyObject *set_running_loop;    /* _asyncio._set_running_loop */
+    PyObject *get_running_loop;    /* _asyncio._get_running_loop */
+    PyObject *get_event_loop;      /* asyncio.get_event_loop */
+    PyObject *ensure_future;       /* asyncio.ensure_future */
+    PyObject *iscoroutine;         /* asyncio.iscoroutine */
+    PyObject *get_asyncgen_hooks;  /* sys.get_asyncgen_hooks */
+    PyObject *set_asyncgen_hooks;  /* sys.set_asyncgen_hooks */
+    PyObject *format_cb_source;    /* asyncio.format_helpers._format_callback_source */
+    PyObject *extract_stack;       /* asyncio.format_helpers.extract_stack */
+    PyObject *isawaitable;         /* inspect.isawaitable */
+
+    PyObject *loop_class;          /* the Python flaskasync.Loop, set by the shim */
+    PyObject *app_loop;            /* the process's app loop, or NULL */
+    unsigned long app_fork_gen;    /* fork generation the app loop belongs to */
+
+    /* Interned method and keyword names. */
+    PyObject *s_call_soon, *s_done, *s_result, *s_exception, *s_cancel,
+        *s_cancelled, *s_add_done_callback, *s_remove_done_callback,
+        *s_set_result, *s_set_exception, *s_make_cancelled_error,
+        *s_call_exception_handler, *s_get_loop, *s_create_task,
+        *s_log_destroy_pending, *s_context, *s_loop, *s_name,
+        *s_message, *s_exception_key, *s_handle, *s_source_traceback,
+        *s_asyncgen_firstiter_hook, *s_asyncgen_finalizer_hook,
+        *s_log_slow_callback, *s_slow_callback_duration, *s_set_name,
+        *s_check_debug_callback, *s_future, *s_msg;
+} fa_state;
+
+/* A callback scheduled on the loop: asyncio.Handle / asyncio.TimerHandle. */
+struct fa_handle {
+    PyObject_HEAD
+    PyObject *callback;
+    PyObject *args;              /* tuple or NULL for no arguments */
+    PyObject *context;           /* contextvars.Context */
+    fa_loop *loop;               /* strong reference */
+    PyObject *source_traceback;  /* debug mode only */
+    PyObject *weakreflist;
+    char cancelled;
+    char is_timer;
+    char scheduled;              /* timer: currently in the heap */
+    double when;                 /* timer: deadline on loop.time() */
+    uint64_t seq;                /* timer: tie-break, FIFO among equal deadlines */
+    Py_ssize_t heap_index;       /* timer: position in the heap, -1 if absent */
+};
+
+/* One libuv poll handle per watched fd, carrying the reader and writer. */
+typedef struct {
+    PyObject_HEAD
+    fa_loop *loop;
+    fa_handle *reader;
+    fa_handle *writer;
+    uv_poll_t *poll;             /* malloc'd; freed in the close callback */
+    int fd;
+    int events;                  /* UV_READABLE | UV_WRITABLE currently started */
+} fa_watcher;
+
+struct fa_loop {
+    PyObject_HEAD
+    fa_state *st;
+    PyObject *module;            /* keeps st alive */
+
+    uv_loop_t uv;
+    uv_async_t wakeup;           /* call_soon_threadsafe and pokes */
+    uv_prepare_t prepare;        /* releases the GIL before a blocking poll */
+    uv_check_t check;            /* re-takes it after the poll */
+    uv_poll_t timer_poll;        /* watches timer_fd */
+    int timer_fd;                /* timerfd for the earliest deadline */
+    double armed_when;           /* deadline timer_fd is armed for, or -1 */
+    PyThreadState *released;     /* non-NULL while the GIL is released */
+    int blocking;                /* this uv_run may block */
+    int uv_ready;                /* uv loop initialised */
+
+    /* Ready queue: ring buffer of owned handle references. */
+    fa_handle **ready;
+    Py_ssize_t ready_head, ready_len, ready_cap;
+
+    /* Timer heap ordered by (when, seq). Owned references. */
+    fa_handle **heap;
+    Py_ssize_t heap_len, heap_cap;
+    uint64_t timer_seq;
+
+    PyObject *watchers;          /* dict fd -> fa_watcher */
+    Py_ssize_t n_io;             /* started user I/O watchers */
+    Py_ssize_t n_closing;        /* uv handles waiting for their close callback */
+    int io_dirty;                /* a watcher changed since the last uv_run */
+
+    PyObject *task_factory;
+    PyObject *weakreflist;
+    PyObject *dict;
+
+    int closed;
+    int stopping;
+    int debug;
+    unsigned long thread_id;     /* thread running the loop, 0 if none */
+    PyObject *saved_hooks;       /* asyncgen hooks to restore after running */
+
+    /* App loop only (flaskasync.run). */
+    int is_app;
+    atomic_int baton;            /* 1 while some thread drives the loop */
+    atomic_int home_missed;      /* home thread found the baton taken */
+    atomic_int home_stop;
+    sem_t home_sem;
+    pthread_t home_thread;
+    int home_started;
+    unsigned long fork_gen;
+};
+
+/* module.c */
+extern PyModuleDef fa_module_def;
+extern atomic_ulong fa_fork_generation;
+int fa_set_uv_error(int err, const char *what);
+int fa_is_fatal_exception(void);
+
+/* handle.c */
+extern PyType_Spec fa_handle_spec;
+extern PyType_Spec fa_timer_handle_spec;
+fa_handle *fa_handle_new(fa_loop *loop, PyTypeObject *tp, PyObject *callback,
+                         PyObject *args, PyObject *context);
+int fa_handle_run(fa_handle *h);
+extern Py_ssize_t fa_live_handles;
+
+/* loop.c */
+extern PyType_Spec fa_loop_spec;
+int fa_loop_push_ready(fa_loop *self, fa_handle *h);
+fa_handle *fa_loop_call_soon(fa_loop *self, PyObject *callback, PyObject *args,
+                             PyObject *context);
+int fa_loop_run_ready(fa_loop *self);
+int fa_loop_collect(fa_loop *self, int may_block);
+int fa_loop_enter(fa_loop *self);
+void fa_loop_leave(fa_loop *self);
+void fa_loop_arm_timer(fa_loop *self);
+void fa_loop_poke(fa_loop *self);
+PyObject *fa_loop_create_task(fa_loop *self, PyObject *coro, PyObject *name,
+                              PyObject *context);
+double fa_now(void);
+void fa_timer_remove(fa_loop *self, fa_handle *h);
+int fa_loop_check_closed(fa_loop *self);
+void fa_loop_gil_ensure(fa_loop *self);
+
+/* watcher.c */
+extern PyType_Spec fa_watcher_spec;
+PyObject *fa_loop_add_io(fa_loop *self, PyObject *args, int events);
+PyObject *fa_loop_remove_io(fa_loop *self, PyObject *fdobj, int events);
+void fa_loop_close_watchers(fa_loop *self);
+
+/* runner.c */
+extern PyType_Spec fa_waiter_spec;
+PyObject *fa_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
+                 PyObject *kwnames);
+PyObject *fa_get_loop(PyObject *module, PyObject *unused);
+PyObject *fa_app_loop(fa_state *st);
+void fa_home_stop(fa_loop *self);
+
+/* gather.c */
+int fa_gather_init_type(PyObject *module, fa_state *st);
+PyObject *fa_gather(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
+                    PyObject *kwnames);
+
+static inline fa_state *
+fa_get_state(PyObject *module)
+{
+    return (fa_state *)PyModule_GetState(module);
+}
+
+#endif

@@ -1,0 +1,613 @@
+/* flaskasync.gather(): asyncio.gather's observable semantics in C.
+ *
+ * The outer future is an instance of _GatheringFuture, a subclass of the C
+ * asyncio.Future created at import time.  Its extra fields sit after the
+ * base object, at gather_off, because the base layout is private to
+ * CPython: only its size is known, at run time. */
+#include "fa.h"
+
+typedef struct {
+    PyObject *children;     /* list of futures, in argument order */
+    PyObject *loop;
+    Py_ssize_t nfuts;       /* distinct children */
+    Py_ssize_t nfinished;
+    int return_exceptions;
+    int cancel_requested;
+} gather_fields;
+
+static Py_ssize_t gather_off = 0;
+
+static inline gather_fields *
+GF(PyObject *o)
+{
+    return (gather_fields *)((char *)o + gather_off);
+}
+
+static fa_state *
+gather_state(PyObject *o)
+{
+    PyTypeObject *tp = Py_TYPE(o);
+    while (tp != NULL) {
+        if (tp->tp_flags & Py_TPFLAGS_HEAPTYPE) {
+            PyObject *m = PyType_GetModule(tp);
+            if (m != NULL) {
+                return fa_get_state(m);
+            }
+            PyErr_Clear();
+        }
+        tp = tp->tp_base;
+    }
+    return NULL;
+}
+
+static int
+gather_traverse(PyObject *self, visitproc visit, void *arg)
+{
+    gather_fields *f = GF(self);
+    PyTypeObject *base = Py_TYPE(self)->tp_base;
+    Py_VISIT(f->children);
+    Py_VISIT(f->loop);
+    /* Heap types must visit their type; the base (a static type) does not. */
+    Py_VISIT(Py_TYPE(self));
+    return base->tp_traverse(self, visit, arg);
+}
+
+static int
+gather_clear(PyObject *self)
+{
+    gather_fields *f = GF(self);
+    Py_CLEAR(f->children);
+    Py_CLEAR(f->loop);
+    return Py_TYPE(self)->tp_base->tp_clear(self);
+}
+
+static void
+gather_dealloc(PyObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    gather_fields *f = GF(self);
+    /* The base only finalizes exact Futures; a subclass must do it. */
+    if (PyObject_CallFinalizerFromDealloc(self) < 0) {
+        return;
+    }
+    Py_CLEAR(f->children);
+    Py_CLEAR(f->loop);
+    tp->tp_base->tp_dealloc(self);
+    Py_DECREF(tp);
+}
+
+static PyObject *
+call0(PyObject *o, PyObject *name)
+{
+    return PyObject_CallMethodNoArgs(o, name);
+}
+
+static int
+is_done(fa_state *st, PyObject *fut)
+{
+    PyObject *r = call0(fut, st->s_done);
+    int v;
+    if (r == NULL) {
+        return -1;
+    }
+    v = (r == Py_True);
+    Py_DECREF(r);
+    return v;
+}
+
+static int
+is_cancelled(fa_state *st, PyObject *fut)
+{
+    PyObject *r = call0(fut, st->s_cancelled);
+    int v;
+    if (r == NULL) {
+        return -1;
+    }
+    v = (r == Py_True);
+    Py_DECREF(r);
+    return v;
+}
+
+/* outer.cancel(msg=None): cancel the children; the outer future finishes
+ * when they do, with CancelledError. */
+static PyObject *
+gather_cancel(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    fa_state *st = gather_state(self);
+    gather_fields *f = GF(self);
+    PyObject *msg = Py_None;
+    int ret = 0;
+    if (st == NULL) {
+        return NULL;
+    }
+    if (nargs > 1) {
+        PyErr_SetString(PyExc_TypeError, "cancel() takes at most 1 argument");
+        return NULL;
+    }
+    if (nargs == 1) {
+        msg = args[0];
+    }
+    if (kwnames != NULL) {
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++) {
+            if (PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, i), "msg") == 0) {
+                msg = args[nargs + i];
+            }
+            else {
+                PyErr_Format(PyExc_TypeError, "cancel() got an unexpected keyword argument '%U'",
+                             PyTuple_GET_ITEM(kwnames, i));
+                return NULL;
+            }
+        }
+    }
+    int d = is_done(st, self);
+    if (d < 0) {
+        return NULL;
+    }
+    if (d) {
+        Py_RETURN_FALSE;
+    }
+    if (f->children != NULL) {
+        PyObject *children = Py_NewRef(f->children);
+        PyObject *kwn = PyTuple_Pack(1, st->s_msg);
+        if (kwn == NULL) {
+            Py_DECREF(children);
+            return NULL;
+        }
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(children); i++) {
+            PyObject *argv[2] = {PyList_GET_ITEM(children, i), msg};
+            PyObject *r = PyObject_VectorcallMethod(st->s_cancel, argv,
+                                                    1 | PY_VECTORCALL_ARGUMENTS_OFFSET, kwn);
+            if (r == NULL) {
+                Py_DECREF(kwn);
+                Py_DECREF(children);
+                return NULL;
+            }
+            if (PyObject_IsTrue(r)) {
+                ret = 1;
+            }
+            Py_DECREF(r);
+        }
+        Py_DECREF(kwn);
+        Py_DECREF(children);
+    }
+    if (ret) {
+        /* Propagate the cancellation whatever return_exceptions says. */
+        f->cancel_requested = 1;
+    }
+    return PyBool_FromLong(ret);
+}
+
+static PyObject *
+set_outer_exception(fa_state *st, PyObject *outer, PyObject *exc)
+{
+    PyObject *r = PyObject_CallMethodOneArg(outer, st->s_set_exception, exc);
+    if (r == NULL) {
+        return NULL;
+    }
+    Py_DECREF(r);
+    Py_RETURN_NONE;
+}
+
+/* Done callback of every child: outer is the bound self. */
+static PyObject *
+gather_child_done(PyObject *outer, PyObject *fut)
+{
+    fa_state *st = gather_state(outer);
+    gather_fields *f = GF(outer);
+    PyObject *exc, *results = NULL, *last = NULL;
+    int d, c;
+
+    if (st == NULL) {
+        return NULL;
+    }
+    f->nfinished++;
+    d = is_done(st, outer);
+    if (d < 0) {
+        return NULL;
+    }
+    if (d) {
+        /* The outer future already has its outcome: just mark the child's
+         * exception as retrieved so it is not logged. */
+        c = is_cancelled(st, fut);
+        if (c < 0) {
+            return NULL;
+        }
+        if (!c) {
+            exc = call0(fut, st->s_exception);
+            if (exc == NULL) {
+                return NULL;
+            }
+            Py_DECREF(exc);
+        }
+        Py_RETURN_NONE;
+    }
+    if (!f->return_exceptions) {
+        c = is_cancelled(st, fut);
+        if (c < 0) {
+            return NULL;
+        }
+        if (c) {
+            exc = call0(fut, st->s_make_cancelled_error);
+        }
+        else {
+            exc = call0(fut, st->s_exception);
+        }
+        if (exc == NULL) {
+            return NULL;
+        }
+        if (exc != Py_None) {
+            PyObject *r = set_outer_exception(st, outer, exc);
+            Py_DECREF(exc);
+            return r;
+        }
+        Py_DECREF(exc);
+    }
+    if (f->nfinished < f->nfuts) {
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(f->children);
+    results = PyList_New(n);
+    if (results == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *child = PyList_GET_ITEM(f->children, i);
+        PyObject *res;
+        last = child;
+        c = is_cancelled(st, child);
+        if (c < 0) {
+            goto error;
+        }
+        if (c) {
+            /* A cancelled child gives a CancelledError in the results, not
+             * a cancelled gather (asyncio's choice, kept). */
+            res = call0(child, st->s_make_cancelled_error);
+        }
+        else {
+            res = call0(child, st->s_exception);
+            if (res == Py_None) {
+                Py_DECREF(res);
+                res = call0(child, st->s_result);
+            }
+        }
+        if (res == NULL) {
+            goto error;
+        }
+        PyList_SET_ITEM(results, i, res);
+    }
+    PyObject *r;
+    if (f->cancel_requested) {
+        exc = call0(last, st->s_make_cancelled_error);
+        if (exc == NULL) {
+            goto error;
+        }
+        r = set_outer_exception(st, outer, exc);
+        Py_DECREF(exc);
+    }
+    else {
+        r = PyObject_CallMethodOneArg(outer, st->s_set_result, results);
+    }
+    Py_DECREF(results);
+    if (r == NULL) {
+        return NULL;
+    }
+    Py_DECREF(r);
+    /* Break the outer -> children -> callbacks -> outer cycle now. */
+    Py_CLEAR(f->children);
+    Py_RETURN_NONE;
+error:
+    Py_XDECREF(results);
+    return NULL;
+}
+
+static PyMethodDef child_done_def = {"_gather_done_callback", gather_child_done, METH_O, NULL};
+
+static PyMethodDef gather_methods[] = {
+    {"cancel", (PyCFunction)(void (*)(void))gather_cancel, METH_FASTCALL | METH_KEYWORDS,
+     "Cancel every child; the gather then finishes with CancelledError."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyObject *
+gather_get_children(PyObject *self, void *Py_UNUSED(c))
+{
+    PyObject *ch = GF(self)->children;
+    return ch ? PyList_AsTuple(ch) : PyTuple_New(0);
+}
+
+static PyObject *
+gather_get_cancel_requested(PyObject *self, void *Py_UNUSED(c))
+{
+    return PyBool_FromLong(GF(self)->cancel_requested);
+}
+
+static PyGetSetDef gather_getset[] = {
+    {"_children", (getter)gather_get_children, NULL, NULL, NULL},
+    {"_cancel_requested", (getter)gather_get_cancel_requested, NULL, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+int
+fa_gather_init_type(PyObject *module, fa_state *st)
+{
+    PyTypeObject *base = (PyTypeObject *)st->FutureType;
+    PyType_Slot slots[] = {
+        {Py_tp_doc, "The future returned by flaskasync.gather()."},
+        {Py_tp_dealloc, gather_dealloc},
+        {Py_tp_traverse, gather_traverse},
+        {Py_tp_clear, gather_clear},
+        {Py_tp_methods, gather_methods},
+        {Py_tp_getset, gather_getset},
+        {0, NULL},
+    };
+    PyType_Spec spec = {
+        .name = "flaskasync._core._GatheringFuture",
+        .basicsize = (int)(base->tp_basicsize + sizeof(gather_fields)),
+        .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+        .slots = slots,
+    };
+    PyObject *bases;
+    if (!(base->tp_flags & Py_TPFLAGS_HAVE_GC) || base->tp_itemsize != 0) {
+        PyErr_SetString(PyExc_ImportError, "asyncio.Future has an unexpected layout");
+        return -1;
+    }
+    gather_off = base->tp_basicsize;
+    bases = PyTuple_Pack(1, (PyObject *)base);
+    if (bases == NULL) {
+        return -1;
+    }
+    st->GatherType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &spec, bases);
+    Py_DECREF(bases);
+    return st->GatherType == NULL ? -1 : 0;
+}
+
+/* The loop for a gather with no arguments, or for wrapping coroutines when
+ * no future gave one: the running loop, else get_event_loop(). */
+static PyObject *
+current_loop(fa_state *st)
+{
+    PyObject *loop = PyObject_CallNoArgs(st->get_running_loop);
+    if (loop == NULL || loop != Py_None) {
+        return loop;
+    }
+    Py_DECREF(loop);
+    return PyObject_CallNoArgs(st->get_event_loop);
+}
+
+static PyObject *
+new_outer(fa_state *st, PyObject *loop)
+{
+    PyObject *argv[1] = {loop};
+    PyObject *kwn = PyTuple_Pack(1, st->s_loop);
+    PyObject *outer;
+    if (kwn == NULL) {
+        return NULL;
+    }
+    outer = PyObject_Vectorcall((PyObject *)st->GatherType, argv, 0, kwn);
+    Py_DECREF(kwn);
+    if (outer != NULL) {
+        gather_fields *f = GF(outer);
+        f->children = NULL;
+        f->loop = Py_NewRef(loop);
+        f->nfuts = f->nfinished = 0;
+        f->return_exceptions = 0;
+        f->cancel_requested = 0;
+    }
+    return outer;
+}
+
+/* ensure_future(arg, loop=loop) with a fast path for coroutines on our loop. */
+static PyObject *
+to_future(fa_state *st, PyObject *arg, PyObject **loop)
+{
+    PyObject *fut, *blocking;
+    int iscoro = PyCoro_CheckExact(arg);
+    if (!iscoro && !PyType_IsSubtype(Py_TYPE(arg), (PyTypeObject *)st->FutureType)) {
+        PyObject *r = PyObject_CallOneArg(st->iscoroutine, arg);
+        if (r == NULL) {
+            return NULL;
+        }
+        iscoro = PyObject_IsTrue(r);
+        Py_DECREF(r);
+    }
+    if (iscoro) {
+        if (*loop == NULL) {
+            *loop = current_loop(st);
+            if (*loop == NULL) {
+                return NULL;
+            }
+        }
+        if (PyObject_TypeCheck(*loop, st->LoopType)) {
+            return fa_loop_create_task((fa_loop *)*loop, arg, NULL, NULL);
+        }
+        return PyObject_CallMethodOneArg(*loop, st->s_create_task, arg);
+    }
+    blocking = PyObject_GetAttrString((PyObject *)Py_TYPE(arg), "_asyncio_future_blocking");
+    if (blocking != NULL) {
+        Py_DECREF(blocking);
+        fut = Py_NewRef(arg);
+    }
+    else {
+        PyObject *argv[2] = {arg, *loop};
+        PyObject *kwn;
+        PyErr_Clear();
+        if (*loop == NULL) {
+            fut = PyObject_CallOneArg(st->ensure_future, arg);
+        }
+        else {
+            kwn = PyTuple_Pack(1, st->s_loop);
+            if (kwn == NULL) {
+                return NULL;
+            }
+            fut = PyObject_Vectorcall(st->ensure_future, argv, 1, kwn);
+            Py_DECREF(kwn);
+        }
+        if (fut == NULL) {
+            return NULL;
+        }
+    }
+    if (*loop == NULL) {
+        *loop = PyObject_CallMethodNoArgs(fut, st->s_get_loop);
+        if (*loop == NULL) {
+            Py_DECREF(fut);
+            return NULL;
+        }
+    }
+    return fut;
+}
+
+PyObject *
+fa_gather(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    fa_state *st = fa_get_state(module);
+    PyObject *loop = NULL, *outer = NULL, *children = NULL, *arg_to_fut = NULL, *cb = NULL;
+    int return_exceptions = 0;
+    Py_ssize_t nfuts = 0;
+
+    if (kwnames != NULL) {
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++) {
+            PyObject *k = PyTuple_GET_ITEM(kwnames, i);
+            if (PyUnicode_CompareWithASCIIString(k, "return_exceptions") == 0) {
+                return_exceptions = PyObject_IsTrue(args[nargs + i]);
+                if (return_exceptions < 0) {
+                    return NULL;
+                }
+            }
+            else {
+                PyErr_Format(PyExc_TypeError,
+                             "gather() got an unexpected keyword argument '%U'", k);
+                return NULL;
+            }
+        }
+    }
+    if (nargs == 0) {
+        PyObject *r;
+        loop = current_loop(st);
+        if (loop == NULL) {
+            return NULL;
+        }
+        outer = PyObject_CallMethod(loop, "create_future", NULL);
+        Py_DECREF(loop);
+        if (outer == NULL) {
+            return NULL;
+        }
+        children = PyList_New(0);
+        if (children == NULL) {
+            Py_DECREF(outer);
+            return NULL;
+        }
+        r = PyObject_CallMethodOneArg(outer, st->s_set_result, children);
+        Py_DECREF(children);
+        if (r == NULL) {
+            Py_DECREF(outer);
+            return NULL;
+        }
+        Py_DECREF(r);
+        return outer;
+    }
+
+    children = PyList_New(nargs);
+    arg_to_fut = PyDict_New();
+    if (children == NULL || arg_to_fut == NULL) {
+        goto error;
+    }
+    /* First pass: turn every argument into a future (the same awaitable
+     * twice gives the same future), as asyncio.gather does. */
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        PyObject *arg = args[i];
+        PyObject *fut = PyDict_GetItemWithError(arg_to_fut, arg);
+        if (fut != NULL) {
+            PyList_SET_ITEM(children, i, Py_NewRef(fut));
+            continue;
+        }
+        if (PyErr_Occurred()) {
+            /* Unhashable awaitable: treat as distinct. */
+            if (!PyErr_ExceptionMatches(PyExc_TypeError)) {
+                goto error;
+            }
+            PyErr_Clear();
+        }
+        fut = to_future(st, arg, &loop);
+        if (fut == NULL) {
+            goto error;
+        }
+        if (fut != arg) {
+            /* A task we created: gather owns its outcome. */
+            if (PyObject_SetAttr(fut, st->s_log_destroy_pending, Py_False) < 0) {
+                PyErr_Clear();
+            }
+        }
+        nfuts++;
+        if (PyDict_SetItem(arg_to_fut, arg, fut) < 0) {
+            if (!PyErr_ExceptionMatches(PyExc_TypeError)) {
+                Py_DECREF(fut);
+                goto error;
+            }
+            PyErr_Clear();
+        }
+        PyList_SET_ITEM(children, i, fut);
+    }
+    outer = new_outer(st, loop);
+    if (outer == NULL) {
+        goto error;
+    }
+    GF(outer)->children = Py_NewRef(children);
+    GF(outer)->nfuts = nfuts;
+    GF(outer)->return_exceptions = return_exceptions;
+    cb = PyCFunction_New(&child_done_def, outer);
+    if (cb == NULL) {
+        goto error;
+    }
+    /* Second pass: attach the callback once per distinct future. */
+    PyDict_Clear(arg_to_fut);
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        PyObject *fut = PyList_GET_ITEM(children, i);
+        PyObject *key = PyLong_FromVoidPtr(fut);
+        int seen;
+        if (key == NULL) {
+            goto error;
+        }
+        seen = PyDict_Contains(arg_to_fut, key);
+        if (seen == 0) {
+            seen = PyDict_SetItem(arg_to_fut, key, Py_None);
+            if (seen == 0) {
+                PyObject *r = PyObject_CallMethodOneArg(fut, st->s_add_done_callback, cb);
+                if (r == NULL) {
+                    seen = -1;
+                }
+                Py_XDECREF(r);
+            }
+        }
+        Py_DECREF(key);
+        if (seen < 0) {
+            goto error;
+        }
+    }
+    Py_DECREF(cb);
+    Py_DECREF(children);
+    Py_DECREF(arg_to_fut);
+    Py_DECREF(loop);
+    return outer;
+
+error:
+    /* Don't leave orphan tasks behind: cancel what we created. */
+    if (children != NULL) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(children); i++) {
+            PyObject *fut = PyList_GET_ITEM(children, i);
+            if (fut != NULL && fut != args[i]) {
+                PyObject *r = PyObject_CallMethodNoArgs(fut, st->s_cancel);
+                Py_XDECREF(r);
+                PyErr_Clear();
+            }
+        }
+        PyErr_Restore(type, value, tb);
+    }
+    Py_XDECREF(cb);
+    Py_XDECREF(outer);
+    Py_XDECREF(children);
+    Py_XDECREF(arg_to_fut);
+    Py_XDECREF(loop);
+    return NULL;
+}

@@ -1,0 +1,1417 @@
+/* The event loop core: ready queue, timer heap, the run loop and the
+ * scheduling methods of flaskasync.Loop.
+ *
+ * Timers live in our own heap ordered by (deadline, sequence) so that equal
+ * deadlines run in the order they were scheduled.  The earliest deadline is
+ * programmed into a timerfd with nanosecond resolution, watched by libuv
+ * like any other fd: a timer never fires before its deadline (the heap is
+ * checked against CLOCK_MONOTONIC, the clock of time.monotonic()) and the
+ * kernel wakes us within its timer slack after it, instead of libuv's
+ * millisecond-rounded timers. */
+#include "fa.h"
+
+#include <math.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+double
+fa_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* ---------------------------------------------------------------- ready */
+
+int
+fa_loop_push_ready(fa_loop *self, fa_handle *h)
+{
+    if (self->ready_len == self->ready_cap) {
+        Py_ssize_t ncap = self->ready_cap ? self->ready_cap * 2 : 64;
+        fa_handle **n = PyMem_Malloc(sizeof(fa_handle *) * ncap);
+        if (n == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (Py_ssize_t i = 0; i < self->ready_len; i++) {
+            n[i] = self->ready[(self->ready_head + i) % self->ready_cap];
+        }
+        PyMem_Free(self->ready);
+        self->ready = n;
+        self->ready_head = 0;
+        self->ready_cap = ncap;
+    }
+    self->ready[(self->ready_head + self->ready_len) % self->ready_cap] =
+        (fa_handle *)Py_NewRef(h);
+    self->ready_len++;
+    return 0;
+}
+
+static fa_handle *
+ready_pop(fa_loop *self)
+{
+    fa_handle *h = self->ready[self->ready_head];
+    self->ready_head = (self->ready_head + 1) % self->ready_cap;
+    self->ready_len--;
+    return h;
+}
+
+static void
+ready_clear(fa_loop *self)
+{
+    while (self->ready_len > 0) {
+        fa_handle *h = ready_pop(self);
+        Py_DECREF(h);
+    }
+}
+
+/* ----------------------------------------------------------- timer heap */
+
+static inline int
+timer_lt(fa_handle *a, fa_handle *b)
+{
+    return a->when < b->when || (a->when == b->when && a->seq < b->seq);
+}
+
+static inline void
+heap_set(fa_loop *self, Py_ssize_t i, fa_handle *h)
+{
+    self->heap[i] = h;
+    h->heap_index = i;
+}
+
+static void
+heap_up(fa_loop *self, Py_ssize_t i)
+{
+    fa_handle *h = self->heap[i];
+    while (i > 0) {
+        Py_ssize_t p = (i - 1) / 2;
+        if (!timer_lt(h, self->heap[p])) {
+            break;
+        }
+        heap_set(self, i, self->heap[p]);
+        i = p;
+    }
+    heap_set(self, i, h);
+}
+
+static void
+heap_down(fa_loop *self, Py_ssize_t i)
+{
+    fa_handle *h = self->heap[i];
+    Py_ssize_t n = self->heap_len;
+    for (;;) {
+        Py_ssize_t c = 2 * i + 1;
+        if (c >= n) {
+            break;
+        }
+        if (c + 1 < n && timer_lt(self->heap[c + 1], self->heap[c])) {
+            c++;
+        }
+        if (!timer_lt(self->heap[c], h)) {
+            break;
+        }
+        heap_set(self, i, self->heap[c]);
+        i = c;
+    }
+    heap_set(self, i, h);
+}
+
+static int
+heap_push(fa_loop *self, fa_handle *h)
+{
+    if (self->heap_len == self->heap_cap) {
+        Py_ssize_t ncap = self->heap_cap ? self->heap_cap * 2 : 64;
+        fa_handle **n = PyMem_Realloc(self->heap, sizeof(fa_handle *) * ncap);
+        if (n == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        self->heap = n;
+        self->heap_cap = ncap;
+    }
+    Py_INCREF(h);
+    h->scheduled = 1;
+    heap_set(self, self->heap_len++, h);
+    heap_up(self, self->heap_len - 1);
+    return 0;
+}
+
+/* Remove h from the heap; the heap's reference is returned to the caller. */
+static fa_handle *
+heap_take(fa_loop *self, Py_ssize_t i)
+{
+    fa_handle *h = self->heap[i];
+    fa_handle *last = self->heap[--self->heap_len];
+    if (i < self->heap_len) {
+        heap_set(self, i, last);
+        if (i > 0 && timer_lt(last, self->heap[(i - 1) / 2])) {
+            heap_up(self, i);
+        }
+        else {
+            heap_down(self, i);
+        }
+    }
+    h->heap_index = -1;
+    h->scheduled = 0;
+    return h;
+}
+
+void
+fa_timer_remove(fa_loop *self, fa_handle *h)
+{
+    Py_ssize_t i = h->heap_index;
+    if (i < 0 || i >= self->heap_len || self->heap[i] != h) {
+        return;
+    }
+    Py_DECREF(heap_take(self, i));
+}
+
+static void
+heap_clear(fa_loop *self)
+{
+    while (self->heap_len > 0) {
+        fa_handle *h = heap_take(self, self->heap_len - 1);
+        Py_DECREF(h);
+    }
+}
+
+/* Program timer_fd for the earliest deadline.  A syscall only when the
+ * deadline changed since the last call. */
+void
+fa_loop_arm_timer(fa_loop *self)
+{
+    double when = self->heap_len ? self->heap[0]->when : -1.0;
+    struct itimerspec its;
+
+    if (when == self->armed_when || self->timer_fd < 0) {
+        return;
+    }
+    memset(&its, 0, sizeof(its));
+    if (when >= 0.0 && isfinite(when) && when < 1e15) {
+        double sec = floor(when);
+        long nsec = (long)ceil((when - sec) * 1e9);
+        if (nsec >= 1000000000L) {
+            sec += 1.0;
+            nsec -= 1000000000L;
+        }
+        its.it_value.tv_sec = (time_t)sec;
+        its.it_value.tv_nsec = nsec;
+        if (its.it_value.tv_sec == 0 && nsec == 0) {
+            its.it_value.tv_nsec = 1; /* zero would disarm */
+        }
+    }
+    else if (when < 0.0 && self->heap_len) {
+        its.it_value.tv_nsec = 1; /* a deadline in the past: fire now */
+    }
+    /* else: no timers or an infinite deadline: disarm. */
+    (void)timerfd_settime(self->timer_fd, TFD_TIMER_ABSTIME, &its, NULL);
+    self->armed_when = when;
+}
+
+/* -------------------------------------------------------- GIL handling */
+
+void
+fa_loop_gil_ensure(fa_loop *self)
+{
+    if (self->released != NULL) {
+        PyThreadState *ts = self->released;
+        self->released = NULL;
+        PyEval_RestoreThread(ts);
+    }
+}
+
+static void
+on_prepare(uv_prepare_t *p)
+{
+    fa_loop *self = (fa_loop *)p->data;
+    /* Release the GIL only if libuv is about to block in its poll. */
+    if (self->blocking && self->released == NULL && uv_backend_timeout(&self->uv) != 0) {
+        self->released = PyEval_SaveThread();
+    }
+}
+
+static void
+on_check(uv_check_t *c)
+{
+    fa_loop_gil_ensure((fa_loop *)c->data);
+}
+
+static void
+on_wakeup(uv_async_t *a)
+{
+    (void)a; /* work arrives through the ready queue; this only wakes the poll */
+}
+
+static void
+on_timer_fd(uv_poll_t *p, int status, int events)
+{
+    fa_loop *self = (fa_loop *)p->data;
+    uint64_t ticks;
+    (void)status;
+    (void)events;
+    /* Reset the timerfd's readiness; the heap is checked after the poll. */
+    if (read(self->timer_fd, &ticks, sizeof(ticks)) == (ssize_t)sizeof(ticks)) {
+        self->armed_when = -2.0;
+    }
+}
+
+/* ------------------------------------------------------------ run loop */
+
+/* Poll for I/O (blocking if may_block and nothing is ready) and move due
+ * timers to the ready queue. */
+int
+fa_loop_collect(fa_loop *self, int may_block)
+{
+    int block = may_block && self->ready_len == 0 && !self->stopping;
+    if (block && self->heap_len && self->heap[0]->when <= fa_now()) {
+        block = 0;
+    }
+    if (block) {
+        fa_loop_arm_timer(self);
+        self->blocking = 1;
+        self->io_dirty = 0;
+        uv_run(&self->uv, UV_RUN_ONCE);
+        self->blocking = 0;
+        fa_loop_gil_ensure(self);
+    }
+    else if (self->n_io > 0 || self->n_closing > 0) {
+        self->io_dirty = 0;
+        uv_run(&self->uv, UV_RUN_NOWAIT);
+    }
+    if (PyErr_Occurred()) {
+        return -1;
+    }
+    if (self->heap_len) {
+        double now = fa_now();
+        while (self->heap_len && self->heap[0]->when <= now) {
+            fa_handle *h = heap_take(self, 0);
+            int r = fa_loop_push_ready(self, h);
+            Py_DECREF(h);
+            if (r < 0) {
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+static void
+log_slow_callback(fa_loop *self, fa_handle *h, double dt)
+{
+    PyObject *d = PyFloat_FromDouble(dt);
+    PyObject *r = NULL;
+    if (d != NULL) {
+        r = PyObject_CallMethodObjArgs((PyObject *)self, self->st->s_log_slow_callback,
+                                       (PyObject *)h, d, NULL);
+    }
+    Py_XDECREF(d);
+    if (r == NULL) {
+        PyErr_WriteUnraisable((PyObject *)self);
+    }
+    Py_XDECREF(r);
+}
+
+/* Run the callbacks that were ready when this call started; callbacks they
+ * schedule wait for the next iteration, as in asyncio. */
+int
+fa_loop_run_ready(fa_loop *self)
+{
+    Py_ssize_t n = self->ready_len;
+    while (n-- > 0 && self->ready_len > 0) {
+        fa_handle *h = ready_pop(self);
+        int r = 0;
+        if (!h->cancelled) {
+            if (self->debug) {
+                double t0 = fa_now();
+                double slow = 0.1;
+                r = fa_handle_run(h);
+                double dt = fa_now() - t0;
+                if (r == 0) {
+                    PyObject *v = PyObject_GetAttr((PyObject *)self,
+                                                   self->st->s_slow_callback_duration);
+                    if (v != NULL) {
+                        slow = PyFloat_AsDouble(v);
+                        Py_DECREF(v);
+                    }
+                    PyErr_Clear();
+                    if (dt >= slow) {
+                        log_slow_callback(self, h, dt);
+                    }
+                }
+            }
+            else {
+                r = fa_handle_run(h);
+            }
+        }
+        Py_DECREF(h);
+        if (r < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Make this thread the one running the loop: running-loop slot, asyncgen
+ * hooks and thread id, as BaseEventLoop.run_forever does. */
+int
+fa_loop_enter(fa_loop *self)
+{
+    fa_state *st = self->st;
+    PyObject *hooks = NULL, *first = NULL, *fin = NULL, *r = NULL;
+
+    hooks = PyObject_CallNoArgs(st->get_asyncgen_hooks);
+    if (hooks == NULL) {
+        return -1;
+    }
+    first = PyObject_GetAttr((PyObject *)self, st->s_asyncgen_firstiter_hook);
+    if (first == NULL) {
+        goto error;
+    }
+    fin = PyObject_GetAttr((PyObject *)self, st->s_asyncgen_finalizer_hook);
+    if (fin == NULL) {
+        goto error;
+    }
+    r = PyObject_CallFunctionObjArgs(st->set_asyncgen_hooks, first, fin, NULL);
+    if (r == NULL) {
+        goto error;
+    }
+    Py_DECREF(r);
+    r = PyObject_CallOneArg(st->set_running_loop, (PyObject *)self);
+    if (r == NULL) {
+        PyObject *undo = PyObject_Call(st->set_asyncgen_hooks, hooks, NULL);
+        Py_XDECREF(undo);
+        goto error;
+    }
+    Py_DECREF(r);
+    Py_DECREF(first);
+    Py_DECREF(fin);
+    Py_XSETREF(self->saved_hooks, hooks);
+    self->thread_id = PyThread_get_thread_ident();
+    return 0;
+error:
+    Py_XDECREF(hooks);
+    Py_XDECREF(first);
+    Py_XDECREF(fin);
+    return -1;
+}
+
+/* Undo fa_loop_enter.  Preserves a pending exception. */
+void
+fa_loop_leave(fa_loop *self)
+{
+    fa_state *st = self->st;
+    PyObject *type, *value, *tb, *r;
+    PyErr_Fetch(&type, &value, &tb);
+    self->stopping = 0;
+    self->thread_id = 0;
+    r = PyObject_CallOneArg(st->set_running_loop, Py_None);
+    if (r == NULL) {
+        PyErr_WriteUnraisable((PyObject *)self);
+    }
+    Py_XDECREF(r);
+    if (self->saved_hooks != NULL) {
+        PyObject *hooks = self->saved_hooks;
+        self->saved_hooks = NULL;
+        r = PyObject_Call(st->set_asyncgen_hooks, hooks, NULL);
+        if (r == NULL) {
+            PyErr_WriteUnraisable((PyObject *)self);
+        }
+        Py_XDECREF(r);
+        Py_DECREF(hooks);
+    }
+    PyErr_Restore(type, value, tb);
+}
+
+int
+fa_loop_check_closed(fa_loop *self)
+{
+    if (self->closed) {
+        PyErr_SetString(PyExc_RuntimeError, "Event loop is closed");
+        return -1;
+    }
+    return 0;
+}
+
+static int
+check_can_run(fa_loop *self)
+{
+    PyObject *running;
+    if (fa_loop_check_closed(self) < 0) {
+        return -1;
+    }
+    if (self->is_app) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "the flaskasync app loop is driven by flaskasync.run(); "
+                        "use flaskasync.run(coro) or flaskasync.spawn(coro) instead "
+                        "of running it directly");
+        return -1;
+    }
+    if (self->thread_id != 0) {
+        PyErr_SetString(PyExc_RuntimeError, "This event loop is already running");
+        return -1;
+    }
+    running = PyObject_CallNoArgs(self->st->get_running_loop);
+    if (running == NULL) {
+        return -1;
+    }
+    if (running != Py_None) {
+        Py_DECREF(running);
+        PyErr_SetString(PyExc_RuntimeError,
+                        "Cannot run the event loop while another loop is running");
+        return -1;
+    }
+    Py_DECREF(running);
+    return 0;
+}
+
+static PyObject *
+loop_run_forever(fa_loop *self, PyObject *Py_UNUSED(ignored))
+{
+    int err = 0;
+    if (check_can_run(self) < 0 || fa_loop_enter(self) < 0) {
+        return NULL;
+    }
+    for (;;) {
+        if (fa_loop_collect(self, 1) < 0 || fa_loop_run_ready(self) < 0) {
+            err = 1;
+            break;
+        }
+        if (self->stopping) {
+            break;
+        }
+    }
+    fa_loop_leave(self);
+    if (err) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* Done callback of run_until_complete's future: stop the loop unless the
+ * future carries KeyboardInterrupt/SystemExit, which the loop propagates. */
+static PyObject *
+loop_ruc_done(PyObject *loop, PyObject *fut)
+{
+    fa_loop *self = (fa_loop *)loop;
+    fa_state *st = self->st;
+    PyObject *c = PyObject_CallMethodNoArgs(fut, st->s_cancelled);
+    if (c == NULL) {
+        return NULL;
+    }
+    int cancelled = PyObject_IsTrue(c);
+    Py_DECREF(c);
+    if (!cancelled) {
+        PyObject *exc = PyObject_CallMethodNoArgs(fut, st->s_exception);
+        if (exc == NULL) {
+            return NULL;
+        }
+        int fatal = PyObject_TypeCheck(exc, (PyTypeObject *)PyExc_KeyboardInterrupt) ||
+                    PyObject_TypeCheck(exc, (PyTypeObject *)PyExc_SystemExit);
+        Py_DECREF(exc);
+        if (fatal) {
+            Py_RETURN_NONE;
+        }
+    }
+    self->stopping = 1;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef ruc_done_def = {"_run_until_complete_cb", loop_ruc_done, METH_O, NULL};
+
+static PyObject *
+loop_run_until_complete(fa_loop *self, PyObject *future)
+{
+    fa_state *st = self->st;
+    PyObject *fut = NULL, *cb = NULL, *r = NULL, *res = NULL;
+    int new_task;
+
+    if (check_can_run(self) < 0) {
+        return NULL;
+    }
+    if (PyCoro_CheckExact(future)) {
+        new_task = 1;
+        fut = fa_loop_create_task(self, future, NULL, NULL);
+    }
+    else {
+        PyObject *blocking = PyObject_GetAttrString((PyObject *)Py_TYPE(future),
+                                                    "_asyncio_future_blocking");
+        new_task = blocking == NULL;
+        Py_XDECREF(blocking);
+        PyErr_Clear();
+        PyObject *kwn = PyTuple_Pack(1, st->s_loop);
+        PyObject *args2[2] = {future, (PyObject *)self};
+        if (kwn == NULL) {
+            return NULL;
+        }
+        fut = PyObject_Vectorcall(st->ensure_future, args2, 1, kwn);
+        Py_DECREF(kwn);
+    }
+    if (fut == NULL) {
+        return NULL;
+    }
+    if (new_task && PyObject_SetAttr(fut, st->s_log_destroy_pending, Py_False) < 0) {
+        PyErr_Clear();
+    }
+    cb = PyCFunction_New(&ruc_done_def, (PyObject *)self);
+    if (cb == NULL) {
+        goto done;
+    }
+    r = PyObject_CallMethodOneArg(fut, st->s_add_done_callback, cb);
+    if (r == NULL) {
+        goto done;
+    }
+    Py_CLEAR(r);
+    r = loop_run_forever(self, NULL);
+    if (r == NULL) {
+        /* As asyncio: don't log "exception was never retrieved" for a task
+         * we created, then re-raise. */
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        if (new_task) {
+            PyObject *d = PyObject_CallMethodNoArgs(fut, st->s_done);
+            if (d != NULL && PyObject_IsTrue(d)) {
+                PyObject *c = PyObject_CallMethodNoArgs(fut, st->s_cancelled);
+                if (c != NULL && !PyObject_IsTrue(c)) {
+                    PyObject *e = PyObject_CallMethodNoArgs(fut, st->s_exception);
+                    Py_XDECREF(e);
+                }
+                Py_XDECREF(c);
+            }
+            Py_XDECREF(d);
+            PyErr_Clear();
+        }
+        PyObject *rm = PyObject_CallMethodOneArg(fut, st->s_remove_done_callback, cb);
+        Py_XDECREF(rm);
+        PyErr_Clear();
+        PyErr_Restore(type, value, tb);
+        goto done;
+    }
+    Py_CLEAR(r);
+    r = PyObject_CallMethodOneArg(fut, st->s_remove_done_callback, cb);
+    if (r == NULL) {
+        goto done;
+    }
+    Py_CLEAR(r);
+    r = PyObject_CallMethodNoArgs(fut, st->s_done);
+    if (r == NULL) {
+        goto done;
+    }
+    if (!PyObject_IsTrue(r)) {
+        PyErr_SetString(PyExc_RuntimeError, "Event loop stopped before Future completed.");
+        goto done;
+    }
+    res = PyObject_CallMethodNoArgs(fut, st->s_result);
+done:
+    Py_XDECREF(r);
+    Py_XDECREF(cb);
+    Py_XDECREF(fut);
+    return res;
+}
+
+static PyObject *
+loop_stop(fa_loop *self, PyObject *Py_UNUSED(ignored))
+{
+    self->stopping = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+loop_is_running(fa_loop *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(self->thread_id != 0);
+}
+
+static PyObject *
+loop_is_closed(fa_loop *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(self->closed);
+}
+
+static PyObject *
+loop_time(fa_loop *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyFloat_FromDouble(fa_now());
+}
+
+/* ---------------------------------------------------------- scheduling */
+
+/* Wake whoever services an app loop that nobody is driving. */
+void
+fa_loop_poke(fa_loop *self)
+{
+    if (self->uv_ready) {
+        uv_async_send(&self->wakeup);
+    }
+}
+
+static int
+check_callback(fa_loop *self, PyObject *cb, const char *method)
+{
+    if (!PyCallable_Check(cb)) {
+        int iscoro = PyCoro_CheckExact(cb);
+        if (!iscoro) {
+            PyObject *r = PyObject_CallOneArg(self->st->iscoroutine, cb);
+            if (r == NULL) {
+                return -1;
+            }
+            iscoro = PyObject_IsTrue(r);
+            Py_DECREF(r);
+        }
+        if (iscoro) {
+            PyErr_Format(PyExc_TypeError, "coroutines cannot be used with %s()", method);
+        }
+        else {
+            PyErr_Format(PyExc_TypeError,
+                         "a callable object was expected by %s(), got %R", method, cb);
+        }
+        return -1;
+    }
+    if (self->debug) {
+        PyObject *r = PyObject_CallMethod((PyObject *)self, "_check_debug_callback",
+                                          "Os", cb, method);
+        if (r == NULL) {
+            return -1;
+        }
+        Py_DECREF(r);
+    }
+    return 0;
+}
+
+static int
+check_thread(fa_loop *self)
+{
+    if (self->debug && self->thread_id != 0 &&
+        self->thread_id != PyThread_get_thread_ident()) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "Non-thread-safe operation invoked on an event loop other "
+                        "than the current one");
+        return -1;
+    }
+    return 0;
+}
+
+fa_handle *
+fa_loop_call_soon(fa_loop *self, PyObject *callback, PyObject *args, PyObject *context)
+{
+    fa_handle *h = fa_handle_new(self, self->st->HandleType, callback, args, context);
+    if (h == NULL) {
+        return NULL;
+    }
+    if (fa_loop_push_ready(self, h) < 0) {
+        Py_DECREF(h);
+        return NULL;
+    }
+    if (self->is_app && atomic_load_explicit(&self->baton, memory_order_acquire) == 0) {
+        fa_loop_poke(self);
+    }
+    return h;
+}
+
+/* Parse (callback, *args, context=None) from a vectorcall. */
+static int
+parse_cb_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+              Py_ssize_t skip, const char *method, PyObject **cb, PyObject **cbargs,
+              PyObject **context)
+{
+    *context = NULL;
+    if (kwnames != NULL) {
+        Py_ssize_t nk = PyTuple_GET_SIZE(kwnames);
+        for (Py_ssize_t i = 0; i < nk; i++) {
+            PyObject *k = PyTuple_GET_ITEM(kwnames, i);
+            if (PyUnicode_CompareWithASCIIString(k, "context") == 0) {
+                *context = args[nargs + i];
+            }
+            else {
+                PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'",
+                             method, k);
+                return -1;
+            }
+        }
+    }
+    if (nargs < skip + 1) {
+        PyErr_Format(PyExc_TypeError, "%s() missing required argument 'callback'", method);
+        return -1;
+    }
+    if (*context == Py_None) {
+        *context = NULL;
+    }
+    if (*context != NULL && !PyContext_CheckExact(*context)) {
+        PyErr_Format(PyExc_TypeError, "%s(): context must be a contextvars.Context, got %R",
+                     method, *context);
+        return -1;
+    }
+    *cb = args[skip];
+    *cbargs = NULL;
+    if (nargs > skip + 1) {
+        Py_ssize_t n = nargs - skip - 1;
+        *cbargs = PyTuple_New(n);
+        if (*cbargs == NULL) {
+            return -1;
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyTuple_SET_ITEM(*cbargs, i, Py_NewRef(args[skip + 1 + i]));
+        }
+    }
+    return 0;
+}
+
+static PyObject *
+loop_call_soon(fa_loop *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *cb, *cbargs, *context;
+    fa_handle *h;
+    if (parse_cb_args(args, nargs, kwnames, 0, "call_soon", &cb, &cbargs, &context) < 0) {
+        return NULL;
+    }
+    if (fa_loop_check_closed(self) < 0 || check_thread(self) < 0 ||
+        check_callback(self, cb, "call_soon") < 0) {
+        Py_XDECREF(cbargs);
+        return NULL;
+    }
+    h = fa_loop_call_soon(self, cb, cbargs, context);
+    Py_XDECREF(cbargs);
+    return (PyObject *)h;
+}
+
+static PyObject *
+loop_call_soon_threadsafe(fa_loop *self, PyObject *const *args, Py_ssize_t nargs,
+                          PyObject *kwnames)
+{
+    PyObject *cb, *cbargs, *context;
+    fa_handle *h;
+    if (parse_cb_args(args, nargs, kwnames, 0, "call_soon_threadsafe", &cb, &cbargs,
+                      &context) < 0) {
+        return NULL;
+    }
+    if (fa_loop_check_closed(self) < 0 ||
+        check_callback(self, cb, "call_soon_threadsafe") < 0) {
+        Py_XDECREF(cbargs);
+        return NULL;
+    }
+    /* The GIL serialises this append with the thread running the loop;
+     * the async handle wakes that thread if it is blocked in its poll. */
+    h = fa_handle_new(self, self->st->HandleType, cb, cbargs, context);
+    Py_XDECREF(cbargs);
+    if (h == NULL) {
+        return NULL;
+    }
+    if (fa_loop_push_ready(self, h) < 0) {
+        Py_DECREF(h);
+        return NULL;
+    }
+    fa_loop_poke(self);
+    return (PyObject *)h;
+}
+
+static PyObject *
+call_at_impl(fa_loop *self, double when, PyObject *cb, PyObject *cbargs, PyObject *context,
+             const char *method)
+{
+    fa_handle *h;
+    if (isnan(when)) {
+        PyErr_Format(PyExc_ValueError, "%s(): the deadline must not be NaN", method);
+        return NULL;
+    }
+    if (fa_loop_check_closed(self) < 0 || check_thread(self) < 0 ||
+        check_callback(self, cb, method) < 0) {
+        return NULL;
+    }
+    h = fa_handle_new(self, self->st->TimerHandleType, cb, cbargs, context);
+    if (h == NULL) {
+        return NULL;
+    }
+    h->is_timer = 1;
+    h->when = when;
+    h->seq = self->timer_seq++;
+    if (heap_push(self, h) < 0) {
+        Py_DECREF(h);
+        return NULL;
+    }
+    if (self->is_app && atomic_load_explicit(&self->baton, memory_order_acquire) == 0) {
+        /* Nobody drives the app loop: reprogram the home thread's wake-up. */
+        fa_loop_arm_timer(self);
+    }
+    return (PyObject *)h;
+}
+
+static int
+as_time(PyObject *o, const char *method, const char *what, double *out)
+{
+    if (o == Py_None) {
+        PyErr_Format(PyExc_TypeError, "%s(): %s must not be None", method, what);
+        return -1;
+    }
+    *out = PyFloat_AsDouble(o);
+    if (*out == -1.0 && PyErr_Occurred()) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "%s(): %s must be a number, got %R", method, what, o);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+loop_call_later(fa_loop *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *cb, *cbargs, *context, *res;
+    double delay;
+    if (nargs < 1) {
+        PyErr_SetString(PyExc_TypeError, "call_later() missing required argument 'delay'");
+        return NULL;
+    }
+    if (as_time(args[0], "call_later", "delay", &delay) < 0) {
+        return NULL;
+    }
+    if (parse_cb_args(args, nargs, kwnames, 1, "call_later", &cb, &cbargs, &context) < 0) {
+        return NULL;
+    }
+    res = call_at_impl(self, fa_now() + delay, cb, cbargs, context, "call_later");
+    Py_XDECREF(cbargs);
+    return res;
+}
+
+static PyObject *
+loop_call_at(fa_loop *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *cb, *cbargs, *context, *res;
+    double when;
+    if (nargs < 1) {
+        PyErr_SetString(PyExc_TypeError, "call_at() missing required argument 'when'");
+        return NULL;
+    }
+    if (as_time(args[0], "call_at", "when", &when) < 0) {
+        return NULL;
+    }
+    if (parse_cb_args(args, nargs, kwnames, 1, "call_at", &cb, &cbargs, &context) < 0) {
+        return NULL;
+    }
+    res = call_at_impl(self, when, cb, cbargs, context, "call_at");
+    Py_XDECREF(cbargs);
+    return res;
+}
+
+/* ------------------------------------------------------ futures, tasks */
+
+static PyObject *
+loop_create_future(fa_loop *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *args[1] = {(PyObject *)self};
+    PyObject *kwn = PyTuple_Pack(1, self->st->s_loop);
+    PyObject *res;
+    if (kwn == NULL) {
+        return NULL;
+    }
+    res = PyObject_Vectorcall(self->st->FutureType, args, 0, kwn);
+    Py_DECREF(kwn);
+    return res;
+}
+
+PyObject *
+fa_loop_create_task(fa_loop *self, PyObject *coro, PyObject *name, PyObject *context)
+{
+    fa_state *st = self->st;
+    PyObject *task = NULL;
+
+    if (fa_loop_check_closed(self) < 0) {
+        return NULL;
+    }
+    if (name == Py_None) {
+        name = NULL;
+    }
+    if (context == Py_None) {
+        context = NULL;
+    }
+    if (self->task_factory == NULL) {
+        PyObject *argv[4];
+        PyObject *kwn;
+        Py_ssize_t nk = 1;
+        argv[0] = coro;
+        argv[1] = (PyObject *)self;
+        if (name != NULL) {
+            argv[1 + nk++] = name;
+        }
+        if (context != NULL) {
+            argv[1 + nk++] = context;
+        }
+        if (name != NULL && context != NULL) {
+            kwn = PyTuple_Pack(3, st->s_loop, st->s_name, st->s_context);
+        }
+        else if (name != NULL) {
+            kwn = PyTuple_Pack(2, st->s_loop, st->s_name);
+        }
+        else if (context != NULL) {
+            kwn = PyTuple_Pack(2, st->s_loop, st->s_context);
+        }
+        else {
+            kwn = PyTuple_Pack(1, st->s_loop);
+        }
+        if (kwn == NULL) {
+            return NULL;
+        }
+        task = PyObject_Vectorcall(st->TaskType, argv, 1, kwn);
+        Py_DECREF(kwn);
+        return task;
+    }
+    PyObject *factory = Py_NewRef(self->task_factory);
+    if (context == NULL) {
+        task = PyObject_CallFunctionObjArgs(factory, (PyObject *)self, coro, NULL);
+    }
+    else {
+        PyObject *argv[3] = {(PyObject *)self, coro, context};
+        PyObject *kwn = PyTuple_Pack(1, st->s_context);
+        if (kwn != NULL) {
+            task = PyObject_Vectorcall(factory, argv, 2, kwn);
+            Py_DECREF(kwn);
+        }
+    }
+    Py_DECREF(factory);
+    if (task != NULL && name != NULL) {
+        PyObject *r = PyObject_CallMethodOneArg(task, st->s_set_name, name);
+        if (r == NULL) {
+            Py_DECREF(task);
+            return NULL;
+        }
+        Py_DECREF(r);
+    }
+    return task;
+}
+
+static PyObject *
+loop_create_task(fa_loop *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *name = NULL, *context = NULL;
+    if (nargs != 1) {
+        PyErr_Format(PyExc_TypeError, "create_task() takes exactly one positional "
+                     "argument (the coroutine), got %zd", nargs);
+        return NULL;
+    }
+    if (kwnames != NULL) {
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++) {
+            PyObject *k = PyTuple_GET_ITEM(kwnames, i);
+            if (PyUnicode_CompareWithASCIIString(k, "name") == 0) {
+                name = args[nargs + i];
+            }
+            else if (PyUnicode_CompareWithASCIIString(k, "context") == 0) {
+                context = args[nargs + i];
+            }
+            else {
+                PyErr_Format(PyExc_TypeError,
+                             "create_task() got an unexpected keyword argument '%U'", k);
+                return NULL;
+            }
+        }
+    }
+    return fa_loop_create_task(self, args[0], name, context);
+}
+
+static PyObject *
+loop_set_task_factory(fa_loop *self, PyObject *factory)
+{
+    if (factory != Py_None && !PyCallable_Check(factory)) {
+        PyErr_SetString(PyExc_TypeError, "task factory must be a callable or None");
+        return NULL;
+    }
+    Py_XSETREF(self->task_factory, factory == Py_None ? NULL : Py_NewRef(factory));
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+loop_get_task_factory(fa_loop *self, PyObject *Py_UNUSED(ignored))
+{
+    return Py_NewRef(self->task_factory ? self->task_factory : Py_None);
+}
+
+static PyObject *
+loop_get_debug(fa_loop *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(self->debug);
+}
+
+static PyObject *
+loop_set_debug(fa_loop *self, PyObject *enabled)
+{
+    int v = PyObject_IsTrue(enabled);
+    if (v < 0) {
+        return NULL;
+    }
+    self->debug = v;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+loop_add_reader(fa_loop *self, PyObject *args)
+{
+    return fa_loop_add_io(self, args, UV_READABLE);
+}
+
+static PyObject *
+loop_add_writer(fa_loop *self, PyObject *args)
+{
+    return fa_loop_add_io(self, args, UV_WRITABLE);
+}
+
+static PyObject *
+loop_remove_reader(fa_loop *self, PyObject *fd)
+{
+    return fa_loop_remove_io(self, fd, UV_READABLE);
+}
+
+static PyObject *
+loop_remove_writer(fa_loop *self, PyObject *fd)
+{
+    return fa_loop_remove_io(self, fd, UV_WRITABLE);
+}
+
+/* ------------------------------------------------------ life and death */
+
+static void
+on_internal_close(uv_handle_t *h)
+{
+    (void)h;
+}
+
+/* Free libuv resources.  In a forked child the epoll instance is shared
+ * with the parent, so we must not touch it (removing registrations would
+ * remove the parent's): only our own copy of the fds is closed. */
+static void
+loop_free_uv(fa_loop *self)
+{
+    if (!self->uv_ready) {
+        return;
+    }
+    self->uv_ready = 0;
+    if (self->fork_gen != atomic_load(&fa_fork_generation)) {
+        close(uv_backend_fd(&self->uv));
+        if (self->timer_fd >= 0) {
+            close(self->timer_fd);
+        }
+        self->timer_fd = -1;
+        return;
+    }
+    uv_close((uv_handle_t *)&self->wakeup, on_internal_close);
+    uv_close((uv_handle_t *)&self->prepare, on_internal_close);
+    uv_close((uv_handle_t *)&self->check, on_internal_close);
+    uv_close((uv_handle_t *)&self->timer_poll, on_internal_close);
+    uv_run(&self->uv, UV_RUN_DEFAULT);
+    if (uv_loop_close(&self->uv) != 0) {
+        /* Some handle is still open (cannot happen unless a transport leaked
+         * it); run once more to flush its close callback. */
+        uv_run(&self->uv, UV_RUN_DEFAULT);
+        (void)uv_loop_close(&self->uv);
+    }
+    if (self->timer_fd >= 0) {
+        close(self->timer_fd);
+        self->timer_fd = -1;
+    }
+}
+
+static PyObject *
+loop_close_c(fa_loop *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->thread_id != 0) {
+        PyErr_SetString(PyExc_RuntimeError, "Cannot close a running event loop");
+        return NULL;
+    }
+    if (self->closed) {
+        Py_RETURN_NONE;
+    }
+    if (self->is_app) {
+        fa_home_stop(self);
+    }
+    self->closed = 1;
+    ready_clear(self);
+    heap_clear(self);
+    fa_loop_close_watchers(self);
+    /* Flush the watchers' close callbacks before the uv loop goes. */
+    if (self->uv_ready && self->fork_gen == atomic_load(&fa_fork_generation)) {
+        while (self->n_closing > 0) {
+            uv_run(&self->uv, UV_RUN_NOWAIT);
+        }
+    }
+    loop_free_uv(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+loop_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    fa_loop *self;
+    PyObject *module;
+    int r;
+
+    module = PyType_GetModule(type);
+    if (module == NULL) {
+        /* A Python subclass: find the module through the C base. */
+        PyErr_Clear();
+        for (PyTypeObject *t = type; t != NULL; t = t->tp_base) {
+            if (t->tp_flags & Py_TPFLAGS_HEAPTYPE) {
+                module = PyType_GetModule(t);
+                if (module != NULL) {
+                    break;
+                }
+                PyErr_Clear();
+            }
+        }
+        if (module == NULL) {
+            PyErr_SetString(PyExc_TypeError, "cannot find flaskasync._core for this loop type");
+            return NULL;
+        }
+    }
+    self = (fa_loop *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->module = Py_NewRef(module);
+    self->st = fa_get_state(module);
+    self->timer_fd = -1;
+    self->armed_when = -1.0;
+    self->fork_gen = atomic_load(&fa_fork_generation);
+    self->watchers = PyDict_New();
+    if (self->watchers == NULL) {
+        goto error;
+    }
+    r = uv_loop_init(&self->uv);
+    if (r < 0) {
+        fa_set_uv_error(r, "uv_loop_init");
+        goto error;
+    }
+    self->uv.data = self;
+    if ((r = uv_async_init(&self->uv, &self->wakeup, on_wakeup)) < 0) {
+        fa_set_uv_error(r, "uv_async_init");
+        goto fail_loop;
+    }
+    self->wakeup.data = self;
+    uv_prepare_init(&self->uv, &self->prepare);
+    self->prepare.data = self;
+    uv_prepare_start(&self->prepare, on_prepare);
+    uv_unref((uv_handle_t *)&self->prepare);
+    uv_check_init(&self->uv, &self->check);
+    self->check.data = self;
+    uv_check_start(&self->check, on_check);
+    uv_unref((uv_handle_t *)&self->check);
+    self->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (self->timer_fd < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        goto fail_handles;
+    }
+    if ((r = uv_poll_init(&self->uv, &self->timer_poll, self->timer_fd)) < 0) {
+        fa_set_uv_error(r, "uv_poll_init");
+        close(self->timer_fd);
+        self->timer_fd = -1;
+        goto fail_handles;
+    }
+    self->timer_poll.data = self;
+    uv_poll_start(&self->timer_poll, UV_READABLE, on_timer_fd);
+    uv_unref((uv_handle_t *)&self->timer_poll);
+    self->uv_ready = 1;
+    /* libuv adds fds to its epoll set lazily, on the next uv_run: do it now
+     * so the home thread's poll on the backend fd sees the timerfd and the
+     * wake-up eventfd from the start. */
+    uv_run(&self->uv, UV_RUN_NOWAIT);
+    return (PyObject *)self;
+
+fail_handles:
+    uv_close((uv_handle_t *)&self->wakeup, NULL);
+    uv_close((uv_handle_t *)&self->prepare, NULL);
+    uv_close((uv_handle_t *)&self->check, NULL);
+    uv_run(&self->uv, UV_RUN_DEFAULT);
+fail_loop:
+    uv_loop_close(&self->uv);
+error:
+    Py_DECREF(self);
+    return NULL;
+}
+
+static int
+loop_traverse(fa_loop *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->module);
+    Py_VISIT(self->watchers);
+    Py_VISIT(self->task_factory);
+    Py_VISIT(self->saved_hooks);
+    for (Py_ssize_t i = 0; i < self->ready_len; i++) {
+        Py_VISIT((PyObject *)self->ready[(self->ready_head + i) % self->ready_cap]);
+    }
+    for (Py_ssize_t i = 0; i < self->heap_len; i++) {
+        Py_VISIT((PyObject *)self->heap[i]);
+    }
+    return 0;
+}
+
+static int
+loop_clear(fa_loop *self)
+{
+    ready_clear(self);
+    heap_clear(self);
+    Py_CLEAR(self->task_factory);
+    Py_CLEAR(self->saved_hooks);
+    /* watchers and module stay until dealloc: the uv handles need them. */
+    return 0;
+}
+
+static void
+loop_finalize(fa_loop *self)
+{
+    PyObject *type, *value, *tb, *r;
+    if (self->closed || self->thread_id != 0) {
+        return;
+    }
+    PyErr_Fetch(&type, &value, &tb);
+    if (self->fork_gen == atomic_load(&fa_fork_generation)) {
+        if (PyErr_ResourceWarning((PyObject *)self, 1, "unclosed event loop %R", self) < 0) {
+            PyErr_WriteUnraisable((PyObject *)self);
+        }
+        r = PyObject_CallMethod((PyObject *)self, "close", NULL);
+        if (r == NULL) {
+            PyErr_WriteUnraisable((PyObject *)self);
+        }
+        Py_XDECREF(r);
+    }
+    PyErr_Restore(type, value, tb);
+}
+
+static void
+loop_dealloc(fa_loop *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    if (PyObject_CallFinalizerFromDealloc((PyObject *)self) < 0) {
+        return;
+    }
+    PyObject_GC_UnTrack(self);
+    if (self->is_app) {
+        fa_home_stop(self);
+    }
+    (void)loop_clear(self);
+    if (!self->closed) {
+        self->closed = 1;
+        fa_loop_close_watchers(self);
+        if (self->uv_ready && self->fork_gen == atomic_load(&fa_fork_generation)) {
+            while (self->n_closing > 0) {
+                uv_run(&self->uv, UV_RUN_NOWAIT);
+            }
+        }
+    }
+    loop_free_uv(self);
+    PyMem_Free(self->ready);
+    PyMem_Free(self->heap);
+    Py_CLEAR(self->watchers);
+    Py_CLEAR(self->module);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static PyObject *
+loop_get_closed(fa_loop *self, void *Py_UNUSED(c))
+{
+    return PyBool_FromLong(self->closed);
+}
+
+static PyObject *
+loop_get_thread_id(fa_loop *self, void *Py_UNUSED(c))
+{
+    if (self->thread_id == 0) {
+        Py_RETURN_NONE;
+    }
+    return PyLong_FromUnsignedLong(self->thread_id);
+}
+
+static PyObject *
+loop_get_stopping(fa_loop *self, void *Py_UNUSED(c))
+{
+    return PyBool_FromLong(self->stopping);
+}
+
+static PyObject *
+loop_get_ready_count(fa_loop *self, void *Py_UNUSED(c))
+{
+    return PyLong_FromSsize_t(self->ready_len);
+}
+
+static PyObject *
+loop_get_timer_count(fa_loop *self, void *Py_UNUSED(c))
+{
+    return PyLong_FromSsize_t(self->heap_len);
+}
+
+static PyGetSetDef loop_getset[] = {
+    {"_closed", (getter)loop_get_closed, NULL, NULL, NULL},
+    {"_thread_id", (getter)loop_get_thread_id, NULL, NULL, NULL},
+    {"_stopping", (getter)loop_get_stopping, NULL, NULL, NULL},
+    {"_ready_count", (getter)loop_get_ready_count, NULL,
+     "Number of callbacks waiting in the ready queue.", NULL},
+    {"_timer_count", (getter)loop_get_timer_count, NULL,
+     "Number of scheduled timers.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef loop_methods[] = {
+    {"time", (PyCFunction)loop_time, METH_NOARGS,
+     "Return the loop's time: time.monotonic()'s clock, in seconds."},
+    {"call_soon", (PyCFunction)(void (*)(void))loop_call_soon, METH_FASTCALL | METH_KEYWORDS,
+     "call_soon(callback, *args, context=None) -> Handle\n\n"
+     "Run callback(*args) on the next iteration, after earlier callbacks."},
+    {"call_soon_threadsafe", (PyCFunction)(void (*)(void))loop_call_soon_threadsafe,
+     METH_FASTCALL | METH_KEYWORDS,
+     "call_soon_threadsafe(callback, *args, context=None) -> Handle\n\n"
+     "Like call_soon(), callable from any thread; wakes the loop."},
+    {"call_later", (PyCFunction)(void (*)(void))loop_call_later, METH_FASTCALL | METH_KEYWORDS,
+     "call_later(delay, callback, *args, context=None) -> TimerHandle\n\n"
+     "Run callback(*args) after delay seconds (never earlier)."},
+    {"call_at", (PyCFunction)(void (*)(void))loop_call_at, METH_FASTCALL | METH_KEYWORDS,
+     "call_at(when, callback, *args, context=None) -> TimerHandle\n\n"
+     "Run callback(*args) once loop.time() >= when."},
+    {"run_forever", (PyCFunction)loop_run_forever, METH_NOARGS,
+     "Run the loop until stop() is called."},
+    {"run_until_complete", (PyCFunction)loop_run_until_complete, METH_O,
+     "Run until the future (or coroutine, wrapped in a Task) is done; return its result."},
+    {"stop", (PyCFunction)loop_stop, METH_NOARGS,
+     "Stop the loop after the callbacks of the current iteration have run."},
+    {"is_running", (PyCFunction)loop_is_running, METH_NOARGS,
+     "Return True if the loop is running."},
+    {"is_closed", (PyCFunction)loop_is_closed, METH_NOARGS,
+     "Return True if the loop was closed."},
+    {"_close", (PyCFunction)loop_close_c, METH_NOARGS,
+     "Close the C part of the loop (libuv handles, queues)."},
+    {"create_future", (PyCFunction)loop_create_future, METH_NOARGS,
+     "Return a new asyncio.Future attached to this loop."},
+    {"create_task", (PyCFunction)(void (*)(void))loop_create_task, METH_FASTCALL | METH_KEYWORDS,
+     "create_task(coro, *, name=None, context=None) -> asyncio.Task\n\n"
+     "Schedule a coroutine; uses the task factory if one is set."},
+    {"set_task_factory", (PyCFunction)loop_set_task_factory, METH_O,
+     "Set the factory create_task() uses: factory(loop, coro[, context=ctx]) or None."},
+    {"get_task_factory", (PyCFunction)loop_get_task_factory, METH_NOARGS,
+     "Return the task factory, or None."},
+    {"get_debug", (PyCFunction)loop_get_debug, METH_NOARGS, "Return the debug mode flag."},
+    {"_set_debug_flag", (PyCFunction)loop_set_debug, METH_O, "Set the C debug flag."},
+    {"add_reader", (PyCFunction)loop_add_reader, METH_VARARGS,
+     "add_reader(fd, callback, *args): call callback(*args) whenever fd is readable."},
+    {"add_writer", (PyCFunction)loop_add_writer, METH_VARARGS,
+     "add_writer(fd, callback, *args): call callback(*args) whenever fd is writable."},
+    {"remove_reader", (PyCFunction)loop_remove_reader, METH_O,
+     "remove_reader(fd) -> bool: stop watching fd for reading."},
+    {"remove_writer", (PyCFunction)loop_remove_writer, METH_O,
+     "remove_writer(fd) -> bool: stop watching fd for writing."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot loop_slots[] = {
+    {Py_tp_doc, "The C core of flaskasync.Loop (use flaskasync.Loop or new_event_loop())."},
+    {Py_tp_new, loop_new},
+    {Py_tp_dealloc, loop_dealloc},
+    {Py_tp_finalize, loop_finalize},
+    {Py_tp_traverse, loop_traverse},
+    {Py_tp_clear, loop_clear},
+    {Py_tp_methods, loop_methods},
+    {Py_tp_getset, loop_getset},
+    {0, NULL},
+};
+
+PyType_Spec fa_loop_spec = {
+    .name = "flaskasync._core.CLoop",
+    .basicsize = sizeof(fa_loop),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE,
+    .slots = loop_slots,
+};

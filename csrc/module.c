@@ -1,0 +1,299 @@
+/* flaskasync._core: module definition, state and init (multi-phase). */
+#include "fa.h"
+
+atomic_ulong fa_fork_generation = 0;
+
+/* libuv errors become OSError subclasses carrying the errno, like the
+ * stdlib's own socket errors.  Always returns -1. */
+int
+fa_set_uv_error(int err, const char *what)
+{
+    PyObject *args, *exc;
+    args = Py_BuildValue("(is)", -err, uv_strerror(err));
+    if (args == NULL) {
+        return -1;
+    }
+    exc = PyObject_Call(PyExc_OSError, args, NULL);
+    Py_DECREF(args);
+    if (exc == NULL) {
+        return -1;
+    }
+    PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+    Py_DECREF(exc);
+    (void)what;
+    return -1;
+}
+
+int
+fa_is_fatal_exception(void)
+{
+    return PyErr_ExceptionMatches(PyExc_KeyboardInterrupt) ||
+           PyErr_ExceptionMatches(PyExc_SystemExit);
+}
+
+static PyObject *
+mod_set_loop_class(PyObject *module, PyObject *cls)
+{
+    fa_state *st = fa_get_state(module);
+    if (!PyType_Check(cls) || !PyType_IsSubtype((PyTypeObject *)cls, st->LoopType)) {
+        PyErr_SetString(PyExc_TypeError, "the loop class must be a subclass of CLoop");
+        return NULL;
+    }
+    Py_XSETREF(st->loop_class, Py_NewRef(cls));
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+mod_live_handles(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromSsize_t(fa_live_handles);
+}
+
+static PyObject *
+mod_shutdown(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    /* Stop the app loop's home thread before the interpreter finalizes; the
+     * loop itself is closed by the shim after its grace period. */
+    fa_state *st = fa_get_state(module);
+    if (st->app_loop != NULL) {
+        fa_loop *L = (fa_loop *)st->app_loop;
+        if (L->fork_gen == atomic_load(&fa_fork_generation)) {
+            fa_home_stop(L);
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+mod_has_app_loop(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    fa_state *st = fa_get_state(module);
+    int alive = st->app_loop != NULL && st->app_fork_gen == atomic_load(&fa_fork_generation) &&
+                !((fa_loop *)st->app_loop)->closed;
+    return PyBool_FromLong(alive);
+}
+
+static PyMethodDef module_methods[] = {
+    {"run", (PyCFunction)(void (*)(void))fa_run, METH_FASTCALL | METH_KEYWORDS,
+     "run(coro, *, timeout=None)\n--\n\n"
+     "Run a coroutine on the process's app loop from synchronous code and\n"
+     "return its result (or raise its exception).  With timeout, the task is\n"
+     "cancelled after that many seconds and TimeoutError is raised."},
+    {"gather", (PyCFunction)(void (*)(void))fa_gather, METH_FASTCALL | METH_KEYWORDS,
+     "gather(*aws, return_exceptions=False)\n--\n\n"
+     "Run awaitables concurrently; asyncio.gather semantics."},
+    {"get_loop", fa_get_loop, METH_NOARGS,
+     "get_loop()\n--\n\nReturn the process's app loop, creating it if needed."},
+    {"_set_loop_class", mod_set_loop_class, METH_O, NULL},
+    {"_live_handles", mod_live_handles, METH_NOARGS,
+     "Number of Handle/TimerHandle objects alive (for leak tests)."},
+    {"_shutdown", mod_shutdown, METH_NOARGS, NULL},
+    {"_has_app_loop", mod_has_app_loop, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static int
+get_attr(PyObject **out, const char *module, const char *name)
+{
+    PyObject *m = PyImport_ImportModule(module);
+    if (m == NULL) {
+        return -1;
+    }
+    *out = PyObject_GetAttrString(m, name);
+    Py_DECREF(m);
+    return *out == NULL ? -1 : 0;
+}
+
+static int
+intern(PyObject **out, const char *s)
+{
+    *out = PyUnicode_InternFromString(s);
+    return *out == NULL ? -1 : 0;
+}
+
+static PyTypeObject *
+make_type(PyObject *module, PyType_Spec *spec, PyObject *base, const char *export)
+{
+    PyObject *t = PyType_FromModuleAndSpec(module, spec, base);
+    if (t == NULL) {
+        return NULL;
+    }
+    if (export != NULL && PyModule_AddObjectRef(module, export, t) < 0) {
+        Py_DECREF(t);
+        return NULL;
+    }
+    return (PyTypeObject *)t;
+}
+
+static int
+module_exec(PyObject *module)
+{
+    fa_state *st = fa_get_state(module);
+
+    if (get_attr(&st->FutureType, "_asyncio", "Future") < 0 ||
+        get_attr(&st->TaskType, "_asyncio", "Task") < 0 ||
+        get_attr(&st->CancelledError, "asyncio", "CancelledError") < 0 ||
+        get_attr(&st->set_running_loop, "_asyncio", "_set_running_loop") < 0 ||
+        get_attr(&st->get_running_loop, "_asyncio", "_get_running_loop") < 0 ||
+        get_attr(&st->get_event_loop, "asyncio", "get_event_loop") < 0 ||
+        get_attr(&st->ensure_future, "asyncio", "ensure_future") < 0 ||
+        get_attr(&st->iscoroutine, "asyncio", "iscoroutine") < 0 ||
+        get_attr(&st->get_asyncgen_hooks, "sys", "get_asyncgen_hooks") < 0 ||
+        get_attr(&st->set_asyncgen_hooks, "sys", "set_asyncgen_hooks") < 0 ||
+        get_attr(&st->format_cb_source, "asyncio.format_helpers", "_format_callback_source") < 0 ||
+        get_attr(&st->extract_stack, "asyncio.format_helpers", "extract_stack") < 0 ||
+        get_attr(&st->isawaitable, "inspect", "isawaitable") < 0) {
+        return -1;
+    }
+    if (intern(&st->s_call_soon, "call_soon") < 0 || intern(&st->s_done, "done") < 0 ||
+        intern(&st->s_result, "result") < 0 || intern(&st->s_exception, "exception") < 0 ||
+        intern(&st->s_cancel, "cancel") < 0 || intern(&st->s_cancelled, "cancelled") < 0 ||
+        intern(&st->s_add_done_callback, "add_done_callback") < 0 ||
+        intern(&st->s_remove_done_callback, "remove_done_callback") < 0 ||
+        intern(&st->s_set_result, "set_result") < 0 ||
+        intern(&st->s_set_exception, "set_exception") < 0 ||
+        intern(&st->s_make_cancelled_error, "_make_cancelled_error") < 0 ||
+        intern(&st->s_call_exception_handler, "call_exception_handler") < 0 ||
+        intern(&st->s_get_loop, "get_loop") < 0 ||
+        intern(&st->s_create_task, "create_task") < 0 ||
+        intern(&st->s_log_destroy_pending, "_log_destroy_pending") < 0 ||
+        intern(&st->s_context, "context") < 0 || intern(&st->s_loop, "loop") < 0 ||
+        intern(&st->s_name, "name") < 0 || intern(&st->s_message, "message") < 0 ||
+        intern(&st->s_exception_key, "exception") < 0 ||
+        intern(&st->s_handle, "handle") < 0 ||
+        intern(&st->s_source_traceback, "source_traceback") < 0 ||
+        intern(&st->s_asyncgen_firstiter_hook, "_asyncgen_firstiter_hook") < 0 ||
+        intern(&st->s_asyncgen_finalizer_hook, "_asyncgen_finalizer_hook") < 0 ||
+        intern(&st->s_log_slow_callback, "_log_slow_callback") < 0 ||
+        intern(&st->s_slow_callback_duration, "slow_callback_duration") < 0 ||
+        intern(&st->s_set_name, "set_name") < 0 ||
+        intern(&st->s_check_debug_callback, "_check_debug_callback") < 0 ||
+        intern(&st->s_future, "future") < 0 || intern(&st->s_msg, "msg") < 0) {
+        return -1;
+    }
+    st->LoopType = make_type(module, &fa_loop_spec, NULL, "CLoop");
+    if (st->LoopType == NULL) {
+        return -1;
+    }
+    st->HandleType = make_type(module, &fa_handle_spec, NULL, "Handle");
+    if (st->HandleType == NULL) {
+        return -1;
+    }
+    st->TimerHandleType = make_type(module, &fa_timer_handle_spec,
+                                    (PyObject *)st->HandleType, "TimerHandle");
+    if (st->TimerHandleType == NULL) {
+        return -1;
+    }
+    st->WatcherType = make_type(module, &fa_watcher_spec, NULL, NULL);
+    if (st->WatcherType == NULL) {
+        return -1;
+    }
+    st->WaiterType = make_type(module, &fa_waiter_spec, NULL, NULL);
+    if (st->WaiterType == NULL) {
+        return -1;
+    }
+    if (fa_gather_init_type(module, st) < 0) {
+        return -1;
+    }
+    if (PyModule_AddObjectRef(module, "_GatheringFuture", (PyObject *)st->GatherType) < 0) {
+        return -1;
+    }
+    if (PyModule_AddStringConstant(module, "libuv_version", uv_version_string()) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+static int
+module_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    fa_state *st = fa_get_state(module);
+    Py_VISIT(st->LoopType);
+    Py_VISIT(st->HandleType);
+    Py_VISIT(st->TimerHandleType);
+    Py_VISIT(st->WatcherType);
+    Py_VISIT(st->GatherType);
+    Py_VISIT(st->WaiterType);
+    Py_VISIT(st->FutureType);
+    Py_VISIT(st->TaskType);
+    Py_VISIT(st->loop_class);
+    Py_VISIT(st->app_loop);
+    return 0;
+}
+
+static int
+module_clear(PyObject *module)
+{
+    fa_state *st = fa_get_state(module);
+    if (st->app_loop != NULL) {
+        fa_loop *L = (fa_loop *)st->app_loop;
+        if (L->fork_gen == atomic_load(&fa_fork_generation)) {
+            fa_home_stop(L);
+        }
+    }
+    Py_CLEAR(st->app_loop);
+    Py_CLEAR(st->loop_class);
+    Py_CLEAR(st->LoopType);
+    Py_CLEAR(st->HandleType);
+    Py_CLEAR(st->TimerHandleType);
+    Py_CLEAR(st->WatcherType);
+    Py_CLEAR(st->GatherType);
+    Py_CLEAR(st->WaiterType);
+    Py_CLEAR(st->FutureType);
+    Py_CLEAR(st->TaskType);
+    Py_CLEAR(st->CancelledError);
+    Py_CLEAR(st->set_running_loop);
+    Py_CLEAR(st->get_running_loop);
+    Py_CLEAR(st->get_event_loop);
+    Py_CLEAR(st->ensure_future);
+    Py_CLEAR(st->iscoroutine);
+    Py_CLEAR(st->get_asyncgen_hooks);
+    Py_CLEAR(st->set_asyncgen_hooks);
+    Py_CLEAR(st->format_cb_source);
+    Py_CLEAR(st->extract_stack);
+    Py_CLEAR(st->isawaitable);
+    PyObject **names[] = {
+        &st->s_call_soon, &st->s_done, &st->s_result, &st->s_exception, &st->s_cancel,
+        &st->s_cancelled, &st->s_add_done_callback, &st->s_remove_done_callback,
+        &st->s_set_result, &st->s_set_exception, &st->s_make_cancelled_error,
+        &st->s_call_exception_handler, &st->s_get_loop, &st->s_create_task,
+        &st->s_log_destroy_pending, &st->s_context, &st->s_loop, &st->s_name,
+        &st->s_message, &st->s_exception_key, &st->s_handle, &st->s_source_traceback,
+        &st->s_asyncgen_firstiter_hook, &st->s_asyncgen_finalizer_hook,
+        &st->s_log_slow_callback, &st->s_slow_callback_duration, &st->s_set_name,
+        &st->s_check_debug_callback, &st->s_future, &st->s_msg,
+    };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        Py_CLEAR(*names[i]);
+    }
+    return 0;
+}
+
+static void
+module_free(void *module)
+{
+    (void)module_clear((PyObject *)module);
+}
+
+static PyModuleDef_Slot module_slots[] = {
+    {Py_mod_exec, module_exec},
+    {0, NULL},
+};
+
+PyModuleDef fa_module_def = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "flaskasync._core",
+    .m_doc = "C core of flaskasync: an asyncio event loop on libuv, the runner and gather.",
+    .m_size = sizeof(fa_state),
+    .m_methods = module_methods,
+    .m_slots = module_slots,
+    .m_traverse = module_traverse,
+    .m_clear = module_clear,
+    .m_free = module_free,
+};
+
+PyMODINIT_FUNC
+PyInit__core(void)
+{
+    return PyModuleDef_Init(&fa_module_def);
+}

@@ -1,0 +1,770 @@
+/* flaskasync.run(): run a coroutine on the process's app loop from
+ * synchronous code in any thread.
+ *
+ * The baton: whoever holds it runs the app loop's callbacks.  A caller that
+ * finds it free takes it and drives the loop inline in its own thread (no
+ * thread switch), until its task is done or nothing is runnable.  It never
+ * blocks while holding the baton: when its task waits for a timer or I/O it
+ * hands the loop back and sleeps on its job's semaphore with the GIL
+ * released.  The baton is therefore free whenever nobody is executing
+ * callbacks, and the next request can drive inline too.
+ *
+ * The home thread services the loop when nobody drives it: it sleeps in
+ * poll() on libuv's backend fd (epoll), without the baton and without the
+ * GIL.  Timers reach it through the loop's timerfd, which is in that epoll
+ * set, and ready callbacks left behind by a driver through the wake-up
+ * async handle.  When it wakes it takes the baton (if a driver has it, it
+ * waits for that driver to leave) and runs the loop without blocking.
+ *
+ * Ordering (all atomics seq_cst): the home thread stores home_missed = 1
+ * and then tries the baton; a driver stores baton = 0 and then exchanges
+ * home_missed.  Either the home thread gets the baton or the driver sees
+ * home_missed and posts home_sem, so no wake-up is lost. */
+#include "fa.h"
+
+#include <errno.h>
+#include <poll.h>
+
+typedef struct {
+    PyObject_HEAD
+    fa_loop *loop;
+    PyObject *coro;
+    PyObject *ctx;
+    PyObject *task;
+    PyObject *timeout_handle;
+    PyObject *error;        /* exception raised while starting the task */
+    double timeout;
+    int has_timeout;
+    int timed_out;
+    int abandoned;          /* the caller left (KeyboardInterrupt) before start */
+    atomic_int posted;
+    sem_t sem;
+} fa_job;
+
+static atomic_int atfork_registered = 0;
+
+/* ------------------------------------------------------------ the job */
+
+static int
+job_traverse(fa_job *j, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(j));
+    Py_VISIT((PyObject *)j->loop);
+    Py_VISIT(j->coro);
+    Py_VISIT(j->ctx);
+    Py_VISIT(j->task);
+    Py_VISIT(j->timeout_handle);
+    Py_VISIT(j->error);
+    return 0;
+}
+
+static int
+job_clear(fa_job *j)
+{
+    Py_CLEAR(j->loop);
+    Py_CLEAR(j->coro);
+    Py_CLEAR(j->ctx);
+    Py_CLEAR(j->task);
+    Py_CLEAR(j->timeout_handle);
+    Py_CLEAR(j->error);
+    return 0;
+}
+
+static void
+job_dealloc(fa_job *j)
+{
+    PyTypeObject *tp = Py_TYPE(j);
+    PyObject_GC_UnTrack(j);
+    job_clear(j);
+    sem_destroy(&j->sem);
+    tp->tp_free(j);
+    Py_DECREF(tp);
+}
+
+static PyType_Slot job_slots[] = {
+    {Py_tp_dealloc, job_dealloc},
+    {Py_tp_traverse, job_traverse},
+    {Py_tp_clear, job_clear},
+    {0, NULL},
+};
+
+PyType_Spec fa_waiter_spec = {
+    .name = "flaskasync._core._Job",
+    .basicsize = sizeof(fa_job),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = job_slots,
+};
+
+static void
+job_post(fa_job *j)
+{
+    if (atomic_exchange(&j->posted, 1) == 0) {
+        sem_post(&j->sem);
+    }
+}
+
+static PyObject *
+job_on_timeout(PyObject *self, PyObject *Py_UNUSED(arg))
+{
+    fa_job *j = (fa_job *)self;
+    PyObject *r;
+    if (j->task == NULL) {
+        Py_RETURN_NONE;
+    }
+    r = PyObject_CallMethodNoArgs(j->task, j->loop->st->s_done);
+    if (r == NULL) {
+        return NULL;
+    }
+    if (r == Py_False) {
+        j->timed_out = 1;
+        Py_DECREF(r);
+        r = PyObject_CallMethodNoArgs(j->task, j->loop->st->s_cancel);
+        if (r == NULL) {
+            return NULL;
+        }
+    }
+    Py_DECREF(r);
+    Py_RETURN_NONE;
+}
+
+static void
+job_cancel_timeout(fa_job *j)
+{
+    if (j->timeout_handle != NULL) {
+        PyObject *h = j->timeout_handle;
+        j->timeout_handle = NULL;
+        PyObject *r = PyObject_CallMethodNoArgs(h, j->loop->st->s_cancel);
+        if (r == NULL) {
+            PyErr_WriteUnraisable(h);
+        }
+        Py_XDECREF(r);
+        Py_DECREF(h);
+    }
+}
+
+static PyObject *
+job_on_done(PyObject *self, PyObject *Py_UNUSED(fut))
+{
+    fa_job *j = (fa_job *)self;
+    job_cancel_timeout(j);
+    job_post(j);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef job_timeout_def = {"_flaskasync_timeout", job_on_timeout, METH_NOARGS, NULL};
+static PyMethodDef job_done_def = {"_flaskasync_done", job_on_done, METH_O, NULL};
+
+static int
+job_add_done_callback(fa_job *j)
+{
+    PyObject *cb = PyCFunction_New(&job_done_def, (PyObject *)j);
+    PyObject *r;
+    if (cb == NULL) {
+        return -1;
+    }
+    r = PyObject_CallMethodOneArg(j->task, j->loop->st->s_add_done_callback, cb);
+    Py_DECREF(cb);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+/* Create the task on the loop (called by the thread driving the loop). */
+static int
+job_start_task(fa_job *j)
+{
+    fa_loop *loop = j->loop;
+    j->task = fa_loop_create_task(loop, j->coro, NULL, j->ctx);
+    if (j->task == NULL) {
+        return -1;
+    }
+    Py_CLEAR(j->coro);
+    if (j->has_timeout) {
+        PyObject *cb = PyCFunction_New(&job_timeout_def, (PyObject *)j);
+        if (cb == NULL) {
+            return -1;
+        }
+        PyObject *delay = PyFloat_FromDouble(j->timeout);
+        if (delay == NULL) {
+            Py_DECREF(cb);
+            return -1;
+        }
+        j->timeout_handle = PyObject_CallMethod((PyObject *)loop, "call_later", "OO", delay, cb);
+        Py_DECREF(delay);
+        Py_DECREF(cb);
+        if (j->timeout_handle == NULL) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Start callback for a job submitted by a thread that found the baton taken. */
+static PyObject *
+job_start_cb(PyObject *self, PyObject *Py_UNUSED(arg))
+{
+    fa_job *j = (fa_job *)self;
+    if (j->abandoned) {
+        PyObject *r = PyObject_CallMethod(j->coro, "close", NULL);
+        Py_XDECREF(r);
+        PyErr_Clear();
+        Py_CLEAR(j->coro);
+        Py_RETURN_NONE;
+    }
+    if (job_start_task(j) < 0 || job_add_done_callback(j) < 0) {
+        PyObject *type, *value, *tb;
+        if (fa_is_fatal_exception()) {
+            job_post(j);
+            return NULL;
+        }
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        if (tb != NULL) {
+            PyException_SetTraceback(value, tb);
+        }
+        j->error = value;
+        Py_XDECREF(type);
+        Py_XDECREF(tb);
+        job_post(j);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef job_start_def = {"_flaskasync_start", job_start_cb, METH_NOARGS, NULL};
+
+/* ------------------------------------------------------------- baton */
+
+static inline int
+baton_try(fa_loop *L)
+{
+    int expected = 0;
+    return atomic_compare_exchange_strong(&L->baton, &expected, 1);
+}
+
+/* Give the loop back.  Called with the GIL held by the thread that has the
+ * baton, after fa_loop_leave. */
+static void
+baton_release(fa_loop *L)
+{
+    int pending = L->ready_len > 0 || L->n_closing > 0 ||
+                  (L->heap_len > 0 && L->heap[0]->when <= fa_now());
+    if (L->io_dirty && L->uv_ready) {
+        L->io_dirty = 0;
+        /* Register changed fd watchers with epoll before the home thread
+         * polls it (libuv does that inside uv_run). */
+        uv_run(&L->uv, UV_RUN_NOWAIT);
+        pending |= L->ready_len > 0;
+    }
+    fa_loop_arm_timer(L);
+    atomic_store(&L->baton, 0);
+    if (pending) {
+        fa_loop_poke(L);
+    }
+    if (atomic_exchange(&L->home_missed, 0)) {
+        sem_post(&L->home_sem);
+    }
+}
+
+/* Run everything runnable now without blocking.  Errors other than
+ * KeyboardInterrupt/SystemExit were already routed to the exception
+ * handler; those two are logged here because no caller can receive them. */
+static void
+home_drive(fa_loop *L)
+{
+    if (fa_loop_enter(L) < 0) {
+        PyErr_WriteUnraisable((PyObject *)L);
+        return;
+    }
+    if (L->uv_ready) {
+        /* Drain the wake-up eventfd and the timerfd. */
+        uv_run(&L->uv, UV_RUN_NOWAIT);
+    }
+    for (;;) {
+        if (atomic_load(&L->home_stop)) {
+            break;
+        }
+        if (fa_loop_collect(L, 0) < 0) {
+            PyErr_WriteUnraisable((PyObject *)L);
+        }
+        if (L->ready_len == 0) {
+            break;
+        }
+        if (fa_loop_run_ready(L) < 0) {
+            PyErr_WriteUnraisable((PyObject *)L);
+        }
+    }
+    fa_loop_leave(L);
+}
+
+static void *
+home_main(void *arg)
+{
+    fa_loop *L = (fa_loop *)arg;
+    PyGILState_STATE gs = PyGILState_Ensure();
+    PyThreadState *ts = PyEval_SaveThread();
+    struct pollfd pfd;
+
+    pfd.fd = uv_backend_fd(&L->uv);
+    pfd.events = POLLIN;
+    while (!atomic_load(&L->home_stop)) {
+        int r = poll(&pfd, 1, -1);
+        if (r < 0 && errno != EINTR) {
+            break;
+        }
+        if (atomic_load(&L->home_stop)) {
+            break;
+        }
+        atomic_store(&L->home_missed, 1);
+        if (!baton_try(L)) {
+            /* A driver is running the loop; it posts when it leaves. */
+            while (sem_wait(&L->home_sem) < 0 && errno == EINTR) {
+            }
+            continue;
+        }
+        atomic_store(&L->home_missed, 0);
+        PyEval_RestoreThread(ts);
+        if (!atomic_load(&L->home_stop)) {
+            home_drive(L);
+        }
+        baton_release(L);
+        ts = PyEval_SaveThread();
+    }
+    PyEval_RestoreThread(ts);
+    PyGILState_Release(gs);
+    return NULL;
+}
+
+static int
+home_start(fa_loop *L)
+{
+    pthread_attr_t attr;
+    int r;
+    if (sem_init(&L->home_sem, 0, 0) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 1 << 20);
+    r = pthread_create(&L->home_thread, &attr, home_main, L);
+    pthread_attr_destroy(&attr);
+    if (r != 0) {
+        sem_destroy(&L->home_sem);
+        errno = r;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    L->home_started = 1;
+    return 0;
+}
+
+/* Stop and join the home thread.  Called with the GIL held; releases it
+ * while joining because the home thread may be waiting for it. */
+void
+fa_home_stop(fa_loop *L)
+{
+    if (!L->home_started) {
+        return;
+    }
+    L->home_started = 0;
+    if (L->fork_gen != atomic_load(&fa_fork_generation)) {
+        return; /* forked child: the thread does not exist here */
+    }
+    atomic_store(&L->home_stop, 1);
+    fa_loop_poke(L);
+    sem_post(&L->home_sem);
+    Py_BEGIN_ALLOW_THREADS
+    pthread_join(L->home_thread, NULL);
+    Py_END_ALLOW_THREADS
+    sem_destroy(&L->home_sem);
+    /* The home thread may have left the wake-up pending; the loop was never
+     * blocked on it, so nothing else to undo. */
+    atomic_store(&L->baton, 0);
+}
+
+static void
+after_fork_child(void)
+{
+    atomic_fetch_add(&fa_fork_generation, 1);
+}
+
+/* ----------------------------------------------------------- app loop */
+
+PyObject *
+fa_app_loop(fa_state *st)
+{
+    unsigned long gen = atomic_load(&fa_fork_generation);
+    PyObject *cls, *loop;
+    fa_loop *L;
+
+    if (st->app_loop != NULL) {
+        L = (fa_loop *)st->app_loop;
+        if (st->app_fork_gen == gen && !L->closed) {
+            return st->app_loop;
+        }
+        /* Forked child or closed: drop it.  A forked child's copy is
+         * abandoned without touching the parent's epoll instance. */
+        Py_CLEAR(st->app_loop);
+    }
+    if (atomic_exchange(&atfork_registered, 1) == 0) {
+        pthread_atfork(NULL, NULL, after_fork_child);
+    }
+    cls = st->loop_class ? st->loop_class : (PyObject *)st->LoopType;
+    loop = PyObject_CallNoArgs(cls);
+    if (loop == NULL) {
+        return NULL;
+    }
+    if (!PyObject_TypeCheck(loop, st->LoopType)) {
+        Py_DECREF(loop);
+        PyErr_SetString(PyExc_TypeError, "the app loop class must derive from CLoop");
+        return NULL;
+    }
+    L = (fa_loop *)loop;
+    L->is_app = 1;
+    if (home_start(L) < 0) {
+        L->is_app = 0;
+        Py_DECREF(loop);
+        return NULL;
+    }
+    st->app_loop = loop;
+    st->app_fork_gen = gen;
+    return loop;
+}
+
+PyObject *
+fa_get_loop(PyObject *module, PyObject *Py_UNUSED(unused))
+{
+    PyObject *loop = fa_app_loop(fa_get_state(module));
+    return Py_XNewRef(loop);
+}
+
+/* --------------------------------------------------------------- run */
+
+/* Copy the values set inside the task's context back into the caller's,
+ * as asgiref's async_to_sync does. */
+static int
+copy_context_back(PyObject *ctx)
+{
+    PyObject *it = PyObject_GetIter(ctx);
+    PyObject *var;
+    if (it == NULL) {
+        return -1;
+    }
+    while ((var = PyIter_Next(it)) != NULL) {
+        PyObject *val = PyObject_GetItem(ctx, var);
+        PyObject *cur = NULL;
+        if (val == NULL) {
+            Py_DECREF(var);
+            goto error;
+        }
+        if (PyContextVar_Get(var, NULL, &cur) < 0) {
+            Py_DECREF(val);
+            Py_DECREF(var);
+            goto error;
+        }
+        if (cur != val) {
+            PyObject *tok = PyContextVar_Set(var, val);
+            if (tok == NULL) {
+                Py_XDECREF(cur);
+                Py_DECREF(val);
+                Py_DECREF(var);
+                goto error;
+            }
+            Py_DECREF(tok);
+        }
+        Py_XDECREF(cur);
+        Py_DECREF(val);
+        Py_DECREF(var);
+    }
+    Py_DECREF(it);
+    return PyErr_Occurred() ? -1 : 0;
+error:
+    Py_DECREF(it);
+    return -1;
+}
+
+/* Wait for the job with the GIL released.  A signal (Ctrl-C) interrupts
+ * the wait: the task is cancelled and the exception propagates. */
+static int
+job_wait(fa_job *j)
+{
+    for (;;) {
+        int r;
+        Py_BEGIN_ALLOW_THREADS
+        r = sem_wait(&j->sem);
+        Py_END_ALLOW_THREADS
+        if (r == 0) {
+            return 0;
+        }
+        if (errno != EINTR) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
+        if (PyErr_CheckSignals() < 0) {
+            return -1;
+        }
+    }
+}
+
+/* The caller is leaving early (KeyboardInterrupt while waiting or driving):
+ * make sure the coroutine does not run on unattended. */
+static void
+job_abandon(fa_job *j)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    j->abandoned = 1;
+    if (j->task != NULL && !j->loop->closed) {
+        PyObject *cancel = PyObject_GetAttr(j->task, j->loop->st->s_cancel);
+        if (cancel != NULL) {
+            fa_handle *h = fa_handle_new(j->loop, j->loop->st->HandleType, cancel, NULL, NULL);
+            if (h != NULL) {
+                if (fa_loop_push_ready(j->loop, h) == 0) {
+                    fa_loop_poke(j->loop);
+                }
+                Py_DECREF(h);
+            }
+            Py_DECREF(cancel);
+        }
+        PyErr_Clear();
+    }
+    PyErr_Restore(type, value, tb);
+}
+
+static PyObject *
+job_result(fa_job *j)
+{
+    fa_state *st = j->loop->st;
+    PyObject *res;
+    if (j->error != NULL) {
+        PyErr_SetObject((PyObject *)Py_TYPE(j->error), j->error);
+        return NULL;
+    }
+    res = PyObject_CallMethodNoArgs(j->task, st->s_result);
+    if (res == NULL && j->timed_out && PyErr_ExceptionMatches(st->CancelledError)) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        if (tb != NULL) {
+            PyException_SetTraceback(value, tb);
+        }
+        PyErr_Format(PyExc_TimeoutError,
+                     "flaskasync.run() timed out after %.3g seconds", j->timeout);
+        PyObject *t2, *v2, *tb2;
+        PyErr_Fetch(&t2, &v2, &tb2);
+        PyErr_NormalizeException(&t2, &v2, &tb2);
+        PyException_SetCause(v2, Py_NewRef(value));
+        PyException_SetContext(v2, value);
+        Py_XDECREF(type);
+        Py_XDECREF(tb);
+        PyErr_Restore(t2, v2, tb2);
+    }
+    return res;
+}
+
+/* Drive the app loop in this thread until the job's task is done or
+ * nothing is runnable.  Returns 1 if done, 0 if the caller must wait,
+ * -1 on KeyboardInterrupt/SystemExit or a failure to start. */
+static int
+drive_inline(fa_loop *L, fa_job *j)
+{
+    fa_state *st = L->st;
+    int done = 0;
+
+    if (fa_loop_enter(L) < 0) {
+        baton_release(L);
+        return -1;
+    }
+    if (job_start_task(j) < 0) {
+        fa_loop_leave(L);
+        baton_release(L);
+        return -1;
+    }
+    for (;;) {
+        PyObject *d = PyObject_CallMethodNoArgs(j->task, st->s_done);
+        if (d == NULL) {
+            goto error;
+        }
+        done = (d == Py_True);
+        Py_DECREF(d);
+        if (done) {
+            break;
+        }
+        if (fa_loop_collect(L, 0) < 0) {
+            goto error;
+        }
+        if (L->ready_len == 0) {
+            break;
+        }
+        if (fa_loop_run_ready(L) < 0) {
+            goto error;
+        }
+    }
+    fa_loop_leave(L);
+    if (done) {
+        job_cancel_timeout(j);
+    }
+    else if (job_add_done_callback(j) < 0) {
+        baton_release(L);
+        return -1;
+    }
+    baton_release(L);
+    return done;
+
+error:
+    fa_loop_leave(L);
+    baton_release(L);
+    return -1;
+}
+
+PyObject *
+fa_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    fa_state *st = fa_get_state(module);
+    PyObject *coro, *timeout = Py_None, *running, *res = NULL;
+    fa_job *j = NULL;
+    fa_loop *L;
+    int r;
+
+    if (nargs != 1) {
+        PyErr_Format(PyExc_TypeError,
+                     "run() takes exactly one positional argument (a coroutine), got %zd",
+                     nargs);
+        return NULL;
+    }
+    coro = args[0];
+    if (kwnames != NULL) {
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++) {
+            PyObject *k = PyTuple_GET_ITEM(kwnames, i);
+            if (PyUnicode_CompareWithASCIIString(k, "timeout") == 0) {
+                timeout = args[nargs + i];
+            }
+            else {
+                PyErr_Format(PyExc_TypeError, "run() got an unexpected keyword argument '%U'", k);
+                return NULL;
+            }
+        }
+    }
+    if (!PyCoro_CheckExact(coro)) {
+        PyObject *ok = PyObject_CallOneArg(st->iscoroutine, coro);
+        if (ok == NULL) {
+            return NULL;
+        }
+        int isco = PyObject_IsTrue(ok);
+        Py_DECREF(ok);
+        if (!isco) {
+            PyErr_Format(PyExc_TypeError,
+                         "flaskasync.run() expects a coroutine object, got %R "
+                         "(did you forget to call the async function?)", coro);
+            return NULL;
+        }
+    }
+    running = PyObject_CallNoArgs(st->get_running_loop);
+    if (running == NULL) {
+        return NULL;
+    }
+    if (running != Py_None) {
+        Py_DECREF(running);
+        PyErr_SetString(PyExc_RuntimeError,
+                        "flaskasync.run() cannot be called from a running event loop; "
+                        "await the coroutine instead");
+        return NULL;
+    }
+    Py_DECREF(running);
+
+    L = (fa_loop *)fa_app_loop(st);
+    if (L == NULL) {
+        return NULL;
+    }
+    j = PyObject_GC_New(fa_job, st->WaiterType);
+    if (j == NULL) {
+        return NULL;
+    }
+    j->loop = (fa_loop *)Py_NewRef(L);
+    j->coro = Py_NewRef(coro);
+    j->ctx = NULL;
+    j->task = NULL;
+    j->timeout_handle = NULL;
+    j->error = NULL;
+    j->timed_out = 0;
+    j->abandoned = 0;
+    j->has_timeout = 0;
+    j->timeout = 0.0;
+    atomic_init(&j->posted, 0);
+    sem_init(&j->sem, 0, 0);
+    PyObject_GC_Track(j);
+    if (timeout != Py_None) {
+        j->timeout = PyFloat_AsDouble(timeout);
+        if (j->timeout == -1.0 && PyErr_Occurred()) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_TypeError, "run(): timeout must be a number or None, got %R",
+                         timeout);
+            goto done;
+        }
+        if (!(j->timeout >= 0.0)) {
+            PyErr_Format(PyExc_ValueError, "run(): timeout must be >= 0, got %R", timeout);
+            goto done;
+        }
+        j->has_timeout = 1;
+    }
+    j->ctx = PyContext_CopyCurrent();
+    if (j->ctx == NULL) {
+        goto done;
+    }
+
+    if (baton_try(L)) {
+        r = drive_inline(L, j);
+        if (r < 0) {
+            job_abandon(j);
+            goto copy_back;
+        }
+        if (r == 0 && job_wait(j) < 0) {
+            job_abandon(j);
+            goto copy_back;
+        }
+    }
+    else {
+        /* Someone is running the loop's callbacks right now (we only got
+         * here because the GIL switched threads mid-callback): let that
+         * thread start our task, and wait for it. */
+        PyObject *start = PyCFunction_New(&job_start_def, (PyObject *)j);
+        fa_handle *h;
+        if (start == NULL) {
+            goto done;
+        }
+        h = fa_handle_new(L, st->HandleType, start, NULL, NULL);
+        Py_DECREF(start);
+        if (h == NULL) {
+            goto done;
+        }
+        r = fa_loop_push_ready(L, h);
+        Py_DECREF(h);
+        if (r < 0) {
+            goto done;
+        }
+        fa_loop_poke(L);
+        if (job_wait(j) < 0) {
+            job_abandon(j);
+            goto copy_back;
+        }
+    }
+    res = job_result(j);
+
+copy_back:
+    if (j->task != NULL) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        if (copy_context_back(j->ctx) < 0) {
+            if (type == NULL) {
+                Py_CLEAR(res);
+                goto done;
+            }
+            PyErr_WriteUnraisable(module);
+        }
+        PyErr_Restore(type, value, tb);
+    }
+done:
+    Py_XDECREF(j);
+    return res;
+}
