@@ -58,7 +58,7 @@ typedef struct {
         *s_message, *s_exception_key, *s_handle, *s_source_traceback,
         *s_asyncgen_firstiter_hook, *s_asyncgen_finalizer_hook,
         *s_log_slow_callback, *s_slow_callback_duration, *s_set_name,
-        *s_check_debug_callback, *s_future, *s_msg;
+        *s_check_debug_callback, *s_future, *s_msg, *s_qualname;
 } fa_state;
 
 /* A callback scheduled on the loop: asyncio.Handle / asyncio.TimerHandle. */
@@ -128,6 +128,8 @@ struct fa_loop {
     int debug;
     unsigned long thread_id;     /* thread running the loop, 0 if none */
     PyObject *saved_hooks;       /* asyncgen hooks to restore after running */
+    PyObject *hook_first;        /* cached bound _asyncgen_firstiter_hook */
+    PyObject *hook_fin;          /* cached bound _asyncgen_finalizer_hook */
 
     /* App loop only (flaskasync.run). */
     int is_app;

@@ -15,26 +15,10 @@ fa_handle_new(fa_loop *loop, PyTypeObject *tp, PyObject *callback,
     if (h == NULL) {
         return NULL;
     }
+    fa_live_handles++;
     h->callback = Py_NewRef(callback);
     h->args = (args != NULL && PyTuple_GET_SIZE(args) > 0) ? Py_NewRef(args) : NULL;
-    if (context == NULL || context == Py_None) {
-        /* asyncio.Handle copies the current context when none is given. */
-        h->context = PyContext_CopyCurrent();
-        if (h->context == NULL) {
-            h->callback = NULL;
-            Py_DECREF(callback);
-            Py_XDECREF(h->args);
-            h->args = NULL;
-            h->loop = NULL;
-            h->source_traceback = NULL;
-            h->weakreflist = NULL;
-            Py_DECREF(h);
-            return NULL;
-        }
-    }
-    else {
-        h->context = Py_NewRef(context);
-    }
+    h->context = NULL;
     h->loop = (fa_loop *)Py_NewRef(loop);
     h->source_traceback = NULL;
     h->weakreflist = NULL;
@@ -44,16 +28,25 @@ fa_handle_new(fa_loop *loop, PyTypeObject *tp, PyObject *callback,
     h->when = 0.0;
     h->seq = 0;
     h->heap_index = -1;
-    fa_live_handles++;
-    if (loop->debug) {
-        h->source_traceback = PyObject_CallNoArgs(loop->st->extract_stack);
-        if (h->source_traceback == NULL) {
-            PyObject_GC_Track(h);
+    PyObject_GC_Track(h);
+    if (context == NULL || context == Py_None) {
+        /* asyncio.Handle copies the current context when none is given. */
+        h->context = PyContext_CopyCurrent();
+        if (h->context == NULL) {
             Py_DECREF(h);
             return NULL;
         }
     }
-    PyObject_GC_Track(h);
+    else {
+        h->context = Py_NewRef(context);
+    }
+    if (loop->debug) {
+        h->source_traceback = PyObject_CallNoArgs(loop->st->extract_stack);
+        if (h->source_traceback == NULL) {
+            Py_DECREF(h);
+            return NULL;
+        }
+    }
     return h;
 }
 

@@ -355,46 +355,72 @@ fa_loop_run_ready(fa_loop *self)
 
 /* Make this thread the one running the loop: running-loop slot, asyncgen
  * hooks and thread id, as BaseEventLoop.run_forever does. */
+/* Does this thread already have our asyncgen hooks installed?  Reads the
+ * thread state directly (3.9-3.12 keep the hooks there) to spare a call. */
+static int
+hooks_are_ours(fa_loop *self)
+{
+#if PY_VERSION_HEX < 0x030D0000
+    PyThreadState *ts = PyThreadState_Get();
+    return self->hook_first != NULL && ts->async_gen_firstiter == self->hook_first &&
+           ts->async_gen_finalizer == self->hook_fin;
+#else
+    (void)self;
+    return 0;
+#endif
+}
+
+/* Make this thread the one running the loop: running-loop slot, asyncgen
+ * hooks and thread id, as BaseEventLoop.run_forever does.
+ *
+ * The app loop leaves its hooks installed in the thread afterwards (an
+ * async generator first iterated by that thread belongs to the app loop
+ * anyway), so a worker thread pays for installing them once. */
 int
 fa_loop_enter(fa_loop *self)
 {
     fa_state *st = self->st;
-    PyObject *hooks = NULL, *first = NULL, *fin = NULL, *r = NULL;
+    PyObject *hooks = NULL, *r;
 
-    hooks = PyObject_CallNoArgs(st->get_asyncgen_hooks);
-    if (hooks == NULL) {
-        return -1;
+    if (self->hook_first == NULL) {
+        self->hook_first = PyObject_GetAttr((PyObject *)self, st->s_asyncgen_firstiter_hook);
+        if (self->hook_first == NULL) {
+            return -1;
+        }
+        self->hook_fin = PyObject_GetAttr((PyObject *)self, st->s_asyncgen_finalizer_hook);
+        if (self->hook_fin == NULL) {
+            Py_CLEAR(self->hook_first);
+            return -1;
+        }
     }
-    first = PyObject_GetAttr((PyObject *)self, st->s_asyncgen_firstiter_hook);
-    if (first == NULL) {
-        goto error;
+    if (!hooks_are_ours(self)) {
+        if (!self->is_app) {
+            hooks = PyObject_CallNoArgs(st->get_asyncgen_hooks);
+            if (hooks == NULL) {
+                return -1;
+            }
+        }
+        r = PyObject_CallFunctionObjArgs(st->set_asyncgen_hooks, self->hook_first,
+                                         self->hook_fin, NULL);
+        if (r == NULL) {
+            Py_XDECREF(hooks);
+            return -1;
+        }
+        Py_DECREF(r);
     }
-    fin = PyObject_GetAttr((PyObject *)self, st->s_asyncgen_finalizer_hook);
-    if (fin == NULL) {
-        goto error;
-    }
-    r = PyObject_CallFunctionObjArgs(st->set_asyncgen_hooks, first, fin, NULL);
-    if (r == NULL) {
-        goto error;
-    }
-    Py_DECREF(r);
     r = PyObject_CallOneArg(st->set_running_loop, (PyObject *)self);
     if (r == NULL) {
-        PyObject *undo = PyObject_Call(st->set_asyncgen_hooks, hooks, NULL);
-        Py_XDECREF(undo);
-        goto error;
+        if (hooks != NULL) {
+            PyObject *undo = PyObject_Call(st->set_asyncgen_hooks, hooks, NULL);
+            Py_XDECREF(undo);
+            Py_DECREF(hooks);
+        }
+        return -1;
     }
     Py_DECREF(r);
-    Py_DECREF(first);
-    Py_DECREF(fin);
     Py_XSETREF(self->saved_hooks, hooks);
     self->thread_id = PyThread_get_thread_ident();
     return 0;
-error:
-    Py_XDECREF(hooks);
-    Py_XDECREF(first);
-    Py_XDECREF(fin);
-    return -1;
 }
 
 /* Undo fa_loop_enter.  Preserves a pending exception. */
@@ -1232,6 +1258,8 @@ loop_traverse(fa_loop *self, visitproc visit, void *arg)
     Py_VISIT(self->watchers);
     Py_VISIT(self->task_factory);
     Py_VISIT(self->saved_hooks);
+    Py_VISIT(self->hook_first);
+    Py_VISIT(self->hook_fin);
     for (Py_ssize_t i = 0; i < self->ready_len; i++) {
         Py_VISIT((PyObject *)self->ready[(self->ready_head + i) % self->ready_cap]);
     }
@@ -1248,6 +1276,8 @@ loop_clear(fa_loop *self)
     heap_clear(self);
     Py_CLEAR(self->task_factory);
     Py_CLEAR(self->saved_hooks);
+    Py_CLEAR(self->hook_first);
+    Py_CLEAR(self->hook_fin);
     /* watchers and module stay until dealloc: the uv handles need them. */
     return 0;
 }
@@ -1285,6 +1315,12 @@ loop_dealloc(fa_loop *self)
         fa_home_stop(self);
     }
     (void)loop_clear(self);
+    if (!self->closed && self->fork_gen != atomic_load(&fa_fork_generation)) {
+        /* Forked child: the uv loop and its epoll set belong to the parent;
+         * drop the Python side only. */
+        self->closed = 1;
+        PyDict_Clear(self->watchers);
+    }
     if (!self->closed) {
         self->closed = 1;
         fa_loop_close_watchers(self);

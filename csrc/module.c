@@ -168,7 +168,8 @@ module_exec(PyObject *module)
         intern(&st->s_slow_callback_duration, "slow_callback_duration") < 0 ||
         intern(&st->s_set_name, "set_name") < 0 ||
         intern(&st->s_check_debug_callback, "_check_debug_callback") < 0 ||
-        intern(&st->s_future, "future") < 0 || intern(&st->s_msg, "msg") < 0) {
+        intern(&st->s_future, "future") < 0 || intern(&st->s_msg, "msg") < 0 ||
+        intern(&st->s_qualname, "__qualname__") < 0) {
         return -1;
     }
     st->LoopType = make_type(module, &fa_loop_spec, NULL, "CLoop");
@@ -261,7 +262,7 @@ module_clear(PyObject *module)
         &st->s_message, &st->s_exception_key, &st->s_handle, &st->s_source_traceback,
         &st->s_asyncgen_firstiter_hook, &st->s_asyncgen_finalizer_hook,
         &st->s_log_slow_callback, &st->s_slow_callback_duration, &st->s_set_name,
-        &st->s_check_debug_callback, &st->s_future, &st->s_msg,
+        &st->s_check_debug_callback, &st->s_future, &st->s_msg, &st->s_qualname,
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         Py_CLEAR(*names[i]);

@@ -176,7 +176,15 @@ static int
 job_start_task(fa_job *j)
 {
     fa_loop *loop = j->loop;
-    j->task = fa_loop_create_task(loop, j->coro, NULL, j->ctx);
+    /* Name the task after the coroutine ("notify", "Index.get"): more useful
+     * in logs than "Task-N", and it spares 3.11's eager name formatting. */
+    PyObject *name = PyObject_GetAttr(j->coro, loop->st->s_qualname);
+    if (name == NULL || !PyUnicode_Check(name)) {
+        PyErr_Clear();
+        Py_CLEAR(name);
+    }
+    j->task = fa_loop_create_task(loop, j->coro, name, j->ctx);
+    Py_XDECREF(name);
     if (j->task == NULL) {
         return -1;
     }

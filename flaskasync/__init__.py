@@ -14,6 +14,7 @@ the WSGI worker thread that needs it.  The same pieces work without Flask:
 from __future__ import annotations
 
 import asyncio
+import atexit
 import functools
 import inspect
 
@@ -38,6 +39,11 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+# Stop the app loop's home thread before the interpreter finalizes.  atexit
+# runs handlers last-registered-first, so the Flask integration's graceful
+# shutdown of background tasks (registered later) runs before this.
+atexit.register(_core._shutdown)
 
 
 async def _await(awaitable):

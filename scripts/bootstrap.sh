@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Set up everything flaskasync needs on a fresh Debian/Ubuntu machine:
+# system packages (libuv headers, pkg-config, a C compiler), a virtualenv
+# in .venv, and the package itself (editable) with its test extras.
+# Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+need_apt=()
+pkg-config --exists libuv 2>/dev/null || need_apt+=(libuv1-dev)
+command -v pkg-config >/dev/null || need_apt+=(pkg-config)
+command -v gcc >/dev/null || need_apt+=(gcc)
+for tool in ${EXTRA_TOOLS:-}; do
+    command -v "$tool" >/dev/null || need_apt+=("$tool")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    echo "bootstrap: installing ${need_apt[*]} with apt-get" >&2
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+stamp=.venv/.flaskasync-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ] \
+   || [ -n "$(find csrc -newer "$stamp" -name '*.[ch]' 2>/dev/null)" ]; then
+    .venv/bin/pip install -q --upgrade pip setuptools wheel
+    FLASKASYNC_WERROR=1 .venv/bin/pip install -q -e ".[test]"
+    touch "$stamp"
+fi
