@@ -429,7 +429,7 @@ def main(argv=None) -> int:
     with open(json_path, "w") as f:
         json.dump(out, f, indent=1, ensure_ascii=False)
         f.write("\n")
-    print(f"\nwrote {os.path.relpath(json_path)}")
+    print(f"\nwrote {json_path}")
 
     if args.strict and not all(t["pass"] for t in target_rows):
         return 1
