@@ -20,6 +20,7 @@ Usage::
     python bench/bench_core.py --quick         # smoke run (CI), writes bench/results/core-quick.json
     python bench/bench_core.py --json out.json
     python bench/bench_core.py --strict        # exit 1 if a target is missed
+    python bench/bench_core.py --no-gc         # cyclic GC off while timing (GC is on by default)
 """
 
 from __future__ import annotations
@@ -300,6 +301,8 @@ def main(argv=None) -> int:
                    "(default bench/results/core.json, or core-quick.json with --quick)")
     p.add_argument("--repeats", type=int, help="repeats per implementation (default 9, quick 3)")
     p.add_argument("--target-time", type=float, help="seconds per timed batch (default 0.2, quick 0.01)")
+    p.add_argument("--no-gc", action="store_true",
+                   help="disable the cyclic GC while timing (as timeit does); default: GC on, as in production")
     p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     p.add_argument("-v", "--verbose", action="store_true", help="print batch sizes as it goes")
     args = p.parse_args(argv)
@@ -355,6 +358,8 @@ def main(argv=None) -> int:
     ]))
 
     info = machine_info()
+    if args.no_gc:
+        gc.disable()  # gc.collect() still runs before every timed batch
     t_start = time.perf_counter()
     results = []
     for gid, title, anchor, unit, per_op, impls in groups:
@@ -379,6 +384,7 @@ def main(argv=None) -> int:
                 "throughput_unit": unit,
             })
     elapsed = time.perf_counter() - t_start
+    gc.enable()
     for loop in loops.values():
         loop.close()
 
@@ -394,7 +400,8 @@ def main(argv=None) -> int:
           f"flaskasync {info['flaskasync']} ({info['flaskasync_git']}, libuv {info['flaskasync_libuv']}), "
           f"uvloop {info['uvloop']}, asgiref {info['asgiref']}")
     print(f"Mode: {'quick' if args.quick else 'full'}; {repeats} repeats × ~{target:g} s batches, "
-          f"median; ratio = anchor time / this time (>1 = faster); total {elapsed:.0f} s")
+          f"median; GC {'off' if args.no_gc else 'on'}; ratio = anchor time / this time (>1 = faster); "
+          f"total {elapsed:.0f} s")
     print()
     print("| benchmark | implementation | time per op | throughput | ratio vs anchor |")
     print("|---|---|---:|---:|---:|")
@@ -420,6 +427,7 @@ def main(argv=None) -> int:
         "repeats": repeats,
         "target_batch_seconds": target,
         "call_soon_callbacks": ncb,
+        "gc": "off" if args.no_gc else "on",
         "elapsed_seconds": elapsed,
         "machine": info,
         "results": results,
