@@ -44,6 +44,8 @@ typedef struct {
     PyObject *format_cb_source;    /* asyncio.format_helpers._format_callback_source */
     PyObject *extract_stack;       /* asyncio.format_helpers.extract_stack */
     PyObject *isawaitable;         /* inspect.isawaitable */
+    PyObject *set_wakeup_fd;       /* signal.set_wakeup_fd */
+    unsigned long main_ident;      /* thread id of the main thread */
 
     PyObject *loop_class;          /* the Python flaskasync.Loop, set by the shim */
     PyObject *app_loop;            /* the process's app loop, or NULL */
@@ -70,7 +72,9 @@ struct fa_handle {
     fa_loop *loop;               /* strong reference */
     PyObject *source_traceback;  /* debug mode only */
     PyObject *weakreflist;
+    PyObject *repr;              /* kept by cancel() in debug mode, as asyncio */
     char cancelled;
+    char queued;                 /* fd handle: already in the ready queue */
     char is_timer;
     char scheduled;              /* timer: currently in the heap */
     double when;                 /* timer: deadline on loop.time() */
@@ -118,6 +122,17 @@ struct fa_loop {
     Py_ssize_t n_io;             /* started user I/O watchers */
     Py_ssize_t n_closing;        /* uv handles waiting for their close callback */
     int io_dirty;                /* a watcher changed since the last uv_run */
+    fa_handle *failed;           /* handle whose callback raised KeyboardInterrupt/SystemExit */
+
+    /* Signals: a pipe set as Python's signal wakeup fd while the loop
+     * blocks in the main thread, so a signal interrupts the poll. */
+    int sig_rfd, sig_wfd;
+    uv_poll_t sig_poll;
+    int sig_poll_ready;
+    int sig_dispatch;            /* loop-level signal handlers are installed */
+    PyObject *wakeup_old;        /* wakeup fd to restore, or NULL */
+
+    void *jobs;                  /* app loop: runner jobs waiting (fa_job list) */
 
     PyObject *task_factory;
     PyObject *weakreflist;
@@ -173,6 +188,8 @@ double fa_now(void);
 void fa_timer_remove(fa_loop *self, fa_handle *h);
 int fa_loop_check_closed(fa_loop *self);
 void fa_loop_gil_ensure(fa_loop *self);
+int fa_loop_failure_is_task_outcome(fa_loop *self);
+int fa_loop_forked(fa_loop *self);
 
 /* watcher.c */
 extern PyType_Spec fa_watcher_spec;
@@ -187,6 +204,8 @@ PyObject *fa_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
 PyObject *fa_get_loop(PyObject *module, PyObject *unused);
 PyObject *fa_app_loop(fa_state *st);
 void fa_home_stop(fa_loop *self);
+void fa_jobs_fail_all(fa_loop *self);
+void fa_register_atfork(void);
 
 /* gather.c */
 int fa_gather_init_type(PyObject *module, fa_state *st);

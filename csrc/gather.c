@@ -70,6 +70,7 @@ gather_dealloc(PyObject *self)
     if (PyObject_CallFinalizerFromDealloc(self) < 0) {
         return;
     }
+    PyObject_GC_UnTrack(self);
     Py_CLEAR(f->children);
     Py_CLEAR(f->loop);
     tp->tp_base->tp_dealloc(self);
@@ -242,26 +243,40 @@ gather_child_done(PyObject *outer, PyObject *fut)
         }
         Py_DECREF(exc);
     }
-    if (f->nfinished < f->nfuts) {
+    if (f->nfinished < f->nfuts || f->children == NULL) {
         Py_RETURN_NONE;
     }
-    Py_ssize_t n = PyList_GET_SIZE(f->children);
+    PyObject *children = Py_NewRef(f->children);
+    Py_ssize_t n = PyList_GET_SIZE(children);
     results = PyList_New(n);
     if (results == NULL) {
+        Py_DECREF(children);
         return NULL;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *child = PyList_GET_ITEM(f->children, i);
+        PyObject *child = Py_NewRef(PyList_GET_ITEM(children, i));
         PyObject *res;
-        last = child;
+        Py_XSETREF(last, child);
         c = is_cancelled(st, child);
         if (c < 0) {
             goto error;
         }
         if (c) {
-            /* A cancelled child gives a CancelledError in the results, not
-             * a cancelled gather (asyncio's choice, kept). */
-            res = call0(child, st->s_make_cancelled_error);
+            /* A cancelled child gives CancelledError(its message) in the
+             * results, as asyncio does (without calling
+             * _make_cancelled_error, which is kept for the outer). */
+            PyObject *msg = PyObject_GetAttrString(child, "_cancel_message");
+            if (msg == NULL) {
+                goto error;
+            }
+            if (msg == Py_None) {
+                Py_SETREF(msg, PyUnicode_FromString(""));
+                if (msg == NULL) {
+                    goto error;
+                }
+            }
+            res = PyObject_CallOneArg(st->CancelledError, msg);
+            Py_DECREF(msg);
         }
         else {
             res = call0(child, st->s_exception);
@@ -288,6 +303,8 @@ gather_child_done(PyObject *outer, PyObject *fut)
         r = PyObject_CallMethodOneArg(outer, st->s_set_result, results);
     }
     Py_DECREF(results);
+    Py_DECREF(children);
+    Py_XDECREF(last);
     if (r == NULL) {
         return NULL;
     }
@@ -297,6 +314,8 @@ gather_child_done(PyObject *outer, PyObject *fut)
     Py_RETURN_NONE;
 error:
     Py_XDECREF(results);
+    Py_DECREF(children);
+    Py_XDECREF(last);
     return NULL;
 }
 
@@ -426,6 +445,21 @@ to_future(fa_state *st, PyObject *arg, PyObject **loop)
     if (blocking != NULL) {
         Py_DECREF(blocking);
         fut = Py_NewRef(arg);
+        if (*loop != NULL) {
+            PyObject *floop = PyObject_CallMethodNoArgs(fut, st->s_get_loop);
+            if (floop == NULL) {
+                Py_DECREF(fut);
+                return NULL;
+            }
+            Py_DECREF(floop);
+            if (floop != *loop) {
+                Py_DECREF(fut);
+                PyErr_SetString(PyExc_ValueError,
+                                "The future belongs to a different loop than the one "
+                                "specified as the loop argument");
+                return NULL;
+            }
+        }
     }
     else {
         PyObject *argv[2] = {arg, *loop};

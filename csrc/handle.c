@@ -22,6 +22,8 @@ fa_handle_new(fa_loop *loop, PyTypeObject *tp, PyObject *callback,
     h->loop = (fa_loop *)Py_NewRef(loop);
     h->source_traceback = NULL;
     h->weakreflist = NULL;
+    h->repr = NULL;
+    h->queued = 0;
     h->cancelled = 0;
     h->is_timer = 0;
     h->scheduled = 0;
@@ -59,6 +61,7 @@ handle_traverse(fa_handle *h, visitproc visit, void *arg)
     Py_VISIT(h->context);
     Py_VISIT((PyObject *)h->loop);
     Py_VISIT(h->source_traceback);
+    Py_VISIT(h->repr);
     return 0;
 }
 
@@ -70,6 +73,7 @@ handle_clear(fa_handle *h)
     Py_CLEAR(h->context);
     Py_CLEAR(h->loop);
     Py_CLEAR(h->source_traceback);
+    Py_CLEAR(h->repr);
     return 0;
 }
 
@@ -161,20 +165,23 @@ error:
 int
 fa_handle_run(fa_handle *h)
 {
+    /* Own everything the call uses: the callback may cancel its own handle,
+     * which drops the handle's references to it and its arguments. */
     PyObject *cb = Py_NewRef(h->callback);
     PyObject *ctx = Py_NewRef(h->context);
+    PyObject *args = Py_XNewRef(h->args);
     PyObject *res;
 
     if (PyContext_Enter(ctx) < 0) {
         res = NULL;
     }
     else {
-        if (h->args == NULL) {
+        if (args == NULL) {
             res = PyObject_CallNoArgs(cb);
         }
         else {
-            res = PyObject_Vectorcall(cb, &PyTuple_GET_ITEM(h->args, 0),
-                                      PyTuple_GET_SIZE(h->args), NULL);
+            res = PyObject_Vectorcall(cb, &PyTuple_GET_ITEM(args, 0),
+                                      PyTuple_GET_SIZE(args), NULL);
         }
         if (PyContext_Exit(ctx) < 0) {
             Py_XDECREF(res);
@@ -183,6 +190,7 @@ fa_handle_run(fa_handle *h)
     }
     Py_DECREF(cb);
     Py_DECREF(ctx);
+    Py_XDECREF(args);
     if (res == NULL) {
         return handle_report_exception(h);
     }
@@ -198,12 +206,17 @@ handle_cancel(fa_handle *h, PyObject *Py_UNUSED(ignored))
         if (h->is_timer && h->scheduled && h->loop != NULL) {
             fa_timer_remove(h->loop, h);
         }
+        if (h->loop != NULL && h->loop->debug && h->repr == NULL) {
+            /* Debug mode keeps a representation for slow-callback logs. */
+            h->repr = PyObject_Repr((PyObject *)h);
+            if (h->repr == NULL) {
+                return NULL;
+            }
+        }
         /* Drop the callback and its arguments now, as asyncio does, so a
          * cancelled handle does not keep them alive. */
-        if (h->loop == NULL || !h->loop->debug) {
-            Py_CLEAR(h->args);
-            Py_SETREF(h->callback, Py_NewRef(Py_None));
-        }
+        Py_CLEAR(h->args);
+        Py_SETREF(h->callback, Py_NewRef(Py_None));
     }
     Py_RETURN_NONE;
 }
@@ -239,6 +252,9 @@ static PyObject *
 handle_repr(fa_handle *h)
 {
     const char *name = h->is_timer ? "TimerHandle" : "Handle";
+    if (h->repr != NULL) {
+        return Py_NewRef(h->repr);
+    }
     PyObject *parts = NULL, *cb = NULL, *sep = NULL, *joined = NULL, *res = NULL;
     PyObject *item;
 

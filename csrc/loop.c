@@ -10,6 +10,8 @@
  * millisecond-rounded timers. */
 #include "fa.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
@@ -62,6 +64,7 @@ ready_clear(fa_loop *self)
 {
     while (self->ready_len > 0) {
         fa_handle *h = ready_pop(self);
+        h->queued = 0;
         Py_DECREF(h);
     }
 }
@@ -185,7 +188,7 @@ fa_loop_arm_timer(fa_loop *self)
     double when = self->heap_len ? self->heap[0]->when : -1.0;
     struct itimerspec its;
 
-    if (when == self->armed_when || self->timer_fd < 0) {
+    if (when == self->armed_when || self->timer_fd < 0 || fa_loop_forked(self)) {
         return;
     }
     memset(&its, 0, sizeof(its));
@@ -226,8 +229,11 @@ static void
 on_prepare(uv_prepare_t *p)
 {
     fa_loop *self = (fa_loop *)p->data;
-    /* Release the GIL only if libuv is about to block in its poll. */
-    if (self->blocking && self->released == NULL && uv_backend_timeout(&self->uv) != 0) {
+    /* Release the GIL if this uv_run may block.  We decide from our own
+     * state (fa_loop_collect set `blocking` only when nothing is ready and
+     * no timer is due), not from uv_backend_timeout(): libuv 1.44 returns 0
+     * there while a new watcher waits to be registered, then blocks anyway. */
+    if (self->blocking && self->released == NULL) {
         self->released = PyEval_SaveThread();
     }
 }
@@ -257,6 +263,160 @@ on_timer_fd(uv_poll_t *p, int status, int events)
     }
 }
 
+/* ------------------------------------------------------------ signals */
+
+/* Python's C signal handler writes the signal number to the wakeup fd.
+ * While a loop blocks in the main thread that fd is our pipe, watched by
+ * libuv, so a signal ends the poll; fa_loop_collect then runs the Python
+ * handlers (PyErr_CheckSignals).  Loop-level handlers registered with
+ * add_signal_handler() are dispatched from the bytes read here. */
+static void
+on_sig_pipe(uv_poll_t *p, int status, int events)
+{
+    fa_loop *self = (fa_loop *)p->data;
+    char buf[256];
+    PyObject *data = NULL;
+    (void)status;
+    (void)events;
+    fa_loop_gil_ensure(self);
+    for (;;) {
+        ssize_t n = read(self->sig_rfd, buf, sizeof(buf));
+        if (n <= 0) {
+            break;
+        }
+        if (self->sig_dispatch) {
+            PyObject *chunk = PyBytes_FromStringAndSize(buf, n);
+            if (chunk == NULL) {
+                PyErr_WriteUnraisable((PyObject *)self);
+                break;
+            }
+            if (data == NULL) {
+                data = chunk;
+            }
+            else {
+                PyBytes_ConcatAndDel(&data, chunk);
+                if (data == NULL) {
+                    PyErr_WriteUnraisable((PyObject *)self);
+                    break;
+                }
+            }
+        }
+    }
+    if (data != NULL) {
+        PyObject *r = PyObject_CallMethod((PyObject *)self, "_dispatch_signals", "O", data);
+        if (r == NULL) {
+            PyErr_WriteUnraisable((PyObject *)self);
+        }
+        Py_XDECREF(r);
+        Py_DECREF(data);
+    }
+}
+
+static int
+ensure_sig_pipe(fa_loop *self)
+{
+    int fds[2], r;
+    if (self->sig_rfd >= 0) {
+        return 0;
+    }
+    if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    r = uv_poll_init(&self->uv, &self->sig_poll, fds[0]);
+    if (r < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return fa_set_uv_error(r, "uv_poll_init");
+    }
+    self->sig_poll.data = self;
+    uv_poll_start(&self->sig_poll, UV_READABLE, on_sig_pipe);
+    uv_unref((uv_handle_t *)&self->sig_poll);
+    self->sig_rfd = fds[0];
+    self->sig_wfd = fds[1];
+    self->sig_poll_ready = 1;
+    self->io_dirty = 1;
+    return 0;
+}
+
+/* Before blocking in the main thread: make our pipe the wakeup fd. */
+static void
+install_wakeup(fa_loop *self)
+{
+    PyObject *args = NULL, *kw = NULL, *old = NULL;
+    if (self->wakeup_old != NULL || self->is_app ||
+        PyThread_get_thread_ident() != self->st->main_ident) {
+        return;
+    }
+    if (ensure_sig_pipe(self) < 0) {
+        goto fail;
+    }
+    args = Py_BuildValue("(i)", self->sig_wfd);
+    kw = Py_BuildValue("{s:O}", "warn_on_full_buffer", Py_False);
+    if (args == NULL || kw == NULL) {
+        goto fail;
+    }
+    old = PyObject_Call(self->st->set_wakeup_fd, args, kw);
+    if (old == NULL) {
+        goto fail;
+    }
+    self->wakeup_old = old;
+    Py_DECREF(args);
+    Py_DECREF(kw);
+    return;
+fail:
+    /* Not fatal (e.g. a subinterpreter): signals then wait for the next event. */
+    Py_XDECREF(args);
+    Py_XDECREF(kw);
+    PyErr_Clear();
+}
+
+static void
+uninstall_wakeup(fa_loop *self)
+{
+    PyObject *old = self->wakeup_old, *r;
+    if (old == NULL) {
+        return;
+    }
+    self->wakeup_old = NULL;
+    r = PyObject_CallOneArg(self->st->set_wakeup_fd, old);
+    if (r == NULL) {
+        PyErr_WriteUnraisable((PyObject *)self);
+    }
+    Py_XDECREF(r);
+    Py_DECREF(old);
+}
+
+static PyObject *
+loop_signal_fd(fa_loop *self, PyObject *Py_UNUSED(ignored))
+{
+    if (fa_loop_check_closed(self) < 0 || ensure_sig_pipe(self) < 0) {
+        return NULL;
+    }
+    return PyLong_FromLong(self->sig_wfd);
+}
+
+static PyObject *
+loop_set_signal_dispatch(fa_loop *self, PyObject *flag)
+{
+    int on = PyObject_IsTrue(flag);
+    if (on < 0) {
+        return NULL;
+    }
+    if (on && !self->sig_dispatch) {
+        if (ensure_sig_pipe(self) < 0) {
+            return NULL;
+        }
+        /* Count the pipe as I/O so a busy loop still polls it. */
+        self->n_io++;
+    }
+    else if (!on && self->sig_dispatch) {
+        self->n_io--;
+    }
+    self->sig_dispatch = on;
+    Py_RETURN_NONE;
+}
+
 /* ------------------------------------------------------------ run loop */
 
 /* Poll for I/O (blocking if may_block and nothing is ready) and move due
@@ -270,11 +430,20 @@ fa_loop_collect(fa_loop *self, int may_block)
     }
     if (block) {
         fa_loop_arm_timer(self);
+        install_wakeup(self);
         self->blocking = 1;
         self->io_dirty = 0;
         uv_run(&self->uv, UV_RUN_ONCE);
         self->blocking = 0;
         fa_loop_gil_ensure(self);
+        /* libuv retries epoll_wait after EINTR, so Python-level signal
+         * handlers (KeyboardInterrupt, asyncio.Runner's SIGINT handler)
+         * would wait for the next event: run them now.  The wakeup fd that
+         * Loop.run_forever installs in the main thread makes a signal
+         * such an event. */
+        if (!PyErr_Occurred() && PyErr_CheckSignals() < 0) {
+            return -1;
+        }
     }
     else if (self->n_io > 0 || self->n_closing > 0) {
         self->io_dirty = 0;
@@ -322,6 +491,7 @@ fa_loop_run_ready(fa_loop *self)
     while (n-- > 0 && self->ready_len > 0) {
         fa_handle *h = ready_pop(self);
         int r = 0;
+        h->queued = 0;
         if (!h->cancelled) {
             if (self->debug) {
                 double t0 = fa_now();
@@ -345,11 +515,49 @@ fa_loop_run_ready(fa_loop *self)
                 r = fa_handle_run(h);
             }
         }
-        Py_DECREF(h);
         if (r < 0) {
+            Py_XSETREF(self->failed, h);
             return -1;
         }
+        Py_DECREF(h);
     }
+    return 0;
+}
+
+/* After fa_loop_run_ready() failed with KeyboardInterrupt/SystemExit: was
+ * it a task's step?  asyncio.Task stores such an exception as its outcome
+ * before re-raising it, so whoever waits on the task receives it; the
+ * thread that merely happened to drive the loop must not raise it too.
+ * Returns 1 (and clears the error) in that case, 0 otherwise. */
+int
+fa_loop_failure_is_task_outcome(fa_loop *self)
+{
+    fa_handle *h = self->failed;
+    PyObject *owner, *done;
+    int outcome = 0;
+    self->failed = NULL;
+    if (h == NULL || !fa_is_fatal_exception()) {
+        Py_XDECREF(h);
+        return 0;
+    }
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    owner = h->callback ? PyObject_GetAttrString(h->callback, "__self__") : NULL;
+    if (owner != NULL && PyObject_TypeCheck(owner, (PyTypeObject *)self->st->TaskType)) {
+        done = PyObject_CallMethodNoArgs(owner, self->st->s_done);
+        outcome = done == Py_True;
+        Py_XDECREF(done);
+    }
+    Py_XDECREF(owner);
+    PyErr_Clear();
+    Py_DECREF(h);
+    if (outcome) {
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(tb);
+        return 1;
+    }
+    PyErr_Restore(type, value, tb);
     return 0;
 }
 
@@ -430,6 +638,7 @@ fa_loop_leave(fa_loop *self)
     fa_state *st = self->st;
     PyObject *type, *value, *tb, *r;
     PyErr_Fetch(&type, &value, &tb);
+    uninstall_wakeup(self);
     self->stopping = 0;
     self->thread_id = 0;
     r = PyObject_CallOneArg(st->set_running_loop, Py_None);
@@ -450,11 +659,26 @@ fa_loop_leave(fa_loop *self)
     PyErr_Restore(type, value, tb);
 }
 
+/* Was this loop created before a fork() that led to this process?  Its
+ * epoll set, eventfd and timerfd are shared with the parent then: using
+ * them would change the parent's loop. */
+int
+fa_loop_forked(fa_loop *self)
+{
+    return self->fork_gen != atomic_load(&fa_fork_generation);
+}
+
 int
 fa_loop_check_closed(fa_loop *self)
 {
     if (self->closed) {
         PyErr_SetString(PyExc_RuntimeError, "Event loop is closed");
+        return -1;
+    }
+    if (fa_loop_forked(self)) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "this event loop was created before os.fork() and cannot be "
+                        "used in the child process; create a new loop in the child");
         return -1;
     }
     return 0;
@@ -667,7 +891,7 @@ loop_time(fa_loop *self, PyObject *Py_UNUSED(ignored))
 void
 fa_loop_poke(fa_loop *self)
 {
-    if (self->uv_ready) {
+    if (self->uv_ready && !fa_loop_forked(self)) {
         uv_async_send(&self->wakeup);
     }
 }
@@ -1114,7 +1338,16 @@ loop_free_uv(fa_loop *self)
             close(self->timer_fd);
         }
         self->timer_fd = -1;
+        if (self->sig_rfd >= 0) {
+            close(self->sig_rfd);
+            close(self->sig_wfd);
+            self->sig_rfd = self->sig_wfd = -1;
+        }
         return;
+    }
+    if (self->sig_poll_ready) {
+        uv_close((uv_handle_t *)&self->sig_poll, on_internal_close);
+        self->sig_poll_ready = 0;
     }
     uv_close((uv_handle_t *)&self->wakeup, on_internal_close);
     uv_close((uv_handle_t *)&self->prepare, on_internal_close);
@@ -1130,6 +1363,11 @@ loop_free_uv(fa_loop *self)
     if (self->timer_fd >= 0) {
         close(self->timer_fd);
         self->timer_fd = -1;
+    }
+    if (self->sig_rfd >= 0) {
+        close(self->sig_rfd);
+        close(self->sig_wfd);
+        self->sig_rfd = self->sig_wfd = -1;
     }
 }
 
@@ -1147,6 +1385,7 @@ loop_close_c(fa_loop *self, PyObject *Py_UNUSED(ignored))
         fa_home_stop(self);
     }
     self->closed = 1;
+    fa_jobs_fail_all(self);
     ready_clear(self);
     heap_clear(self);
     fa_loop_close_watchers(self);
@@ -1192,6 +1431,7 @@ loop_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->module = Py_NewRef(module);
     self->st = fa_get_state(module);
     self->timer_fd = -1;
+    self->sig_rfd = self->sig_wfd = -1;
     self->armed_when = -1.0;
     self->fork_gen = atomic_load(&fa_fork_generation);
     self->watchers = PyDict_New();
@@ -1260,6 +1500,7 @@ loop_traverse(fa_loop *self, visitproc visit, void *arg)
     Py_VISIT(self->saved_hooks);
     Py_VISIT(self->hook_first);
     Py_VISIT(self->hook_fin);
+    Py_VISIT((PyObject *)self->failed);
     for (Py_ssize_t i = 0; i < self->ready_len; i++) {
         Py_VISIT((PyObject *)self->ready[(self->ready_head + i) % self->ready_cap]);
     }
@@ -1278,6 +1519,8 @@ loop_clear(fa_loop *self)
     Py_CLEAR(self->saved_hooks);
     Py_CLEAR(self->hook_first);
     Py_CLEAR(self->hook_fin);
+    Py_CLEAR(self->failed);
+    Py_CLEAR(self->wakeup_old);
     /* watchers and module stay until dealloc: the uv handles need them. */
     return 0;
 }
@@ -1422,6 +1665,10 @@ static PyMethodDef loop_methods[] = {
      "Return the task factory, or None."},
     {"get_debug", (PyCFunction)loop_get_debug, METH_NOARGS, "Return the debug mode flag."},
     {"_set_debug_flag", (PyCFunction)loop_set_debug, METH_O, "Set the C debug flag."},
+    {"_signal_fd", (PyCFunction)loop_signal_fd, METH_NOARGS,
+     "Write end of the loop's signal pipe (for signal.set_wakeup_fd)."},
+    {"_set_signal_dispatch", (PyCFunction)loop_set_signal_dispatch, METH_O,
+     "Turn dispatching of loop signal handlers on or off."},
     {"add_reader", (PyCFunction)loop_add_reader, METH_VARARGS,
      "add_reader(fd, callback, *args): call callback(*args) whenever fd is readable."},
     {"add_writer", (PyCFunction)loop_add_writer, METH_VARARGS,

@@ -57,7 +57,14 @@ mod_shutdown(PyObject *module, PyObject *Py_UNUSED(ignored))
     fa_state *st = fa_get_state(module);
     if (st->app_loop != NULL) {
         fa_loop *L = (fa_loop *)st->app_loop;
-        if (L->fork_gen == atomic_load(&fa_fork_generation)) {
+        if (!fa_loop_forked(L) && !L->closed && L->thread_id == 0) {
+            PyObject *r = PyObject_CallMethod(st->app_loop, "close", NULL);
+            if (r == NULL) {
+                return NULL;
+            }
+            Py_DECREF(r);
+        }
+        else if (!fa_loop_forked(L)) {
             fa_home_stop(L);
         }
     }
@@ -142,8 +149,28 @@ module_exec(PyObject *module)
         get_attr(&st->set_asyncgen_hooks, "sys", "set_asyncgen_hooks") < 0 ||
         get_attr(&st->format_cb_source, "asyncio.format_helpers", "_format_callback_source") < 0 ||
         get_attr(&st->extract_stack, "asyncio.format_helpers", "extract_stack") < 0 ||
-        get_attr(&st->isawaitable, "inspect", "isawaitable") < 0) {
+        get_attr(&st->isawaitable, "inspect", "isawaitable") < 0 ||
+        get_attr(&st->set_wakeup_fd, "signal", "set_wakeup_fd") < 0) {
         return -1;
+    }
+    {
+        PyObject *mt = NULL, *ident = NULL;
+        if (get_attr(&mt, "threading", "main_thread") < 0) {
+            return -1;
+        }
+        Py_SETREF(mt, PyObject_CallNoArgs(mt));
+        if (mt != NULL) {
+            ident = PyObject_GetAttrString(mt, "ident");
+        }
+        Py_XDECREF(mt);
+        if (ident == NULL) {
+            return -1;
+        }
+        st->main_ident = PyLong_AsUnsignedLong(ident);
+        Py_DECREF(ident);
+        if (PyErr_Occurred()) {
+            return -1;
+        }
     }
     if (intern(&st->s_call_soon, "call_soon") < 0 || intern(&st->s_done, "done") < 0 ||
         intern(&st->s_result, "result") < 0 || intern(&st->s_exception, "exception") < 0 ||
@@ -202,6 +229,7 @@ module_exec(PyObject *module)
     if (PyModule_AddStringConstant(module, "libuv_version", uv_version_string()) < 0) {
         return -1;
     }
+    fa_register_atfork();
     return 0;
 }
 
@@ -253,6 +281,7 @@ module_clear(PyObject *module)
     Py_CLEAR(st->format_cb_source);
     Py_CLEAR(st->extract_stack);
     Py_CLEAR(st->isawaitable);
+    Py_CLEAR(st->set_wakeup_fd);
     PyObject **names[] = {
         &st->s_call_soon, &st->s_done, &st->s_result, &st->s_exception, &st->s_cancel,
         &st->s_cancelled, &st->s_add_done_callback, &st->s_remove_done_callback,

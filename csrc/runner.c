@@ -25,7 +25,7 @@
 #include <errno.h>
 #include <poll.h>
 
-typedef struct {
+typedef struct fa_job_s {
     PyObject_HEAD
     fa_loop *loop;
     PyObject *coro;
@@ -39,9 +39,15 @@ typedef struct {
     int abandoned;          /* the caller left (KeyboardInterrupt) before start */
     atomic_int posted;
     sem_t sem;
+    /* Jobs whose caller waits, linked from the loop (GIL-protected), so
+     * that closing the loop can fail them instead of leaving them hanging. */
+    struct fa_job_s *prev, *next;
+    int linked;
 } fa_job;
 
 static atomic_int atfork_registered = 0;
+
+static void job_unlink(struct fa_job_s *j);
 
 /* ------------------------------------------------------------ the job */
 
@@ -75,6 +81,9 @@ job_dealloc(fa_job *j)
 {
     PyTypeObject *tp = Py_TYPE(j);
     PyObject_GC_UnTrack(j);
+    if (j->loop != NULL) {
+        job_unlink(j);
+    }
     job_clear(j);
     sem_destroy(&j->sem);
     tp->tp_free(j);
@@ -100,6 +109,58 @@ job_post(fa_job *j)
 {
     if (atomic_exchange(&j->posted, 1) == 0) {
         sem_post(&j->sem);
+    }
+}
+
+static void
+job_link(fa_job *j)
+{
+    fa_loop *L = j->loop;
+    j->prev = NULL;
+    j->next = (fa_job *)L->jobs;
+    if (j->next != NULL) {
+        j->next->prev = j;
+    }
+    L->jobs = j;
+    j->linked = 1;
+}
+
+static void
+job_unlink(fa_job *j)
+{
+    if (!j->linked) {
+        return;
+    }
+    if (j->prev != NULL) {
+        j->prev->next = j->next;
+    }
+    else {
+        j->loop->jobs = j->next;
+    }
+    if (j->next != NULL) {
+        j->next->prev = j->prev;
+    }
+    j->prev = j->next = NULL;
+    j->linked = 0;
+}
+
+/* The loop is closing: every caller still waiting gets a RuntimeError
+ * instead of waiting forever for a task that will never run again. */
+void
+fa_jobs_fail_all(fa_loop *L)
+{
+    while (L->jobs != NULL) {
+        fa_job *j = (fa_job *)L->jobs;
+        job_unlink(j);
+        if (j->error == NULL && atomic_load(&j->posted) == 0) {
+            j->error = PyObject_CallFunction(
+                PyExc_RuntimeError, "s",
+                "the flaskasync app loop was closed while this coroutine was running");
+            if (j->error == NULL) {
+                PyErr_Clear();
+            }
+        }
+        job_post(j);
     }
 }
 
@@ -223,10 +284,8 @@ job_start_cb(PyObject *self, PyObject *Py_UNUSED(arg))
     }
     if (job_start_task(j) < 0 || job_add_done_callback(j) < 0) {
         PyObject *type, *value, *tb;
-        if (fa_is_fatal_exception()) {
-            job_post(j);
-            return NULL;
-        }
+        /* Even KeyboardInterrupt/SystemExit goes to the waiting caller: it
+         * is that caller's exception, not the driving thread's. */
         PyErr_Fetch(&type, &value, &tb);
         PyErr_NormalizeException(&type, &value, &tb);
         if (tb != NULL) {
@@ -256,6 +315,8 @@ baton_try(fa_loop *L)
 static void
 baton_release(fa_loop *L)
 {
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
     int pending = L->ready_len > 0 || L->n_closing > 0 ||
                   (L->heap_len > 0 && L->heap[0]->when <= fa_now());
     if (L->io_dirty && L->uv_ready) {
@@ -273,6 +334,7 @@ baton_release(fa_loop *L)
     if (atomic_exchange(&L->home_missed, 0)) {
         sem_post(&L->home_sem);
     }
+    PyErr_Restore(type, value, tb);
 }
 
 /* Run everything runnable now without blocking.  Errors other than
@@ -299,7 +361,9 @@ home_drive(fa_loop *L)
         if (L->ready_len == 0) {
             break;
         }
-        if (fa_loop_run_ready(L) < 0) {
+        if (fa_loop_run_ready(L) < 0 && !fa_loop_failure_is_task_outcome(L)) {
+            /* A plain callback raised KeyboardInterrupt/SystemExit on the
+             * home thread: no caller can receive it, so log it. */
             PyErr_WriteUnraisable((PyObject *)L);
         }
     }
@@ -353,8 +417,9 @@ home_start(fa_loop *L)
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
+    /* Request coroutines resume on this thread after their first real
+     * await, so it gets the default stack size (as the WSGI threads do). */
     pthread_attr_init(&attr);
-    pthread_attr_setstacksize(&attr, 1 << 20);
     r = pthread_create(&L->home_thread, &attr, home_main, L);
     pthread_attr_destroy(&attr);
     if (r != 0) {
@@ -386,15 +451,21 @@ fa_home_stop(fa_loop *L)
     pthread_join(L->home_thread, NULL);
     Py_END_ALLOW_THREADS
     sem_destroy(&L->home_sem);
-    /* The home thread may have left the wake-up pending; the loop was never
-     * blocked on it, so nothing else to undo. */
-    atomic_store(&L->baton, 0);
 }
 
 static void
 after_fork_child(void)
 {
     atomic_fetch_add(&fa_fork_generation, 1);
+}
+
+/* Called once per process from module init. */
+void
+fa_register_atfork(void)
+{
+    if (atomic_exchange(&atfork_registered, 1) == 0) {
+        pthread_atfork(NULL, NULL, after_fork_child);
+    }
 }
 
 /* ----------------------------------------------------------- app loop */
@@ -415,9 +486,6 @@ fa_app_loop(fa_state *st)
          * abandoned without touching the parent's epoll instance. */
         Py_CLEAR(st->app_loop);
     }
-    if (atomic_exchange(&atfork_registered, 1) == 0) {
-        pthread_atfork(NULL, NULL, after_fork_child);
-    }
     cls = st->loop_class ? st->loop_class : (PyObject *)st->LoopType;
     loop = PyObject_CallNoArgs(cls);
     if (loop == NULL) {
@@ -427,6 +495,15 @@ fa_app_loop(fa_state *st)
         Py_DECREF(loop);
         PyErr_SetString(PyExc_TypeError, "the app loop class must derive from CLoop");
         return NULL;
+    }
+    if (st->app_loop != NULL) {
+        /* Loop.__init__ ran Python code, so another thread may have created
+         * the app loop meanwhile: use that one, discard ours. */
+        PyObject *r = PyObject_CallMethod(loop, "close", NULL);
+        Py_XDECREF(r);
+        PyErr_Clear();
+        Py_DECREF(loop);
+        return st->app_loop;
     }
     L = (fa_loop *)loop;
     L->is_app = 1;
@@ -549,6 +626,11 @@ job_result(fa_job *j)
         PyErr_SetObject((PyObject *)Py_TYPE(j->error), j->error);
         return NULL;
     }
+    if (j->task == NULL) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "flaskasync.run(): the coroutine was never started");
+        return NULL;
+    }
     res = PyObject_CallMethodNoArgs(j->task, st->s_result);
     if (res == NULL && j->timed_out && PyErr_ExceptionMatches(st->CancelledError)) {
         PyObject *type, *value, *tb;
@@ -605,7 +687,7 @@ drive_inline(fa_loop *L, fa_job *j)
         if (L->ready_len == 0) {
             break;
         }
-        if (fa_loop_run_ready(L) < 0) {
+        if (fa_loop_run_ready(L) < 0 && !fa_loop_failure_is_task_outcome(L)) {
             goto error;
         }
     }
@@ -699,6 +781,8 @@ fa_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
     j->abandoned = 0;
     j->has_timeout = 0;
     j->timeout = 0.0;
+    j->prev = j->next = NULL;
+    j->linked = 0;
     atomic_init(&j->posted, 0);
     sem_init(&j->sem, 0, 0);
     PyObject_GC_Track(j);
@@ -727,9 +811,14 @@ fa_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
             job_abandon(j);
             goto copy_back;
         }
-        if (r == 0 && job_wait(j) < 0) {
-            job_abandon(j);
-            goto copy_back;
+        if (r == 0) {
+            job_link(j);
+            r = job_wait(j);
+            job_unlink(j);
+            if (r < 0) {
+                job_abandon(j);
+                goto copy_back;
+            }
         }
     }
     else {
@@ -752,7 +841,10 @@ fa_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
             goto done;
         }
         fa_loop_poke(L);
-        if (job_wait(j) < 0) {
+        job_link(j);
+        r = job_wait(j);
+        job_unlink(j);
+        if (r < 0) {
             job_abandon(j);
             goto copy_back;
         }

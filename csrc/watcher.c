@@ -27,14 +27,21 @@ watcher_on_io(uv_poll_t *p, int status, int events)
          * read or write, as a selector reports the fd ready. */
         events = UV_READABLE | UV_WRITABLE;
     }
-    if ((events & UV_READABLE) && w->reader != NULL && !w->reader->cancelled) {
+    /* Level-triggered: a fd stays ready until read, and uv_run may be
+     * called more than once before the ready queue runs; queue the handle
+     * once, as a selector loop reports the fd once per iteration. */
+    if ((events & UV_READABLE) && w->reader != NULL && !w->reader->cancelled &&
+        !w->reader->queued) {
         if (fa_loop_push_ready(loop, w->reader) < 0) {
             return; /* left set; fa_loop_collect reports it */
         }
+        w->reader->queued = 1;
     }
     if ((events & (UV_WRITABLE | UV_DISCONNECT)) && w->writer != NULL &&
-        !w->writer->cancelled) {
-        (void)fa_loop_push_ready(loop, w->writer);
+        !w->writer->cancelled && !w->writer->queued) {
+        if (fa_loop_push_ready(loop, w->writer) == 0) {
+            w->writer->queued = 1;
+        }
     }
 }
 
@@ -70,6 +77,11 @@ watcher_update(fa_watcher *w)
     }
     w->events = events;
     loop->io_dirty = 1;
+    if (loop->is_app && atomic_load(&loop->baton) == 0) {
+        /* Nobody drives the app loop: the home thread must register the
+         * change with epoll (it runs uv_run when woken). */
+        fa_loop_poke(loop);
+    }
     return 0;
 }
 
@@ -86,6 +98,41 @@ watcher_close(fa_watcher *w)
     w->loop->n_closing++;
     Py_INCREF(w);
     uv_close((uv_handle_t *)w->poll, watcher_on_close);
+}
+
+/* fd from an int or an object with fileno(), with the errors asyncio's
+ * selector loop gives (selectors._fileobj_to_fd). */
+static int
+to_fd(PyObject *fileobj)
+{
+    long fd;
+    if (PyLong_Check(fileobj)) {
+        fd = PyLong_AsLong(fileobj);
+        if (fd == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+    }
+    else {
+        PyObject *r = PyObject_CallMethod(fileobj, "fileno", NULL);
+        if (r == NULL || !PyLong_Check(r) ||
+            ((fd = PyLong_AsLong(r)) == -1 && PyErr_Occurred())) {
+            Py_XDECREF(r);
+            if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_AttributeError) &&
+                !PyErr_ExceptionMatches(PyExc_TypeError) &&
+                !PyErr_ExceptionMatches(PyExc_ValueError)) {
+                return -1;
+            }
+            PyErr_Clear();
+            PyErr_Format(PyExc_ValueError, "Invalid file object: %R", fileobj);
+            return -1;
+        }
+        Py_DECREF(r);
+    }
+    if (fd < 0 || fd > INT32_MAX) {
+        PyErr_Format(PyExc_ValueError, "Invalid file descriptor: %ld", fd);
+        return -1;
+    }
+    return (int)fd;
 }
 
 static void
@@ -115,12 +162,8 @@ fa_loop_add_io(fa_loop *self, PyObject *args, int events)
     }
     fdobj = PyTuple_GET_ITEM(args, 0);
     cb = PyTuple_GET_ITEM(args, 1);
-    fd = PyObject_AsFileDescriptor(fdobj);
+    fd = to_fd(fdobj);
     if (fd < 0) {
-        if (!PyErr_Occurred() || PyErr_ExceptionMatches(PyExc_ValueError)) {
-            PyErr_Clear();
-            PyErr_Format(PyExc_ValueError, "Invalid file descriptor: %R", fdobj);
-        }
         return NULL;
     }
     if (fa_loop_check_closed(self) < 0) {
@@ -216,12 +259,8 @@ fa_loop_remove_io(fa_loop *self, PyObject *fdobj, int events)
     PyObject *key;
     fa_watcher *w;
     fa_handle *h;
-    int fd = PyObject_AsFileDescriptor(fdobj);
+    int fd = to_fd(fdobj);
     if (fd < 0) {
-        if (!PyErr_Occurred() || PyErr_ExceptionMatches(PyExc_ValueError)) {
-            PyErr_Clear();
-            PyErr_Format(PyExc_ValueError, "Invalid file descriptor: %R", fdobj);
-        }
         return NULL;
     }
     if (self->closed) {
@@ -275,6 +314,11 @@ fa_loop_close_watchers(fa_loop *self)
     PyObject *key, *value;
     Py_ssize_t pos = 0;
     if (self->watchers == NULL) {
+        return;
+    }
+    if (fa_loop_forked(self)) {
+        /* The uv loop belongs to the parent: drop the Python side only. */
+        PyDict_Clear(self->watchers);
         return;
     }
     while (PyDict_Next(self->watchers, &pos, &key, &value)) {

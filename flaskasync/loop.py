@@ -16,7 +16,6 @@ import errno
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
 import traceback
@@ -64,8 +63,6 @@ class Loop(_core.CLoop, asyncio.AbstractEventLoop):
         self._asyncgens: weakref.WeakSet = weakref.WeakSet()
         self._asyncgens_shutdown_called = False
         self._signal_handlers: dict = {}
-        self._ssock = None
-        self._csock = None
         self._coroutine_origin_tracking_enabled = False
         self._coroutine_origin_tracking_saved_depth = None
         #: Callbacks slower than this (seconds) are logged in debug mode.
@@ -296,26 +293,12 @@ class Loop(_core.CLoop, asyncio.AbstractEventLoop):
 
     # ------------------------------------------------------------ signals
 
-    def _ensure_self_pipe(self) -> None:
-        if self._ssock is not None:
-            return
-        self._ssock, self._csock = socket.socketpair()
-        self._ssock.setblocking(False)
-        self._csock.setblocking(False)
-        self.add_reader(self._ssock.fileno(), self._read_signals)
-
-    def _read_signals(self) -> None:
-        while True:
-            try:
-                data = self._ssock.recv(4096)
-            except (BlockingIOError, InterruptedError):
-                return
-            if not data:
-                return
-            for signum in data:
-                handle = self._signal_handlers.get(signum)
-                if handle is not None and not handle.cancelled():
-                    self.call_soon(handle._run)
+    def _dispatch_signals(self, data: bytes) -> None:
+        # Called by the C core with the signal numbers read from its pipe.
+        for signum in data:
+            handle = self._signal_handlers.get(signum)
+            if handle is not None and not handle.cancelled():
+                self.call_soon(handle._run)
 
     @staticmethod
     def _check_signal(sig) -> None:
@@ -331,18 +314,19 @@ class Loop(_core.CLoop, asyncio.AbstractEventLoop):
         self._check_signal(sig)
         if self.is_closed():
             raise RuntimeError("Event loop is closed")
-        self._ensure_self_pipe()
         try:
-            signal.set_wakeup_fd(self._csock.fileno())
+            signal.set_wakeup_fd(self._signal_fd(), warn_on_full_buffer=False)
         except (ValueError, OSError) as exc:
             raise RuntimeError(str(exc))
         self._signal_handlers[sig] = asyncio.Handle(callback, args, self, None)
+        self._set_signal_dispatch(True)
         try:
             signal.signal(sig, _sighandler_noop)
             signal.siginterrupt(sig, False)
         except OSError as exc:
             del self._signal_handlers[sig]
             if not self._signal_handlers:
+                self._set_signal_dispatch(False)
                 try:
                     signal.set_wakeup_fd(-1)
                 except (ValueError, OSError) as nexc:
@@ -367,6 +351,7 @@ class Loop(_core.CLoop, asyncio.AbstractEventLoop):
                 raise RuntimeError(f"sig {sig:d} cannot be caught")
             raise
         if not self._signal_handlers:
+            self._set_signal_dispatch(False)
             try:
                 signal.set_wakeup_fd(-1)
             except (ValueError, OSError) as exc:
@@ -381,11 +366,7 @@ class Loop(_core.CLoop, asyncio.AbstractEventLoop):
                 except (RuntimeError, ValueError):
                     self._signal_handlers.pop(sig, None)
         self._signal_handlers.clear()
-        if self._ssock is not None:
-            self.remove_reader(self._ssock.fileno())
-            self._ssock.close()
-            self._csock.close()
-            self._ssock = self._csock = None
+        self._set_signal_dispatch(False)
 
 
 def _set_result_unless_done(fut, value):

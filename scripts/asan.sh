@@ -1,23 +1,29 @@
 #!/usr/bin/env bash
 # Build the C core with ASan + UBSan (debug, asserts on) into build/asan and
-# run the core test files against it.
+# run the core test files against it, from inside build/asan so that its
+# flaskasync package (not the source tree's) is the one imported.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+root=$PWD
 out=build/asan
 rm -rf "$out" && mkdir -p "$out"
-cp -r csrc flaskasync setup.py pyproject.toml README.md "$out"/
+cp -r csrc flaskasync tests setup.py pyproject.toml README.md "$out"/
 rm -f "$out"/flaskasync/*.so
-(cd "$out" && FLASKASYNC_SANITIZE=1 FLASKASYNC_DEBUG=1 FLASKASYNC_WERROR=1 \
-    ../../.venv/bin/python setup.py -q build_ext --inplace 2>&1 | grep -v BetaConfiguration || true)
-ls "$out"/flaskasync/_core*.so >/dev/null
+cd "$out"
+FLASKASYNC_SANITIZE=1 FLASKASYNC_DEBUG=1 FLASKASYNC_WERROR=1 \
+    "$root/.venv/bin/python" setup.py -q build_ext --inplace 2>&1 | grep -v -i "betaconfiguration\|warnings.warn" || true
+ls flaskasync/_core*.so >/dev/null
 # use_sigaltstack=0: gcc 12's ASan reports its own thread teardown
 # (sigaltstack) as stack-use-after-scope on glibc 2.36.
 # detect_leaks=0: CPython's own allocations at exit are not ours; reference
 # leaks are checked by tests/test_leaks.py.
-LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)" \
-ASAN_OPTIONS=detect_leaks=0:use_sigaltstack=0:abort_on_error=1 \
-UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-PYTHONPATH="$PWD/$out" \
-    .venv/bin/python -m pytest -q -p no:cacheprovider \
-    --rootdir="$PWD" -c pyproject.toml \
-    $(ls tests/test_loop_*.py tests/test_gather.py tests/test_runner.py 2>/dev/null)
+export LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
+export ASAN_OPTIONS=detect_leaks=0:use_sigaltstack=0:abort_on_error=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+export PYTHONPATH="$PWD"
+"$root/.venv/bin/python" -c "
+import flaskasync._core as c, os, sys
+assert c.__file__.startswith(os.getcwd()), c.__file__
+print('ASan build:', c.__file__)"
+"$root/.venv/bin/python" -m pytest -q -p no:cacheprovider \
+    tests/test_loop_*.py tests/test_gather.py tests/test_runner.py tests/test_leaks.py
