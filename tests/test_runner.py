@@ -1,0 +1,747 @@
+"""flaskasync.run, the app loop, async_to_sync.
+
+These tests are flaskasync-only: asyncio has no process-wide app loop driven
+from synchronous code (asyncio.run makes a new loop per call)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+
+import pytest
+
+import flaskasync
+
+var = contextvars.ContextVar("runner_var", default="unset")
+
+
+async def trivial(v=None):
+    return v
+
+
+async def boom_after_sleep():
+    await asyncio.sleep(0.005)
+    raise ValueError("boom after sleep")
+
+
+async def boom_now():
+    raise ValueError("boom now")
+
+
+# ------------------------------------------------------------- results
+
+
+def test_result():
+    assert flaskasync.run(trivial(42)) == 42
+
+
+def test_result_after_sleep_and_gather():
+    async def main():
+        await asyncio.sleep(0.005)
+        return await asyncio.gather(asyncio.sleep(0.002, "a"), trivial("b"))
+
+    assert flaskasync.run(main()) == ["a", "b"]
+
+
+@pytest.mark.parametrize("fn", [boom_now, boom_after_sleep])
+def test_exception_with_traceback(fn):
+    with pytest.raises(ValueError) as ei:
+        flaskasync.run(fn())
+    names = [f.name for f in traceback.extract_tb(ei.value.__traceback__)]
+    assert fn.__name__ in names
+
+
+def test_exception_identity():
+    raised = []
+
+    async def main():
+        await asyncio.sleep(0)
+        e = KeyError("same")
+        raised.append(e)
+        raise e
+
+    with pytest.raises(KeyError) as ei:
+        flaskasync.run(main())
+    assert ei.value is raised[0]
+
+
+def test_cancelled_inside_raises_cancelled_error():
+    async def main():
+        asyncio.current_task().cancel()
+        await asyncio.sleep(0)
+
+    with pytest.raises(asyncio.CancelledError):
+        flaskasync.run(main())
+
+
+# ------------------------------------------------------------- timeout
+
+
+def test_timeout_raises_and_cancels_coroutine():
+    seen = []
+
+    async def slow():
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError):
+        flaskasync.run(slow(), timeout=0.05)
+    dt = time.monotonic() - t0
+    assert 0.049 <= dt < 1.0
+    assert seen == ["cancelled"]
+
+
+def test_timeout_not_reached():
+    assert flaskasync.run(asyncio.sleep(0.005, "in time"), timeout=1.0) == "in time"
+    # The cancelled timeout must not fire into a later run.
+    assert flaskasync.run(asyncio.sleep(0.02, "later"), timeout=None) == "later"
+
+
+def test_timeout_ignored_by_coroutine():
+    # The coroutine swallows the cancellation and finishes later: run() must
+    # not return before it finished, and its outcome must match
+    # asyncio.wait_for's (the reference for "cancel on timeout").
+    def make(log):
+        async def stubborn():
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                log.append("cancel seen")
+            await asyncio.sleep(0.03)
+            log.append("finished")
+            return "late"
+
+        return stubborn
+
+    def outcome(fn):
+        try:
+            return ("result", fn())
+        except BaseException as e:  # noqa: BLE001
+            return ("raised", type(e))
+
+    ref_log = []
+    reference = outcome(lambda: asyncio.run(asyncio.wait_for(make(ref_log)(), 0.02)))
+    log = []
+    got = outcome(lambda: flaskasync.run(make(log)(), timeout=0.02))
+    assert log == ["cancel seen", "finished"]  # finished before run() returned
+    assert got == reference
+
+
+def test_timeout_bad_values():
+    c = trivial()
+    with pytest.raises((TypeError, ValueError)):
+        flaskasync.run(c, timeout="soon")
+    with pytest.raises(ValueError):
+        flaskasync.run(c, timeout=-1)
+    c.close()
+
+
+# ---------------------------------------------------------- bad usage
+
+
+@pytest.mark.parametrize(
+    "arg",
+    [None, 1, trivial, lambda: None, "coro"],
+    ids=["None", "int", "async-fn-not-called", "lambda", "str"],
+)
+def test_type_error_for_non_coroutine(arg):
+    with pytest.raises(TypeError):
+        flaskasync.run(arg)
+
+
+def test_type_error_for_future():
+    fut = flaskasync.get_loop().create_future()
+    with pytest.raises(TypeError):
+        flaskasync.run(fut)
+
+
+def test_runtime_error_inside_running_loop(loop):
+    async def main():
+        c = trivial()
+        try:
+            flaskasync.run(c)
+        finally:
+            c.close()
+
+    with pytest.raises(RuntimeError):
+        loop.run_until_complete(main())
+
+
+def test_runtime_error_inside_app_loop():
+    # A nested run() from a coroutine on the app loop must fail, not deadlock.
+    async def outer():
+        c = trivial()
+        try:
+            flaskasync.run(c)
+        except RuntimeError:
+            return "refused"
+        finally:
+            c.close()
+        return "ran nested"
+
+    assert flaskasync.run(outer()) == "refused"
+
+
+def test_app_loop_cannot_be_run_directly():
+    lp = flaskasync.get_loop()
+    fut = lp.create_future()
+    with pytest.raises(RuntimeError):
+        lp.run_until_complete(fut)
+    fut.cancel()
+
+
+@pytest.mark.parametrize("exc_type", [KeyboardInterrupt, SystemExit])
+@pytest.mark.parametrize("after_sleep", [False, True], ids=["now", "after-sleep"])
+def test_fatal_exceptions_propagate(exc_type, after_sleep):
+    async def main():
+        if after_sleep:
+            await asyncio.sleep(0.005)
+        raise exc_type()
+
+    unraisable = []
+    old_hook = sys.unraisablehook
+    sys.unraisablehook = lambda u: unraisable.append(
+        f"{u.exc_type.__name__} ignored in {u.object!r}"
+    )
+    try:
+        with pytest.raises(exc_type):
+            flaskasync.run(main())
+        # The app loop still works.
+        assert flaskasync.run(asyncio.sleep(0.001, "ok")) == "ok"
+    finally:
+        sys.unraisablehook = old_hook
+    # The caller received the exception: it must not also be reported as
+    # "Exception ignored" by whichever thread drove the loop.
+    assert unraisable == []
+
+
+# ----------------------------------------------------------- contextvars
+
+
+def test_contextvars_in_and_back():
+    def body():
+        var.set("outside")
+
+        async def main():
+            seen = var.get()
+            await asyncio.sleep(0.001)
+            var.set("set inside")
+            return seen
+
+        assert flaskasync.run(main()) == "outside"
+        return var.get()
+
+    assert contextvars.copy_context().run(body) == "set inside"
+    assert var.get() == "unset"
+
+
+def test_contextvars_copied_back_on_exception():
+    def body():
+        async def main():
+            var.set("before raise")
+            raise ValueError
+
+        with pytest.raises(ValueError):
+            flaskasync.run(main())
+        return var.get()
+
+    assert contextvars.copy_context().run(body) == "before raise"
+
+
+def test_contextvars_isolated_between_threads():
+    results = {}
+
+    def worker(i):
+        def body():
+            var.set(f"t{i}")
+
+            async def main():
+                await asyncio.sleep(0.002)
+                v = var.get()
+                var.set(f"t{i}-inside")
+                return v
+
+            seen = flaskasync.run(main())
+            results[i] = (seen, var.get())
+
+        contextvars.copy_context().run(body)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert results == {i: (f"t{i}", f"t{i}-inside") for i in range(8)}
+
+
+# ------------------------------------------------------------ app loop
+
+
+def test_same_loop_across_calls_and_threads():
+    lp = flaskasync.get_loop()
+    assert flaskasync.get_loop() is lp
+    assert isinstance(lp, flaskasync.Loop)
+
+    async def running():
+        await asyncio.sleep(0)
+        return asyncio.get_running_loop()
+
+    assert flaskasync.run(running()) is lp
+    seen = []
+
+    def worker():
+        seen.append(flaskasync.get_loop())
+        seen.append(flaskasync.run(running()))
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join(10)
+    assert seen == [lp, lp]
+
+
+def test_objects_shared_across_runs_and_threads():
+    async def make():
+        return asyncio.Lock(), asyncio.Queue(), asyncio.get_running_loop().create_future()
+
+    lock, queue, fut = flaskasync.run(make())
+
+    # Queue: put in another thread, get here.
+    t = threading.Thread(target=lambda: flaskasync.run(queue.put("from thread")))
+    t.start()
+    t.join(10)
+    assert flaskasync.run(queue.get()) == "from thread"
+
+    # Lock: held across runs; another thread cannot take it until released.
+    flaskasync.run(lock.acquire())
+    assert lock.locked()
+    got = []
+
+    def try_lock():
+        try:
+            flaskasync.run(asyncio.wait_for(lock.acquire(), 0.05))
+            got.append("acquired")
+        except asyncio.TimeoutError:
+            got.append("timeout")
+
+    t = threading.Thread(target=try_lock)
+    t.start()
+    t.join(10)
+    assert got == ["timeout"]
+
+    async def release():
+        lock.release()
+
+    flaskasync.run(release())
+
+    async def acquire_release():
+        async with lock:
+            return "locked and released"
+
+    t_res = []
+    t = threading.Thread(target=lambda: t_res.append(flaskasync.run(acquire_release())))
+    t.start()
+    t.join(10)
+    assert t_res == ["locked and released"]
+
+    # Future: awaited here, resolved from another thread's run().
+    def resolver():
+        time.sleep(0.03)
+
+        async def setit():
+            fut.set_result("resolved")
+
+        flaskasync.run(setit())
+
+    t = threading.Thread(target=resolver)
+    t.start()
+    assert flaskasync.run(asyncio.wait_for(asyncio.shield(fut), 5)) == "resolved"
+    t.join(10)
+
+
+def test_background_task_survives_run_checked_by_later_run():
+    events = []
+    holder = []
+
+    async def bg():
+        await asyncio.sleep(0.02)
+        events.append("bg done")
+        return "bg result"
+
+    async def view():
+        holder.append(asyncio.create_task(bg()))
+        return "response"
+
+    assert flaskasync.run(view()) == "response"
+    assert events == []
+    assert not holder[0].done()
+
+    async def later():
+        await asyncio.sleep(0.05)
+        return await holder[0]
+
+    assert flaskasync.run(later()) == "bg result"
+    assert events == ["bg done"]
+    assert not holder[0].cancelled()
+
+
+def test_background_task_serviced_without_any_run():
+    # The home thread runs the loop when nobody calls run().
+    events = []
+    holder = []
+
+    async def bg():
+        for i in range(3):
+            await asyncio.sleep(0.01)
+            events.append(i)
+
+    async def view():
+        holder.append(asyncio.create_task(bg()))
+
+    flaskasync.run(view())
+    deadline = time.monotonic() + 2.0
+    while len(events) < 3 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert events == [0, 1, 2]
+    assert holder[0].done()
+
+
+def test_call_soon_threadsafe_on_app_loop_runs_without_run():
+    lp = flaskasync.get_loop()
+    done = threading.Event()
+    lp.call_soon_threadsafe(done.set)
+    assert done.wait(2.0)
+
+
+def test_call_later_on_app_loop_runs_without_run():
+    lp = flaskasync.get_loop()
+    done = threading.Event()
+    fired = []
+
+    def cb():
+        fired.append(time.monotonic())
+        done.set()
+
+    async def schedule():
+        return lp.call_later(0.02, cb)
+
+    h = flaskasync.run(schedule())
+    assert done.wait(2.0)
+    assert fired[0] >= h.when()
+
+
+def test_run_woken_by_plain_thread_call_soon_threadsafe():
+    lp = flaskasync.get_loop()
+
+    async def make():
+        return asyncio.get_running_loop().create_future()
+
+    fut = flaskasync.run(make())
+    t = threading.Timer(0.02, lambda: lp.call_soon_threadsafe(fut.set_result, "from thread"))
+    t0 = time.monotonic()
+    t.start()
+    assert flaskasync.run(asyncio.wait_for(fut, 2), timeout=3) == "from thread"
+    assert time.monotonic() - t0 < 1.0
+    t.join()
+
+
+def test_run_to_thread():
+    async def main():
+        return await asyncio.to_thread(lambda: threading.get_ident())
+
+    t0 = time.monotonic()
+    assert flaskasync.run(main(), timeout=3) != threading.get_ident()
+    assert time.monotonic() - t0 < 1.0
+
+
+def test_run_with_reader_on_app_loop():
+    # A watcher added by a run() must be polled by whoever services the loop
+    # next (the home thread here), so the data sent later wakes it.
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    try:
+        async def main():
+            lp = asyncio.get_running_loop()
+            fut = lp.create_future()
+
+            def on_read():
+                lp.remove_reader(a.fileno())
+                fut.set_result(a.recv(100))
+
+            lp.add_reader(a.fileno(), on_read)
+            return await fut
+
+        threading.Timer(0.02, b.send, (b"ping",)).start()
+        t0 = time.monotonic()
+        assert flaskasync.run(main(), timeout=3) == b"ping"
+        assert time.monotonic() - t0 < 1.0
+    finally:
+        a.close()
+        b.close()
+
+
+def test_sequential_runs_with_timers_are_prompt():
+    # Each run waits for a 2 ms timer, serviced through the baton hand-off
+    # and the home thread: no run should take much longer than its timer.
+    durations = []
+    for _ in range(50):
+        t0 = time.monotonic()
+        flaskasync.run(asyncio.sleep(0.002))
+        durations.append(time.monotonic() - t0)
+    durations.sort()
+    assert durations[0] >= 0.002
+    assert durations[len(durations) // 2] < 0.005, durations
+    assert durations[-1] < 0.1, durations
+
+
+def test_threads_calling_run_at_once():
+    n_threads, per_thread = 32, 5
+    barrier = threading.Barrier(n_threads)
+    results = {}
+    errors = []
+
+    async def work(i, k):
+        await asyncio.sleep(0.001 * (i % 3))
+        vals = await asyncio.gather(*[asyncio.sleep(0.001, j) for j in range(5)])
+        await asyncio.sleep(0)
+        return i * 100 + k + sum(vals)
+
+    def worker(i):
+        try:
+            barrier.wait(10)
+            results[i] = [flaskasync.run(work(i, k)) for k in range(per_thread)]
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(n_threads)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not [t for t in threads if t.is_alive()], "run() deadlocked"
+    assert errors == []
+    assert results == {i: [i * 100 + k + 10 for k in range(per_thread)] for i in range(n_threads)}
+    assert time.monotonic() - t0 < 10
+
+
+def test_threads_mixed_fast_and_slow():
+    # Fast runs in some threads must not wait for slow runs in others.
+    slow_started = threading.Event()
+    fast_times = []
+
+    def slow():
+        async def s():
+            slow_started.set()
+            await asyncio.sleep(0.3)
+
+        flaskasync.run(s())
+
+    def fast():
+        for _ in range(20):
+            t0 = time.monotonic()
+            flaskasync.run(trivial())
+            fast_times.append(time.monotonic() - t0)
+
+    ts = threading.Thread(target=slow)
+    ts.start()
+    assert slow_started.wait(2)
+    tf = threading.Thread(target=fast)
+    tf.start()
+    tf.join(5)
+    ts.join(5)
+    assert len(fast_times) == 20
+    assert max(fast_times) < 0.1
+
+
+def test_run_from_executor_thread_inside_run():
+    # sync -> async -> sync (executor) -> async, the asgiref pattern.
+    def sync_part(x):
+        return flaskasync.run(asyncio.sleep(0.001, x * 2))
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        return await asyncio.gather(*[loop.run_in_executor(None, sync_part, i) for i in range(4)])
+
+    assert flaskasync.run(main(), timeout=5) == [0, 2, 4, 6]
+
+
+def test_keyboard_interrupt_while_waiting_cancels_coroutine():
+    # Ctrl-C in the thread blocked in run() interrupts it promptly, and the
+    # coroutine does not go on running unattended.
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        pytest.skip("SIGINT handler is not Python's default")
+    seen = []
+
+    async def slow():
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+
+    t = threading.Timer(
+        0.05, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT)
+    )
+    t0 = time.monotonic()
+    t.start()
+    with pytest.raises(KeyboardInterrupt):
+        flaskasync.run(slow())
+    assert time.monotonic() - t0 < 1.0
+    t.join()
+    deadline = time.monotonic() + 2
+    while not seen and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert seen == ["cancelled"]
+
+
+def test_closed_app_loop_is_replaced():
+    old = flaskasync.get_loop()
+    assert flaskasync.run(trivial(1)) == 1
+    old.close()
+    assert old.is_closed()
+    new = flaskasync.get_loop()
+    assert new is not old and not new.is_closed()
+
+    async def where():
+        await asyncio.sleep(0.001)
+        return asyncio.get_running_loop()
+
+    assert flaskasync.run(where()) is new
+
+
+# -------------------------------------------------------- async_to_sync
+
+
+def test_async_to_sync_wraps():
+    async def coro_fn(a, b=2):
+        """Add two numbers."""
+        await asyncio.sleep(0)
+        return a + b
+
+    f = flaskasync.async_to_sync(coro_fn)
+    assert f.__name__ == "coro_fn"
+    assert f.__doc__ == "Add two numbers."
+    assert f.__wrapped__ is coro_fn
+    assert f(1, b=3) == 4
+    assert f(5) == 7
+
+
+def test_async_to_sync_exception():
+    f = flaskasync.async_to_sync(boom_after_sleep)
+    with pytest.raises(ValueError, match="boom after sleep"):
+        f()
+
+
+def test_async_to_sync_not_callable():
+    with pytest.raises(TypeError):
+        flaskasync.async_to_sync(42)
+
+
+def test_async_to_sync_from_threads():
+    f = flaskasync.async_to_sync(trivial)
+    out = []
+    threads = [threading.Thread(target=lambda i=i: out.append(f(i))) for i in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert sorted(out) == list(range(10))
+
+
+# ------------------------------------------------------------------ fork
+
+
+def test_fork_child_gets_new_working_loop():
+    parent_loop = flaskasync.get_loop()
+    assert flaskasync.run(asyncio.sleep(0.001, "parent")) == "parent"
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 1
+        try:
+            os.close(r)
+            signal.alarm(10)  # a hang in the child must not hang the test
+
+            async def work():
+                await asyncio.sleep(0.005)
+                vals = await asyncio.gather(asyncio.sleep(0.001, 1), trivial(2))
+                return asyncio.get_running_loop(), vals
+
+            child_loop = flaskasync.get_loop()
+            running, vals = flaskasync.run(work())
+            checks = {
+                "new loop": child_loop is not parent_loop,
+                "not closed": not child_loop.is_closed(),
+                "ran on it": running is child_loop,
+                "results": vals == [1, 2],
+                "stable": flaskasync.get_loop() is child_loop,
+            }
+            os.write(w, repr(checks).encode())
+            code = 0 if all(checks.values()) else 3
+        except BaseException:  # noqa: BLE001
+            try:
+                os.write(w, traceback.format_exc().encode())
+            except BaseException:  # noqa: BLE001
+                pass
+            code = 2
+        finally:
+            os._exit(code)
+    os.close(w)
+    _, status = os.waitpid(pid, 0)
+    with os.fdopen(r, "rb") as f:
+        report = f.read().decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 0, report
+    # The parent's app loop is untouched.
+    assert flaskasync.get_loop() is parent_loop
+    assert flaskasync.run(asyncio.sleep(0.001, "parent again")) == "parent again"
+
+
+def test_fork_child_home_thread_services_background_tasks():
+    # The child calls run() many times, with a background task: the child's
+    # home thread must exist too.
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(r)
+            signal.alarm(10)
+            done = threading.Event()
+            keep = []
+
+            async def spawn_bg():
+                async def bg():
+                    await asyncio.sleep(0.01)
+                    done.set()
+
+                keep.append(asyncio.create_task(bg()))
+
+            results = [flaskasync.run(trivial(i)) for i in range(50)]
+            flaskasync.run(spawn_bg())
+            ok = results == list(range(50)) and done.wait(2)
+            os.write(w, f"results ok={results == list(range(50))} bg={done.is_set()}".encode())
+            code = 0 if ok else 3
+        except BaseException:  # noqa: BLE001
+            try:
+                os.write(w, traceback.format_exc().encode())
+            except BaseException:  # noqa: BLE001
+                pass
+            code = 2
+        finally:
+            os._exit(code)
+    os.close(w)
+    _, status = os.waitpid(pid, 0)
+    with os.fdopen(r, "rb") as f:
+        report = f.read().decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 0, report
