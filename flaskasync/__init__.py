@@ -36,6 +36,7 @@ __all__ = [
     "FlaskAsync",
     "Flask",
     "async_route",
+    "ViewTimeout",
 ]
 
 __version__ = "0.1.0"
@@ -77,8 +78,8 @@ def async_to_sync(fn):
 def __getattr__(name):
     # The Flask integration is imported on first use so that the loop and
     # the runner can be used without importing Flask.
-    if name in ("FlaskAsync", "Flask", "async_route", "spawn"):
-        from . import flask as _flask
+    if name in ("FlaskAsync", "Flask", "async_route", "spawn", "ViewTimeout"):
+        from . import _flask
 
         return getattr(_flask, name)
     raise AttributeError(f"module 'flaskasync' has no attribute {name!r}")
