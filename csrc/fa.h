@@ -20,6 +20,26 @@
 
 typedef struct fa_loop fa_loop;
 typedef struct fa_handle fa_handle;
+typedef struct fa_op fa_op;
+
+/* State of the network methods (op.c, dns.c, sock.c), set up by
+ * fa_net_init at import time. */
+typedef struct {
+    PyTypeObject *OpType;
+    PyObject *gaierror;            /* socket.gaierror */
+    PyObject *AddressFamily;       /* socket.AddressFamily */
+    PyObject *SocketKind;          /* socket.SocketKind */
+    PyObject *SSLSocket;           /* ssl.SSLSocket, looked up once ssl is imported */
+    PyObject *UnsupportedOperation;   /* io.UnsupportedOperation */
+    PyObject *SendfileNotAvailableError;
+    PyObject *k_loop;              /* ("loop",): keyword names of Future(loop=) */
+    PyObject *k_gai;               /* ("family", "type", "proto", "flags") */
+    PyObject *s_recv, *s_recv_into, *s_recvfrom, *s_recvfrom_into, *s_send,
+        *s_sendto, *s_connect, *s_accept, *s_fileno, *s_gettimeout,
+        *s_getsockopt, *s_setblocking, *s_family, *s_type, *s_proto,
+        *s_getaddrinfo, *s_throw, *s_close, *s_ssl, *s_mode, *s_readinto,
+        *s_seek, *s_run_in_executor, *s_sock_sendall;
+} fa_net_state;
 
 /* Per-module state.  Every type is a heap type owned by the module; every
  * asyncio object we call into is looked up once at import time. */
@@ -61,6 +81,8 @@ typedef struct {
         *s_asyncgen_firstiter_hook, *s_asyncgen_finalizer_hook,
         *s_log_slow_callback, *s_slow_callback_duration, *s_set_name,
         *s_check_debug_callback, *s_future, *s_msg, *s_qualname;
+
+    fa_net_state net;
 } fa_state;
 
 /* A callback scheduled on the loop: asyncio.Handle / asyncio.TimerHandle. */
@@ -133,6 +155,7 @@ struct fa_loop {
     PyObject *wakeup_old;        /* wakeup fd to restore, or NULL */
 
     void *jobs;                  /* app loop: runner jobs waiting (fa_job list) */
+    fa_op *requests;             /* libuv requests in flight (dns.c), cancelled by close */
 
     PyObject *task_factory;
     PyObject *weakreflist;
@@ -206,6 +229,99 @@ PyObject *fa_app_loop(fa_state *st);
 void fa_home_stop(fa_loop *self);
 void fa_jobs_fail_all(fa_loop *self);
 void fa_register_atfork(void);
+
+/* op.c: the awaitable returned by the network methods. */
+typedef int (*fa_op_step_fn)(fa_op *op, PyObject *value);
+typedef int (*fa_op_ready_fn)(fa_op *op);
+typedef void (*fa_op_finish_fn)(fa_op *op);
+
+typedef struct {
+    const char *name;            /* method name, e.g. "sock_recv" */
+    const char *qualname;        /* "Loop.sock_recv" */
+    /* Run the operation: value is NULL when it starts, else the result of
+     * the awaitable it waited for.  Returns FA_OP_DONE with op->result
+     * set, FA_OP_AWAIT with op->inner set, or -1 with an exception. */
+    fa_op_step_fn step;
+    /* sock_*: retry the syscall once the fd is ready.  Returns 1 with
+     * op->result set, 0 if it would still block, -1 with an exception. */
+    fa_op_ready_fn ready;
+    /* Called once when the coroutine returns or raises, with any exception
+     * kept aside: the operation's `finally`.  May be NULL. */
+    fa_op_finish_fn finish;
+} fa_op_kind;
+
+#define FA_OP_DONE 0
+#define FA_OP_AWAIT 1
+#define FA_OP_MAXARGS 6
+
+/* One call of a network method.  It is a coroutine written in C: nothing
+ * runs until it is awaited (or wrapped in a Task), as with asyncio's
+ * `async def` methods, and it delegates to the futures it waits for. */
+struct fa_op {
+    PyObject_HEAD
+    fa_loop *loop;
+    const fa_op_kind *kind;
+    PyObject *argv[FA_OP_MAXARGS]; /* the method's arguments, per kind */
+    PyObject *inner;             /* iterator of the awaitable being awaited */
+    PyObject *result;            /* return value once FA_OP_DONE */
+    PyObject *fut;               /* future of the pending wait or request */
+    int state;                   /* FA_OP_NEW, FA_OP_RUNNING, FA_OP_FINISHED */
+    int executing;               /* inside send/throw: no re-entry */
+    int phase;                   /* kind-specific position in the operation */
+
+    /* sock.c: waiting for the fd to become ready. */
+    fa_handle *handle;           /* reader/writer Handle registered for fd */
+    int fd;
+    int events;                  /* UV_READABLE or UV_WRITABLE */
+    Py_buffer view;              /* sock_sendall: the data being sent */
+    int has_view;
+    Py_ssize_t pos;              /* sock_sendall: bytes sent; sendfile: total */
+    long long offset;            /* sock_sendfile: file offset */
+    long long count;             /* sock_sendfile: bytes to send, 0 for all */
+    long long blocksize;         /* sock_sendfile: bytes per sendfile() or read */
+    Py_ssize_t chunk;            /* sock_sendfile: bytes read, being sent */
+    int in_fd;                   /* sock_sendfile: the file's fd */
+    int filepos_done;            /* sock_sendfile: file position updated */
+
+    /* dns.c: a libuv request in the threadpool (malloc'd: a
+     * uv_getnameinfo_t is 1.3 KB, too big to carry in every sock op). */
+    uv_req_t *req;
+    int in_flight;               /* the request's callback is still to come */
+    fa_op *prev, *next;          /* loop->requests, while in flight */
+    PyObject *weakreflist;
+};
+
+#define FA_OP_NEW 0
+#define FA_OP_RUNNING 1
+#define FA_OP_FINISHED 2
+
+extern PyType_Spec fa_op_spec;
+int fa_net_init(PyObject *module, fa_state *st);
+int fa_net_traverse(fa_state *st, visitproc visit, void *arg);
+void fa_net_clear(fa_state *st);
+fa_op *fa_op_new(fa_loop *loop, const fa_op_kind *kind, PyObject *const *argv,
+                 Py_ssize_t argc);
+PyObject *fa_op_new_future(fa_op *op);
+int fa_op_await(fa_op *op, PyObject *awaitable);
+int fa_op_await_future(fa_op *op);
+int fa_op_call_exception_handler(fa_loop *loop, const char *message, PyObject *exc);
+
+/* dns.c */
+PyObject *fa_loop_getaddrinfo(fa_loop *self, PyObject *args, PyObject *kwds);
+PyObject *fa_loop_getnameinfo(fa_loop *self, PyObject *args, PyObject *kwds);
+void fa_dns_cancel_all(fa_loop *self);
+int fa_net_gaierror(fa_state *st, int status);
+
+/* sock.c */
+PyObject *fa_loop_sock_recv(fa_loop *self, PyObject *args, PyObject *kwds);
+PyObject *fa_loop_sock_recv_into(fa_loop *self, PyObject *args, PyObject *kwds);
+PyObject *fa_loop_sock_recvfrom(fa_loop *self, PyObject *args, PyObject *kwds);
+PyObject *fa_loop_sock_recvfrom_into(fa_loop *self, PyObject *args, PyObject *kwds);
+PyObject *fa_loop_sock_sendall(fa_loop *self, PyObject *args, PyObject *kwds);
+PyObject *fa_loop_sock_sendto(fa_loop *self, PyObject *args, PyObject *kwds);
+PyObject *fa_loop_sock_connect(fa_loop *self, PyObject *args, PyObject *kwds);
+PyObject *fa_loop_sock_accept(fa_loop *self, PyObject *args, PyObject *kwds);
+PyObject *fa_loop_sock_sendfile(fa_loop *self, PyObject *args, PyObject *kwds);
 
 /* gather.c */
 int fa_gather_init_type(PyObject *module, fa_state *st);

@@ -1389,6 +1389,8 @@ loop_close_c(fa_loop *self, PyObject *Py_UNUSED(ignored))
     ready_clear(self);
     heap_clear(self);
     fa_loop_close_watchers(self);
+    /* DNS lookups still queued are dropped; loop_free_uv collects them. */
+    fa_dns_cancel_all(self);
     /* Flush the watchers' close callbacks before the uv loop goes. */
     if (self->uv_ready && self->fork_gen == atomic_load(&fa_fork_generation)) {
         while (self->n_closing > 0) {
@@ -1677,6 +1679,43 @@ static PyMethodDef loop_methods[] = {
      "remove_reader(fd) -> bool: stop watching fd for reading."},
     {"remove_writer", (PyCFunction)loop_remove_writer, METH_O,
      "remove_writer(fd) -> bool: stop watching fd for writing."},
+    /* Network methods (dns.c, sock.c): each returns a coroutine. */
+    {"getaddrinfo", (PyCFunction)(void (*)(void))fa_loop_getaddrinfo,
+     METH_VARARGS | METH_KEYWORDS,
+     "getaddrinfo(host, port, *, family=0, type=0, proto=0, flags=0)\n\n"
+     "Coroutine: socket.getaddrinfo() on libuv's threadpool."},
+    {"getnameinfo", (PyCFunction)(void (*)(void))fa_loop_getnameinfo,
+     METH_VARARGS | METH_KEYWORDS,
+     "getnameinfo(sockaddr, flags=0)\n\nCoroutine: socket.getnameinfo() on libuv's threadpool."},
+    {"sock_recv", (PyCFunction)(void (*)(void))fa_loop_sock_recv, METH_VARARGS | METH_KEYWORDS,
+     "sock_recv(sock, n)\n\nCoroutine: receive up to n bytes from a non-blocking socket."},
+    {"sock_recv_into", (PyCFunction)(void (*)(void))fa_loop_sock_recv_into,
+     METH_VARARGS | METH_KEYWORDS,
+     "sock_recv_into(sock, buf)\n\nCoroutine: receive into buf; return the byte count."},
+    {"sock_recvfrom", (PyCFunction)(void (*)(void))fa_loop_sock_recvfrom,
+     METH_VARARGS | METH_KEYWORDS,
+     "sock_recvfrom(sock, bufsize)\n\nCoroutine: receive a datagram; return (data, address)."},
+    {"sock_recvfrom_into", (PyCFunction)(void (*)(void))fa_loop_sock_recvfrom_into,
+     METH_VARARGS | METH_KEYWORDS,
+     "sock_recvfrom_into(sock, buf, nbytes=0)\n\n"
+     "Coroutine: receive a datagram into buf; return (nbytes, address)."},
+    {"sock_sendall", (PyCFunction)(void (*)(void))fa_loop_sock_sendall,
+     METH_VARARGS | METH_KEYWORDS,
+     "sock_sendall(sock, data)\n\nCoroutine: send all of data."},
+    {"sock_sendto", (PyCFunction)(void (*)(void))fa_loop_sock_sendto,
+     METH_VARARGS | METH_KEYWORDS,
+     "sock_sendto(sock, data, address)\n\nCoroutine: send a datagram; return the byte count."},
+    {"sock_connect", (PyCFunction)(void (*)(void))fa_loop_sock_connect,
+     METH_VARARGS | METH_KEYWORDS,
+     "sock_connect(sock, address)\n\n"
+     "Coroutine: connect, resolving a host name through loop.getaddrinfo()."},
+    {"sock_accept", (PyCFunction)(void (*)(void))fa_loop_sock_accept,
+     METH_VARARGS | METH_KEYWORDS,
+     "sock_accept(sock)\n\nCoroutine: accept a connection; return (conn, address)."},
+    {"sock_sendfile", (PyCFunction)(void (*)(void))fa_loop_sock_sendfile,
+     METH_VARARGS | METH_KEYWORDS,
+     "sock_sendfile(sock, file, offset=0, count=None, *, fallback=True)\n\n"
+     "Coroutine: send a file with sendfile(2), else read-and-send; return bytes sent."},
     {NULL, NULL, 0, NULL},
 };
 

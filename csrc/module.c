@@ -223,6 +223,9 @@ module_exec(PyObject *module)
     if (fa_gather_init_type(module, st) < 0) {
         return -1;
     }
+    if (fa_net_init(module, st) < 0) {
+        return -1;
+    }
     if (PyModule_AddObjectRef(module, "_GatheringFuture", (PyObject *)st->GatherType) < 0) {
         return -1;
     }
@@ -247,7 +250,7 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->TaskType);
     Py_VISIT(st->loop_class);
     Py_VISIT(st->app_loop);
-    return 0;
+    return fa_net_traverse(st, visit, arg);
 }
 
 static int
@@ -282,6 +285,7 @@ module_clear(PyObject *module)
     Py_CLEAR(st->extract_stack);
     Py_CLEAR(st->isawaitable);
     Py_CLEAR(st->set_wakeup_fd);
+    fa_net_clear(st);
     PyObject **names[] = {
         &st->s_call_soon, &st->s_done, &st->s_result, &st->s_exception, &st->s_cancel,
         &st->s_cancelled, &st->s_add_done_callback, &st->s_remove_done_callback,

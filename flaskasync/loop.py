@@ -5,7 +5,8 @@ tasks, fd watching) live in :class:`flaskasync._core.CLoop`.  This module adds
 the parts of :class:`asyncio.AbstractEventLoop` that are rare and
 Python-shaped: the exception handler, the default executor, async generator
 finalization, Unix signals, and the network methods still to come, which
-raise :class:`NotImplementedError` naming themselves.
+raise :class:`NotImplementedError` naming themselves.  DNS (getaddrinfo,
+getnameinfo) and the sock_* methods are in C.
 """
 
 from __future__ import annotations
@@ -398,13 +399,13 @@ def _not_implemented(name: str):
 # TLS, DNS, sock_*, pipes, subprocesses).  Each raises NotImplementedError
 # naming itself, instead of AbstractEventLoop's bare NotImplementedError.
 _SYNC_NETWORK = ()
+# getaddrinfo, getnameinfo and the sock_* methods are implemented in C
+# (csrc/dns.c, csrc/sock.c).
 _ASYNC_NETWORK = (
-    "getaddrinfo", "getnameinfo", "create_connection", "create_server",
-    "sendfile", "start_tls", "create_unix_connection", "create_unix_server",
-    "connect_accepted_socket", "create_datagram_endpoint", "connect_read_pipe",
-    "connect_write_pipe", "subprocess_shell", "subprocess_exec", "sock_recv",
-    "sock_recv_into", "sock_recvfrom", "sock_recvfrom_into", "sock_sendall",
-    "sock_sendto", "sock_connect", "sock_accept", "sock_sendfile",
+    "create_connection", "create_server", "sendfile", "start_tls",
+    "create_unix_connection", "create_unix_server", "connect_accepted_socket",
+    "create_datagram_endpoint", "connect_read_pipe", "connect_write_pipe",
+    "subprocess_shell", "subprocess_exec",
 )
 for _name in _ASYNC_NETWORK:
     _sync, _async = _not_implemented(_name)
