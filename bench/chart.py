@@ -1,14 +1,24 @@
 #!/usr/bin/env python
-"""Turn bench/results/core.json into an SVG bar chart, with no third-party packages.
+"""Turn bench results JSON into SVG bar charts, with no third-party packages.
 
-Each benchmark is a panel; each implementation a bar of its speed relative to
-the panel's anchor (anchor time / its time) on a log scale centred on 1×:
-bars to the right are faster than the anchor, bars to the left slower.  The
-measured time per operation and the ratio are printed beside every bar.
+Two kinds of input are recognised from their contents:
+
+* bench/results/core.json (bench_core.py) -> docs/img/bench_core.svg.  Each
+  benchmark is a panel; each implementation a bar of its speed relative to
+  the panel's anchor (anchor time / its time) on a log scale centred on 1×:
+  bars to the right are faster than the anchor, bars to the left slower.  The
+  measured time per operation and the ratio are printed beside every bar.
+* bench/results/flask.json (bench_flask.py) -> docs/img/bench_flask.svg.
+  Each route is a panel with one bar per server variant (requests/s on a
+  linear scale); beside every bar its req/s and its ratio to the same
+  server's /sync.  Where a target applies, a dashed marker shows the req/s
+  the target needs (the required ratio × that server's /sync).
 
 Usage::
 
     python bench/chart.py [bench/results/core.json] [-o docs/img/bench_core.svg]
+    python bench/chart.py --flask            # bench/results/flask.json -> docs/img/bench_flask.svg
+    python bench/chart.py bench/results/flask.json [-o docs/img/bench_flask.svg]
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 from xml.sax.saxutils import escape
 
@@ -165,18 +176,160 @@ def render(data: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+FLASK_COLORS = {"default": "#b8433f", "flaskasync": "#1f6fb2"}
+FLASK_TITLES = {"default": "Flask default (asgiref)", "flaskasync": "flaskasync (FlaskAsync(app))"}
+FLASK_ROUTE_TITLES = {
+    "/sync": "/sync: plain sync view",
+    "/async": "/async: trivial async view",
+    "/seed": "/seed: 5 × sleep(0.001), JSON",
+    "/gather10": "/gather10: 10 × sleep(0.001)",
+}
+FLASK_PLOT_X0 = 250
+FLASK_PLOT_X1 = 700
+FLASK_VALUE_X = 712
+
+
+def is_flask(data: dict) -> bool:
+    res = data.get("results") or []
+    return bool(res) and "route" in res[0] and "requests_per_second" in res[0]
+
+
+def render_flask(data: dict) -> str:
+    results = data["results"]
+    variants: list[str] = []
+    routes: list[str] = []
+    by: dict[tuple[str, str], dict] = {}
+    for r in results:
+        if r["variant"] not in variants:
+            variants.append(r["variant"])
+        if r["route"] not in routes:
+            routes.append(r["route"])
+        by[(r["variant"], r["route"])] = r
+    # Required req/s per (variant, route), from the targets in the file.
+    need: dict[tuple[str, str], tuple[float, float, bool]] = {}
+    for t in data.get("targets", []):
+        sync = by.get((t["variant"], "/sync"))
+        if sync:
+            need[(t["variant"], t["route"])] = (t["required"] * sync["requests_per_second"],
+                                                t["required"], bool(t.get("pass")))
+
+    top_val = max([r["requests_per_second"] for r in results] + [v[0] for v in need.values()] + [1.0])
+    step = 500 if top_val > 1000 else (100 if top_val > 200 else 10)
+    hi = math.ceil(top_val * 1.05 / step) * step
+
+    def xpos(v: float) -> float:
+        return FLASK_PLOT_X0 + v / hi * (FLASK_PLOT_X1 - FLASK_PLOT_X0)
+
+    legend_h = 26
+    height = TOP + legend_h + len(routes) * (GROUP_GAP + ROW_H * len(variants)) + 46
+    m = data.get("machine", {})
+    srv = "gunicorn -k gthread"
+    cmds = data.get("server_commands", {})
+    if cmds:
+        c = next(iter(cmds.values()))
+        th = re.search(r"--threads (\d+)", c)
+        wk = re.search(r"-w (\d+)", c)
+        srv = f"gunicorn gthread, {wk.group(1) if wk else '?'} worker, {th.group(1) if th else '?'} threads"
+    wrk = data.get("wrk_command", "")
+    wm = re.search(r"(-t\d+ -c\d+ -d\S+)", wrk)
+    wrk_s = f"wrk {wm.group(1)}" if wm else "wrk"
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
+        f'viewBox="0 0 {WIDTH} {height}" font-family="{FONT}">',
+        f'<rect width="{WIDTH}" height="{height}" fill="#ffffff"/>',
+        text(LABEL_X, 24, "Flask under gunicorn + wrk: requests per second per route (right = more)",
+             size=15, weight="bold"),
+        text(LABEL_X, 44,
+             f"{m.get('cpu_model', '?')}, {m.get('nproc', '?')} CPUs (shared by server and wrk), "
+             f"Python {m.get('python', '?')}, Flask {m.get('flask', '?')}, asgiref {m.get('asgiref', '?')}, "
+             f"flaskasync {m.get('flaskasync', '?')}; {srv}; {wrk_s}; "
+             f"{data.get('rounds', '?')} round(s)",
+             size=11, fill="#555"),
+    ]
+    # Legend.
+    ly = TOP + 4
+    lx = LABEL_X
+    for v in variants:
+        out.append(f'<rect x="{lx}" y="{ly - 10}" width="14" height="11" fill="{FLASK_COLORS.get(v, "#7f7f7f")}"/>')
+        label = FLASK_TITLES.get(v, v)
+        out.append(text(lx + 20, ly, label, size=11))
+        lx += 30 + 7 * len(label)
+    if need:
+        out.append(f'<line x1="{lx}" y1="{ly - 11}" x2="{lx}" y2="{ly + 2}" stroke="#222" '
+                   f'stroke-width="2" stroke-dasharray="3,2"/>')
+        out.append(text(lx + 8, ly, "target (required ratio × that server's /sync req/s)", size=11))
+
+    plot_top = TOP + legend_h
+    grid, ticks = [], []
+    v = 0
+    while v <= hi + 1e-9:
+        x = xpos(v)
+        style = 'stroke="#444"' if v == 0 else 'stroke="#ddd" stroke-dasharray="3,3"'
+        grid.append(f'<line x1="{x:.1f}" y1="{plot_top + 6}" x2="{x:.1f}" y2="{height - 34}" '
+                    f'{style} stroke-width="1"/>')
+        ticks.append(text(x, height - 20, f"{v:g}", size=11, anchor="middle", fill="#555"))
+        v += step
+    out += grid
+
+    y = plot_top
+    for route in routes:
+        y += GROUP_GAP
+        out.append(text(LABEL_X, y - 10, FLASK_ROUTE_TITLES.get(route, route), size=13, weight="bold"))
+        for var in variants:
+            r = by.get((var, route))
+            cy = y + ROW_H / 2
+            y += ROW_H
+            if r is None:
+                continue
+            rps = r["requests_per_second"]
+            ratio = r.get("ratio_vs_sync")
+            bold = "bold" if var == "flaskasync" else "normal"
+            out.append(text(LABEL_X + 8, cy + 4, FLASK_TITLES.get(var, var), size=11, weight=bold))
+            x0, x1 = xpos(0), xpos(rps)
+            out.append(f'<rect x="{x0:.1f}" y="{cy - BAR_H / 2:.1f}" width="{max(x1 - x0, 1.5):.1f}" '
+                       f'height="{BAR_H}" fill="{FLASK_COLORS.get(var, "#7f7f7f")}"><title>'
+                       f'{escape(FLASK_TITLES.get(var, var))} {escape(route)}: {rps:.0f} req/s'
+                       f'</title></rect>')
+            label = f"{rps:.0f} req/s"
+            if ratio is not None:
+                label += f"  ·  {ratio:.2f}× /sync"
+            n = need.get((var, route))
+            if n:
+                nx = xpos(n[0])
+                out.append(f'<line x1="{nx:.1f}" y1="{cy - BAR_H / 2 - 3:.1f}" x2="{nx:.1f}" '
+                           f'y2="{cy + BAR_H / 2 + 3:.1f}" stroke="#222" stroke-width="2" '
+                           f'stroke-dasharray="3,2"><title>target: {n[1]:g}× /sync = {n[0]:.0f} req/s'
+                           f'</title></line>')
+                label += f"  (need {n[1]:g}×: {'PASS' if n[2] else 'MISS'})"
+            out.append(text(FLASK_VALUE_X, cy + 4, label, size=11, weight=bold))
+    out += ticks
+    out.append(text(FLASK_PLOT_X1, height - 6, "requests/s (higher = better) · ratio = req/s ÷ same server's /sync req/s",
+                    size=10, anchor="end", fill="#777"))
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description="Render bench_core JSON as an SVG bar chart.")
-    p.add_argument("json", nargs="?", default=os.path.join(HERE, "results", "core.json"))
-    p.add_argument("-o", "--output", default=os.path.join(ROOT, "docs", "img", "bench_core.svg"))
+    p = argparse.ArgumentParser(description="Render bench_core / bench_flask JSON as an SVG bar chart.")
+    p.add_argument("json", nargs="?", default=None,
+                   help="results JSON (default bench/results/core.json, or flask.json with --flask)")
+    p.add_argument("--flask", action="store_true",
+                   help="render bench/results/flask.json (default output docs/img/bench_flask.svg)")
+    p.add_argument("-o", "--output", default=None,
+                   help="SVG to write (default docs/img/bench_core.svg or docs/img/bench_flask.svg)")
     args = p.parse_args(argv)
-    with open(args.json) as f:
+    path = args.json or os.path.join(HERE, "results", "flask.json" if args.flask else "core.json")
+    with open(path) as f:
         data = json.load(f)
-    svg = render(data)
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as f:
+    flask = is_flask(data)
+    if args.flask and not flask:
+        p.error(f"{path} is not bench_flask.py output")
+    svg = render_flask(data) if flask else render(data)
+    output = args.output or os.path.join(ROOT, "docs", "img", "bench_flask.svg" if flask else "bench_core.svg")
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    with open(output, "w") as f:
         f.write(svg)
-    print(f"wrote {os.path.relpath(args.output)}")
+    print(f"wrote {os.path.relpath(output)}")
     return 0
 
 
