@@ -110,20 +110,6 @@ fa_net_gaierror(fa_state *st, int status)
     return set_gaierror(st, eai);
 }
 
-/* The exception now set, normalized, with its traceback; error cleared. */
-static PyObject *
-fetch_exception(void)
-{
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    PyErr_NormalizeException(&type, &value, &tb);
-    if (tb != NULL && value != NULL) {
-        PyException_SetTraceback(value, tb);
-    }
-    Py_XDECREF(type);
-    Py_XDECREF(tb);
-    return value;
-}
 
 /* ------------------------------------------------------------ results */
 
@@ -298,7 +284,7 @@ dns_completed(fa_op *op)
     }
     done = PyObject_CallMethodNoArgs(op->fut, loop->st->s_done);
     if (done == NULL) {
-        PyObject *exc = fetch_exception();
+        PyObject *exc = fa_fetch_exception();
         fa_op_call_exception_handler(loop, "Exception in a DNS request callback", exc);
         Py_XDECREF(exc);
         return 0;
@@ -320,12 +306,12 @@ dns_deliver(fa_op *op, PyObject *result)
         r = PyObject_CallMethodOneArg(op->fut, st->s_set_result, result);
     }
     else {
-        PyObject *exc = fetch_exception();
+        PyObject *exc = fa_fetch_exception();
         r = exc ? PyObject_CallMethodOneArg(op->fut, st->s_set_exception, exc) : NULL;
         Py_XDECREF(exc);
     }
     if (r == NULL) {
-        PyObject *exc = fetch_exception();
+        PyObject *exc = fa_fetch_exception();
         fa_op_call_exception_handler(op->loop, "Exception in a DNS request callback", exc);
         Py_XDECREF(exc);
         PyErr_Clear();

@@ -185,6 +185,7 @@ extern PyModuleDef fa_module_def;
 extern atomic_ulong fa_fork_generation;
 int fa_set_uv_error(int err, const char *what);
 int fa_is_fatal_exception(void);
+PyObject *fa_fetch_exception(void);
 
 /* handle.c */
 extern PyType_Spec fa_handle_spec;

@@ -1389,8 +1389,19 @@ loop_close_c(fa_loop *self, PyObject *Py_UNUSED(ignored))
     ready_clear(self);
     heap_clear(self);
     fa_loop_close_watchers(self);
-    /* DNS lookups still queued are dropped; loop_free_uv collects them. */
+    /* DNS lookups still queued are dropped; one already running in
+     * libuv's threadpool cannot be: wait for it with the GIL released (the
+     * prepare handle releases it when `blocking` is set), so other threads
+     * keep running, as asyncio's close() does not block them either. */
     fa_dns_cancel_all(self);
+    if (self->uv_ready && !fa_loop_forked(self)) {
+        while (self->requests != NULL) {
+            self->blocking = 1;
+            uv_run(&self->uv, UV_RUN_ONCE);
+            self->blocking = 0;
+            fa_loop_gil_ensure(self);
+        }
+    }
     /* Flush the watchers' close callbacks before the uv loop goes. */
     if (self->uv_ready && self->fork_gen == atomic_load(&fa_fork_generation)) {
         while (self->n_closing > 0) {

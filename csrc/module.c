@@ -1,6 +1,10 @@
 /* flaskasync._core: module definition, state and init (multi-phase). */
 #include "fa.h"
 
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
 atomic_ulong fa_fork_generation = 0;
 
 /* libuv errors become OSError subclasses carrying the errno, like the
@@ -22,6 +26,22 @@ fa_set_uv_error(int err, const char *what)
     Py_DECREF(exc);
     (void)what;
     return -1;
+}
+
+/* The exception now set, normalized, with its traceback attached; the
+ * error indicator is cleared.  Returns a new reference (NULL if none). */
+PyObject *
+fa_fetch_exception(void)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL && value != NULL) {
+        PyException_SetTraceback(value, tb);
+    }
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
 }
 
 int
@@ -132,6 +152,29 @@ make_type(PyObject *module, PyType_Spec *spec, PyObject *base, const char *expor
     return (PyTypeObject *)t;
 }
 
+/* libuv runs getaddrinfo/getnameinfo as "slow I/O" and lets only half its
+ * threadpool (default 4 threads, so 2 lookups) do that at once, shared by
+ * every request of the process.  Give it room for as many lookups as
+ * asyncio's default executor runs (min(32, cpus + 4)), unless the user set
+ * UV_THREADPOOL_SIZE.  It must be set before libuv's first threadpool use;
+ * the threads start lazily, on the first lookup. */
+static void
+set_threadpool_size(void)
+{
+    char buf[16];
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    long workers;
+    if (getenv("UV_THREADPOOL_SIZE") != NULL) {
+        return;
+    }
+    if (cpus < 1) {
+        cpus = 1;
+    }
+    workers = cpus + 4 < 32 ? cpus + 4 : 32;
+    snprintf(buf, sizeof(buf), "%ld", 2 * workers);
+    setenv("UV_THREADPOOL_SIZE", buf, 0);
+}
+
 static int
 module_exec(PyObject *module)
 {
@@ -233,6 +276,7 @@ module_exec(PyObject *module)
         return -1;
     }
     fa_register_atfork();
+    set_threadpool_size();
     return 0;
 }
 

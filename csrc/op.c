@@ -234,6 +234,21 @@ op_advance(fa_op *op, int r, PyObject **presult)
         Py_DECREF(v);
     }
     if (r < 0) {
+        if (PyErr_ExceptionMatches(PyExc_StopIteration) ||
+            PyErr_ExceptionMatches(PyExc_StopAsyncIteration)) {
+            /* PEP 479, as for a coroutine: a StopIteration escaping the step
+             * would look like a return and leave the awaiting Task hanging. */
+            PyObject *cause = fa_fetch_exception();
+            PyErr_SetString(PyExc_RuntimeError,
+                            PyObject_TypeCheck(cause, (PyTypeObject *)PyExc_StopIteration)
+                                ? "coroutine raised StopIteration"
+                                : "coroutine raised StopAsyncIteration");
+            PyObject *exc = fa_fetch_exception();
+            PyException_SetCause(exc, Py_NewRef(cause));
+            PyException_SetContext(exc, cause);
+            PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+            Py_DECREF(exc);
+        }
         op_finish(op);
         return PYGEN_ERROR;
     }

@@ -283,17 +283,9 @@ job_start_cb(PyObject *self, PyObject *Py_UNUSED(arg))
         Py_RETURN_NONE;
     }
     if (job_start_task(j) < 0 || job_add_done_callback(j) < 0) {
-        PyObject *type, *value, *tb;
         /* Even KeyboardInterrupt/SystemExit goes to the waiting caller: it
          * is that caller's exception, not the driving thread's. */
-        PyErr_Fetch(&type, &value, &tb);
-        PyErr_NormalizeException(&type, &value, &tb);
-        if (tb != NULL) {
-            PyException_SetTraceback(value, tb);
-        }
-        j->error = value;
-        Py_XDECREF(type);
-        Py_XDECREF(tb);
+        j->error = fa_fetch_exception();
         job_post(j);
     }
     Py_RETURN_NONE;

@@ -67,20 +67,6 @@ try_call(PyObject *name, PyObject *const *args, size_t nargs, PyObject **res)
     return -1;
 }
 
-/* The exception now set, normalized, with its traceback; error cleared. */
-static PyObject *
-fetch_exception(void)
-{
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    PyErr_NormalizeException(&type, &value, &tb);
-    if (tb != NULL && value != NULL) {
-        PyException_SetTraceback(value, tb);
-    }
-    Py_XDECREF(type);
-    Py_XDECREF(tb);
-    return value;
-}
 
 /* asyncio's checks: not an ssl.SSLSocket, and non-blocking (see above). */
 static int
@@ -228,7 +214,7 @@ sock_fd_ready(PyObject *self, PyObject *Py_UNUSED(ignored))
             /* asyncio re-raises these out of the loop. */
             goto error;
         }
-        exc = fetch_exception();
+        exc = fa_fetch_exception();
         if (exc == NULL) {
             goto error;
         }
@@ -438,10 +424,18 @@ sendall_ready(fa_op *op)
     Py_ssize_t sent;
     int r;
 
-    mv = PyMemoryView_FromMemory((char *)op->view.buf + op->pos, op->view.len - op->pos,
-                                 PyBUF_READ);
-    if (mv == NULL) {
-        return -1;
+    /* A memoryview that owns a buffer export of the data: send() may keep
+     * its argument after op->view is released (a recording socket, a mock). */
+    {
+        PyObject *full = PyMemoryView_FromObject(op->argv[A_1]);
+        if (full == NULL) {
+            return -1;
+        }
+        mv = PySequence_GetSlice(full, op->pos, op->view.len);
+        Py_DECREF(full);
+        if (mv == NULL) {
+            return -1;
+        }
     }
     args[0] = op->argv[A_SOCK];
     args[1] = mv;
@@ -1005,7 +999,7 @@ sendfile_native_ready(fa_op *op)
             PyObject *cause, *exc;
             errno = err;
             PyErr_SetFromErrno(PyExc_OSError);
-            cause = fetch_exception();
+            cause = fa_fetch_exception();
             exc = PyObject_CallFunction(PyExc_ConnectionError, "si", "socket is not connected",
                                         ENOTCONN);
             if (exc != NULL && cause != NULL) {

@@ -859,3 +859,72 @@ def test_sock_no_leak(loop, listener):
     assert fds1 == fds0
     assert handles1 <= handles0
     assert objs1 - objs0 < 100
+
+
+# ------------------------------------------------- regressions from review
+
+
+class _RecordingSocket(socket.socket):
+    """A socket whose send() keeps every buffer it was given, as a logging
+    or mocking wrapper might."""
+
+    kept: list
+
+    def send(self, data, *args):
+        self.kept.append(data)
+        return super().send(data, *args)
+
+
+def test_sendall_retry_buffers_outlive_the_operation(loop):
+    # The views passed to send() on retries must own their buffer: reading
+    # one after sendall finished and the data was dropped must not crash.
+    a, b = socket.socketpair()
+    rec = _RecordingSocket(fileno=a.detach())
+    rec.kept = []
+    rec.setblocking(False)
+    b.setblocking(False)
+    rec.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    payload = bytes(range(256)) * 4096  # 1 MiB
+
+    async def reader():
+        got = 0
+        while got < len(payload):
+            chunk = await loop.sock_recv(b, 65536)
+            got += len(chunk)
+        return got
+
+    async def main():
+        r = loop.create_task(reader())
+        await loop.sock_sendall(rec, bytearray(payload))
+        return await r
+
+    try:
+        assert run(loop, main()) == len(payload)
+        assert len(rec.kept) > 1, "the test needs at least one retry"
+        gc.collect()
+        for view in rec.kept[1:]:
+            assert bytes(memoryview(view)[:4]) == bytes(memoryview(view)[:4])
+        assert bytes(memoryview(rec.kept[-1])[-1:]) == payload[-1:]
+    finally:
+        rec.close()
+        b.close()
+
+
+class _StopIterSocket(socket.socket):
+    def recv(self, *args):
+        raise StopIteration
+
+
+def test_stopiteration_in_a_sock_method_becomes_runtimeerror(loop):
+    # PEP 479: a StopIteration escaping a coroutine must not look like a
+    # return (the Task would hang); asyncio raises RuntimeError.
+    a, b = socket.socketpair()
+    s = _StopIterSocket(fileno=a.detach())
+    s.setblocking(False)
+    try:
+        task = loop.create_task(loop.sock_recv(s, 10))
+        with pytest.raises(RuntimeError, match="StopIteration"):
+            run(loop, task, timeout=5)
+    finally:
+        s.close()
+        b.close()
