@@ -32,16 +32,21 @@ watcher_on_io(uv_poll_t *p, int status, int events)
      * once, as a selector loop reports the fd once per iteration. */
     if ((events & UV_READABLE) && w->reader != NULL && !w->reader->cancelled &&
         !w->reader->queued) {
-        if (fa_loop_push_ready(loop, w->reader) < 0) {
-            return; /* left set; fa_loop_collect reports it */
+        if (fa_loop_push_ready(loop, w->reader) == 0) {
+            w->reader->queued = 1;
         }
-        w->reader->queued = 1;
     }
     if ((events & (UV_WRITABLE | UV_DISCONNECT)) && w->writer != NULL &&
         !w->writer->cancelled && !w->writer->queued) {
         if (fa_loop_push_ready(loop, w->writer) == 0) {
             w->writer->queued = 1;
         }
+    }
+    if (PyErr_Occurred()) {
+        /* Growing the ready queue failed (MemoryError).  We are in a libuv
+         * callback and must not return with an exception set: report it;
+         * the fd is level-triggered, so it is queued again next iteration. */
+        PyErr_WriteUnraisable((PyObject *)w);
     }
 }
 
