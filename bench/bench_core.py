@@ -28,14 +28,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
-from importlib import metadata
+
+import _common
+from _common import fmt_ratio, fmt_time, write_json
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -191,16 +190,6 @@ def measure_group(impls, target: float, repeats: int, log):
 # ---------------------------------------------------------------------------
 
 
-def fmt_time(s: float) -> str:
-    if s >= 1:
-        return f"{s:.2f} s"
-    if s >= 1e-3:
-        return f"{s * 1e3:.2f} ms"
-    if s >= 1e-6:
-        return f"{s * 1e6:.2f} µs"
-    return f"{s * 1e9:.1f} ns"
-
-
 def fmt_rate(r: float, unit: str) -> str:
     for div, suf in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
         if r >= div:
@@ -208,70 +197,17 @@ def fmt_rate(r: float, unit: str) -> str:
     return f"{r:.3g} {unit}"
 
 
-def fmt_ratio(r: float) -> str:
-    if r >= 100:
-        return f"{r:.0f}×"
-    if r >= 10:
-        return f"{r:.1f}×"
-    if r >= 0.1:
-        return f"{r:.2f}×"
-    return f"{r:.4f}×"
-
-
 # ---------------------------------------------------------------------------
 # Machine info
 # ---------------------------------------------------------------------------
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def pkg_version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def git_describe() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "-C", ROOT, "describe", "--always", "--dirty", "--abbrev=12"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
-
-
 def machine_info() -> dict:
-    try:
-        affinity = len(os.sched_getaffinity(0))
-    except AttributeError:
-        affinity = None
-    return {
-        "cpu_model": cpu_model(),
-        "nproc": affinity or os.cpu_count(),
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": sys.version.split()[0],
-        "python_implementation": platform.python_implementation(),
-        "flaskasync": getattr(flaskasync, "__version__", None),
-        "flaskasync_git": git_describe(),
-        "flaskasync_libuv": getattr(flaskasync._core, "libuv_version", None),
-        "uvloop": getattr(uvloop, "__version__", None) if uvloop else None,
-        "asgiref": pkg_version("asgiref"),
-    }
+    info = _common.machine_info()
+    info["flaskasync"] = getattr(flaskasync, "__version__", None)
+    info["flaskasync_libuv"] = getattr(flaskasync._core, "libuv_version", None)
+    info["uvloop"] = getattr(uvloop, "__version__", None) if uvloop else None
+    return info
 
 
 # ---------------------------------------------------------------------------
@@ -433,11 +369,7 @@ def main(argv=None) -> int:
         "results": results,
         "targets": target_rows,
     }
-    os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
-    with open(json_path, "w") as f:
-        json.dump(out, f, indent=1, ensure_ascii=False)
-        f.write("\n")
-    print(f"\nwrote {json_path}")
+    write_json(json_path, out)
 
     if args.strict and not all(t["pass"] for t in target_rows):
         return 1

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import signal
 import socket
@@ -41,8 +40,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from importlib import metadata
 from shutil import which
+
+import _common
+from _common import pkg_version, write_json
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -123,48 +124,16 @@ def fmt_lat(s: float | None) -> str:
     return f"{s * 1e6:.0f} µs"
 
 
-def pkg_version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
-
-
 def machine_info() -> dict:
-    cpu = "unknown"
+    info = _common.machine_info()
     try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
+        info["wrk"] = subprocess.run(["wrk", "-v"], capture_output=True,
+                                     text=True).stdout.split("\n")[0].strip()
     except OSError:
-        pass
-    try:
-        wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("\n")[0].strip()
-    except OSError:
-        wrk_version = None
-    try:
-        git = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty", "--abbrev=12"],
-                             capture_output=True, text=True, timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        git = None
-    try:
-        nproc = len(os.sched_getaffinity(0))
-    except AttributeError:
-        nproc = os.cpu_count()
-    return {
-        "cpu_model": cpu,
-        "nproc": nproc,
-        "platform": platform.platform(),
-        "python": sys.version.split()[0],
-        "flaskasync": pkg_version("flaskasync"),
-        "flaskasync_git": git,
-        "flask": pkg_version("flask"),
-        "asgiref": pkg_version("asgiref"),
-        "gunicorn": pkg_version("gunicorn"),
-        "wrk": wrk_version,
-    }
+        info["wrk"] = None
+    for name in ("flask", "gunicorn"):
+        info[name] = pkg_version(name)
+    return info
 
 
 # ---------------------------------------------------------------------------
@@ -424,11 +393,7 @@ def main(argv=None) -> int:
         "results": results,
         "targets": target_rows,
     }
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump(out, f, indent=1, ensure_ascii=False)
-        f.write("\n")
-    print(f"\nwrote {args.json}")
+    write_json(args.json, out)
     if args.strict and not all(t["pass"] for t in target_rows):
         return 1
     return 0

@@ -29,6 +29,8 @@ import math
 import os
 import re
 import sys
+
+from _common import fmt_ratio, fmt_time
 from xml.sax.saxutils import escape
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -65,26 +67,6 @@ def family(name: str) -> str:
     if "uvloop" in name:
         return "uvloop"
     return "asyncio"
-
-
-def fmt_time(s: float) -> str:
-    if s >= 1:
-        return f"{s:.2f} s"
-    if s >= 1e-3:
-        return f"{s * 1e3:.2f} ms"
-    if s >= 1e-6:
-        return f"{s * 1e6:.2f} µs"
-    return f"{s * 1e9:.1f} ns"
-
-
-def fmt_ratio(r: float) -> str:
-    if r >= 100:
-        return f"{r:.0f}×"
-    if r >= 10:
-        return f"{r:.1f}×"
-    if r >= 0.1:
-        return f"{r:.2f}×"
-    return f"{r:.3f}×"
 
 
 def fmt_tick(v: float) -> str:
