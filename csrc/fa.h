@@ -38,7 +38,13 @@ typedef struct {
         *s_sendto, *s_connect, *s_accept, *s_fileno, *s_gettimeout,
         *s_getsockopt, *s_setblocking, *s_family, *s_type, *s_proto,
         *s_getaddrinfo, *s_throw, *s_close, *s_ssl, *s_mode, *s_readinto,
-        *s_seek, *s_run_in_executor, *s_sock_sendall;
+        *s_seek, *s_run_in_executor, *s_sock_sendall, *s_data_received, *s_get_buffer,
+        *s_buffer_updated, *s_connection_lost;
+    PyTypeObject *StreamType;      /* stream.c: StreamTransport */
+    PyObject *BufferedProtocol;    /* asyncio.BufferedProtocol */
+    PyObject *set_result_unless_cancelled; /* asyncio.futures._set_result_unless_cancelled */
+    PyObject *logger;              /* asyncio's logger */
+    PyObject *minus_one;           /* -1, get_buffer's argument */
 } fa_net_state;
 
 /* Per-module state.  Every type is a heap type owned by the module; every
@@ -156,6 +162,7 @@ struct fa_loop {
 
     void *jobs;                  /* app loop: runner jobs waiting (fa_job list) */
     fa_op *requests;             /* libuv requests in flight (dns.c), cancelled by close */
+    void *streams;               /* stream.c: transports with a uv_poll (linked list) */
 
     PyObject *task_factory;
     PyObject *weakreflist;
@@ -323,6 +330,10 @@ PyObject *fa_loop_sock_sendto(fa_loop *self, PyObject *args, PyObject *kwds);
 PyObject *fa_loop_sock_connect(fa_loop *self, PyObject *args, PyObject *kwds);
 PyObject *fa_loop_sock_accept(fa_loop *self, PyObject *args, PyObject *kwds);
 PyObject *fa_loop_sock_sendfile(fa_loop *self, PyObject *args, PyObject *kwds);
+
+/* stream.c */
+extern PyType_Spec fa_stream_spec;
+void fa_stream_close_all(fa_loop *loop);
 
 /* gather.c */
 int fa_gather_init_type(PyObject *module, fa_state *st);

@@ -639,13 +639,15 @@ net_attr(PyObject **out, const char *module, const char *name)
         &(n)->s_gettimeout, &(n)->s_getsockopt, &(n)->s_setblocking, &(n)->s_family,     \
         &(n)->s_type, &(n)->s_proto, &(n)->s_getaddrinfo, &(n)->s_throw, &(n)->s_close,  \
         &(n)->s_ssl, &(n)->s_mode, &(n)->s_readinto, &(n)->s_seek,                       \
-        &(n)->s_run_in_executor, &(n)->s_sock_sendall
+        &(n)->s_run_in_executor, &(n)->s_sock_sendall, &(n)->s_data_received,            \
+        &(n)->s_get_buffer, &(n)->s_buffer_updated, &(n)->s_connection_lost
 
 static const char *const net_name_strings[] = {
     "recv", "recv_into", "recvfrom", "recvfrom_into", "send", "sendto", "connect",
     "accept", "fileno", "gettimeout", "getsockopt", "setblocking", "family", "type",
     "proto", "getaddrinfo", "throw", "close", "ssl", "mode", "readinto", "seek",
-    "run_in_executor", "sock_sendall",
+    "run_in_executor", "sock_sendall", "data_received", "get_buffer", "buffer_updated",
+    "connection_lost",
 };
 
 int
@@ -664,7 +666,20 @@ fa_net_init(PyObject *module, fa_state *st)
         net_attr(&n->AddressFamily, "socket", "AddressFamily") < 0 ||
         net_attr(&n->SocketKind, "socket", "SocketKind") < 0 ||
         net_attr(&n->UnsupportedOperation, "io", "UnsupportedOperation") < 0 ||
-        net_attr(&n->SendfileNotAvailableError, "asyncio", "SendfileNotAvailableError") < 0) {
+        net_attr(&n->SendfileNotAvailableError, "asyncio", "SendfileNotAvailableError") < 0 ||
+        net_attr(&n->BufferedProtocol, "asyncio", "BufferedProtocol") < 0 ||
+        net_attr(&n->set_result_unless_cancelled, "asyncio.futures",
+                 "_set_result_unless_cancelled") < 0 ||
+        net_attr(&n->logger, "asyncio.log", "logger") < 0) {
+        return -1;
+    }
+    n->minus_one = PyLong_FromLong(-1);
+    if (n->minus_one == NULL) {
+        return -1;
+    }
+    n->StreamType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &fa_stream_spec, NULL);
+    if (n->StreamType == NULL ||
+        PyModule_AddObjectRef(module, "StreamTransport", (PyObject *)n->StreamType) < 0) {
         return -1;
     }
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
@@ -686,6 +701,7 @@ fa_net_traverse(fa_state *st, visitproc visit, void *arg)
 {
     Py_VISIT(st->net.OpType);
     Py_VISIT(st->net.SSLSocket);
+    Py_VISIT(st->net.StreamType);
     return 0;
 }
 
@@ -703,6 +719,11 @@ fa_net_clear(fa_state *st)
     Py_CLEAR(n->SendfileNotAvailableError);
     Py_CLEAR(n->k_loop);
     Py_CLEAR(n->k_gai);
+    Py_CLEAR(n->StreamType);
+    Py_CLEAR(n->BufferedProtocol);
+    Py_CLEAR(n->set_result_unless_cancelled);
+    Py_CLEAR(n->logger);
+    Py_CLEAR(n->minus_one);
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         Py_CLEAR(*names[i]);
     }

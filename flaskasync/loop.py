@@ -25,6 +25,7 @@ import weakref
 from asyncio import coroutines, format_helpers
 
 from . import _core
+from ._net import NetworkMixin
 
 __all__ = ["Loop", "new_event_loop", "EventLoopPolicy"]
 
@@ -44,7 +45,7 @@ def _debug_mode() -> bool:
     )
 
 
-class Loop(_core.CLoop, asyncio.AbstractEventLoop):
+class Loop(NetworkMixin, _core.CLoop, asyncio.AbstractEventLoop):
     """An asyncio event loop implemented in C on libuv.
 
     Use it like any asyncio loop::
@@ -401,12 +402,7 @@ def _not_implemented(name: str):
 _SYNC_NETWORK = ()
 # getaddrinfo, getnameinfo and the sock_* methods are implemented in C
 # (csrc/dns.c, csrc/sock.c).
-_ASYNC_NETWORK = (
-    "create_connection", "create_server", "sendfile", "start_tls",
-    "create_unix_connection", "create_unix_server", "connect_accepted_socket",
-    "create_datagram_endpoint", "connect_read_pipe", "connect_write_pipe",
-    "subprocess_shell", "subprocess_exec",
-)
+_ASYNC_NETWORK = ("create_datagram_endpoint",)
 for _name in _ASYNC_NETWORK:
     _sync, _async = _not_implemented(_name)
     _async.__name__ = _async.__qualname__ = _name

@@ -1,0 +1,1769 @@
+/* Stream transports in C: TCP and Unix sockets, read and write pipes.
+ *
+ * A transport watches its fd with its own uv_poll_t.  When the fd is ready
+ * the poll callback appends the transport's read or write Handle to the
+ * loop's ready queue, so protocol callbacks always run from the ready
+ * queue (in the loop's context, with the running loop set, with asyncio's
+ * exception routing and debug timing), never from inside uv_run.  The
+ * handle calls back into C (_read_ready/_write_ready), which does the
+ * recv/send syscalls directly: one syscall per event, no Python socket
+ * method calls on the hot path.
+ *
+ * Behaviour follows asyncio's selector transports (_SelectorSocketTransport,
+ * _UnixReadPipeTransport, _UnixWritePipeTransport): the order of protocol
+ * callbacks, which errors reach the exception handler, flow control, and
+ * connection_lost exactly once.
+ *
+ * Lifetime: while the poll is started the transport holds a reference to
+ * itself (the fd is "registered with the selector"), so a transport that
+ * is reading or flushing stays alive without user references.  A paused,
+ * idle transport that is dropped is finalized with a ResourceWarning and
+ * its socket closed, as asyncio's __del__ does. */
+#include "fa.h"
+
+#include <errno.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#define MODE_SOCKET 0
+#define MODE_READ_PIPE 1
+#define MODE_WRITE_PIPE 2
+
+#define MAX_READ (256 * 1024)        /* asyncio's max_size */
+#define DEFAULT_HIGH (64 * 1024)     /* asyncio's default high-water mark */
+#define LOG_THRESHOLD 5              /* constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES */
+#define MAX_IOV 64
+
+typedef struct fa_stream_s {
+    PyObject_HEAD
+    fa_loop *loop;
+    PyObject *protocol;
+    PyObject *extra;             /* dict */
+    PyObject *sock;              /* socket or pipe object; NULL once closed */
+    PyObject *server;            /* Server to _detach from, or NULL */
+    fa_handle *read_h;           /* Handle calling self._read_ready */
+    fa_handle *write_h;          /* Handle calling self._write_ready */
+    PyObject *empty_waiter;      /* sendfile: future set when the buffer drains */
+    uv_poll_t *poll;             /* malloc'd, freed by its close callback */
+    int fd;
+    int mode;
+    int events;                  /* events the poll is started for */
+    int self_ref;                /* holds a reference to itself */
+    int buffered;                /* protocol is an asyncio.BufferedProtocol */
+    int closing;
+    int eof;                     /* write_eof() called */
+    int read_eof;                /* EOF received, eof_received kept it open */
+    int paused;                  /* pause_reading() */
+    int started;                 /* reading started after connection_made */
+    int protocol_paused;         /* pause_writing() called */
+    int conn_lost;
+    int lost_scheduled;          /* _call_connection_lost is scheduled/ran */
+    Py_ssize_t high, low;
+
+    /* Write buffer: a queue of buffers, the first one sent from woff. */
+    Py_buffer *wbuf;
+    Py_ssize_t whead, wlen, wcap;
+    Py_ssize_t woff;
+    Py_ssize_t wsize;            /* bytes still to send */
+    PyObject *weakreflist;
+    struct fa_stream_s *prev, *next; /* loop->streams, while the poll exists */
+} fa_stream;
+
+static char *read_buf;          /* shared receive buffer (GIL held throughout) */
+
+/* ------------------------------------------------------------ helpers */
+
+static inline int
+is_socket(fa_stream *t)
+{
+    return t->mode == MODE_SOCKET;
+}
+
+/* loop.call_exception_handler({'message', 'exception', 'transport',
+ * 'protocol'}); errors in the handler call are reported as unraisable. */
+static void
+report(fa_stream *t, const char *message, PyObject *exc)
+{
+    fa_state *st = t->loop->st;
+    PyObject *ctx = PyDict_New(), *msg = PyUnicode_FromString(message), *r = NULL;
+    if (ctx == NULL || msg == NULL || PyDict_SetItem(ctx, st->s_message, msg) < 0 ||
+        (exc != NULL && PyDict_SetItem(ctx, st->s_exception_key, exc) < 0) ||
+        PyDict_SetItemString(ctx, "transport", (PyObject *)t) < 0 ||
+        (t->protocol != NULL && PyDict_SetItemString(ctx, "protocol", t->protocol) < 0)) {
+        goto done;
+    }
+    r = PyObject_CallMethodOneArg((PyObject *)t->loop, st->s_call_exception_handler, ctx);
+done:
+    if (r == NULL) {
+        PyErr_WriteUnraisable((PyObject *)t);
+    }
+    Py_XDECREF(r);
+    Py_XDECREF(ctx);
+    Py_XDECREF(msg);
+}
+
+static void
+log_warning(fa_stream *t, const char *message)
+{
+    PyObject *r = PyObject_CallMethod(t->loop->st->net.logger, "warning", "s", message);
+    if (r == NULL) {
+        PyErr_WriteUnraisable((PyObject *)t);
+    }
+    Py_XDECREF(r);
+}
+
+static void
+stream_poll_closed(uv_handle_t *h)
+{
+    fa_loop *loop = (fa_loop *)h->data;
+    loop->n_closing--;
+    PyMem_RawFree(h);
+}
+
+static void stream_on_io(uv_poll_t *p, int status, int events);
+
+static void
+list_add(fa_stream *t)
+{
+    fa_stream *head = (fa_stream *)t->loop->streams;
+    t->prev = NULL;
+    t->next = head;
+    if (head != NULL) {
+        head->prev = t;
+    }
+    t->loop->streams = t;
+}
+
+static void
+list_remove(fa_stream *t)
+{
+    if (t->prev != NULL) {
+        t->prev->next = t->next;
+    }
+    else if (t->loop->streams == t) {
+        t->loop->streams = t->next;
+    }
+    if (t->next != NULL) {
+        t->next->prev = t->prev;
+    }
+    t->prev = t->next = NULL;
+}
+
+/* Close the uv_poll of a transport (its fd stays open, owned by the
+ * socket object).  With the loop closed or forked, libuv is not touched. */
+static void
+drop_poll(fa_stream *t)
+{
+    fa_loop *loop = t->loop;
+    if (t->poll == NULL) {
+        return;
+    }
+    list_remove(t);
+    if (t->events) {
+        loop->n_io--;
+        t->events = 0;
+    }
+    if (!fa_loop_forked(loop) && loop->uv_ready) {
+        uv_poll_stop(t->poll);
+        t->poll->data = loop;
+        loop->n_closing++;
+        uv_close((uv_handle_t *)t->poll, stream_poll_closed);
+    }
+    /* else: the handle's memory goes with the uv loop of the parent. */
+    t->poll = NULL;
+}
+
+/* loop.close(): stop watching every transport's fd.  A transport that was
+ * only kept alive by its watch is then collected, warning that it was not
+ * closed, as with asyncio's loop. */
+void
+fa_stream_close_all(fa_loop *loop)
+{
+    PyObject *held = PyList_New(0);
+    while (loop->streams != NULL) {
+        fa_stream *t = (fa_stream *)loop->streams;
+        drop_poll(t);
+        if (t->self_ref) {
+            t->self_ref = 0;
+            if (held == NULL || PyList_Append(held, (PyObject *)t) < 0) {
+                PyErr_Clear();
+                continue; /* keep the reference: a leak, not a crash */
+            }
+            Py_DECREF(t); /* the list holds it until the loop is done */
+        }
+    }
+    Py_XDECREF(held);
+}
+
+/* Start or stop the poll to match what the transport waits for, and hold a
+ * reference to itself while it waits.  The caller must own a reference
+ * (the self-reference may be dropped here).  Returns -1 with an exception. */
+/* Create the uv_poll on first use: a write pipe on a character device
+ * such as /dev/null, which epoll refuses, works as long as it never has
+ * to wait, as with asyncio. */
+static int
+ensure_poll(fa_stream *t)
+{
+    int rc;
+    if (t->poll != NULL) {
+        return 0;
+    }
+    if (fa_loop_check_closed(t->loop) < 0) {
+        return -1;
+    }
+    t->poll = PyMem_RawMalloc(sizeof(uv_poll_t));
+    if (t->poll == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    rc = uv_poll_init(&t->loop->uv, t->poll, t->fd);
+    if (rc < 0) {
+        PyMem_RawFree(t->poll);
+        t->poll = NULL;
+        if (rc == UV_EEXIST) {
+            PyErr_Format(PyExc_RuntimeError,
+                         "File descriptor %d is used by another watcher of this loop "
+                         "(add_reader/add_writer or a sock_* call in progress)", t->fd);
+            return -1;
+        }
+        return fa_set_uv_error(rc, "uv_poll_init");
+    }
+    t->poll->data = t;
+    list_add(t);
+    return 0;
+}
+
+static int
+update_poll(fa_stream *t)
+{
+    fa_loop *loop = t->loop;
+    int want = 0, r;
+    if (t->fd < 0) {
+        want = 0;
+    }
+    else {
+        if (t->started && !t->closing && !t->paused && !t->read_eof) {
+            want |= UV_READABLE;
+        }
+        if (t->wsize > 0 && !t->conn_lost) {
+            want |= UV_WRITABLE;
+        }
+    }
+    if (want != t->events) {
+        if (want) {
+            if (ensure_poll(t) < 0) {
+                return -1;
+            }
+            r = uv_poll_start(t->poll, want, stream_on_io);
+            if (r < 0) {
+                return fa_set_uv_error(r, "uv_poll_start");
+            }
+            if (t->events == 0) {
+                loop->n_io++;
+            }
+        }
+        else {
+            uv_poll_stop(t->poll);
+            loop->n_io--;
+        }
+        t->events = want;
+        loop->io_dirty = 1;
+        if (loop->is_app && atomic_load(&loop->baton) == 0) {
+            fa_loop_poke(loop);
+        }
+    }
+    if (want && !t->self_ref) {
+        t->self_ref = 1;
+        Py_INCREF(t);
+    }
+    else if (!want && t->self_ref) {
+        t->self_ref = 0;
+        Py_DECREF(t);
+    }
+    return 0;
+}
+
+/* Like update_poll, for paths that cannot raise: report the error. */
+static void
+update_poll_or_report(fa_stream *t)
+{
+    if (update_poll(t) < 0) {
+        PyObject *exc = fa_fetch_exception();
+        report(t, "Fatal error: cannot watch the transport's fd", exc);
+        Py_XDECREF(exc);
+    }
+}
+
+static void
+stream_on_io(uv_poll_t *p, int status, int events)
+{
+    fa_stream *t = (fa_stream *)p->data;
+    fa_loop *loop;
+    if (t == NULL) {
+        return;
+    }
+    loop = t->loop;
+    fa_loop_gil_ensure(loop);
+    if (status < 0) {
+        /* libuv stopped the poll after an error on the fd (POLLERR): let
+         * both sides retry their syscall, which reports the real error. */
+        if (t->events) {
+            loop->n_io--;
+            t->events = 0;
+        }
+        events = UV_READABLE | UV_WRITABLE;
+    }
+    if (t->mode == MODE_WRITE_PIPE && (events & UV_DISCONNECT)) {
+        events |= UV_READABLE;
+    }
+    if ((events & UV_READABLE) && t->read_h != NULL && !t->read_h->queued) {
+        if (fa_loop_push_ready(loop, t->read_h) == 0) {
+            t->read_h->queued = 1;
+        }
+    }
+    if ((events & (UV_WRITABLE | UV_DISCONNECT)) && t->wsize > 0 && t->write_h != NULL &&
+        !t->write_h->queued) {
+        if (fa_loop_push_ready(loop, t->write_h) == 0) {
+            t->write_h->queued = 1;
+        }
+    }
+    if (PyErr_Occurred()) {
+        PyErr_WriteUnraisable((PyObject *)t);
+    }
+}
+
+static void
+wbuf_clear(fa_stream *t)
+{
+    for (Py_ssize_t i = 0; i < t->wlen; i++) {
+        PyBuffer_Release(&t->wbuf[(t->whead + i) % t->wcap]);
+    }
+    t->whead = t->wlen = 0;
+    t->woff = 0;
+    t->wsize = 0;
+}
+
+/* Append data (from offset skip) to the write buffer.  Immutable bytes are
+ * referenced; anything else is copied, since the caller may change it
+ * after write() returns. */
+static int
+wbuf_push(fa_stream *t, PyObject *data, Py_ssize_t skip)
+{
+    Py_buffer view;
+    PyObject *own;
+    if (PyBytes_CheckExact(data) && skip == 0) {
+        own = Py_NewRef(data);
+    }
+    else {
+        Py_buffer src;
+        if (PyObject_GetBuffer(data, &src, PyBUF_SIMPLE) < 0) {
+            return -1;
+        }
+        own = PyBytes_FromStringAndSize((char *)src.buf + skip, src.len - skip);
+        PyBuffer_Release(&src);
+        if (own == NULL) {
+            return -1;
+        }
+    }
+    if (t->wlen == t->wcap) {
+        Py_ssize_t ncap = t->wcap ? t->wcap * 2 : 8;
+        Py_buffer *nb = PyMem_New(Py_buffer, ncap);
+        if (nb == NULL) {
+            Py_DECREF(own);
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (Py_ssize_t i = 0; i < t->wlen; i++) {
+            nb[i] = t->wbuf[(t->whead + i) % t->wcap];
+        }
+        PyMem_Free(t->wbuf);
+        t->wbuf = nb;
+        t->wcap = ncap;
+        t->whead = 0;
+    }
+    if (PyObject_GetBuffer(own, &view, PyBUF_SIMPLE) < 0) {
+        Py_DECREF(own);
+        return -1;
+    }
+    Py_DECREF(own); /* the view holds it */
+    t->wbuf[(t->whead + t->wlen) % t->wcap] = view;
+    t->wlen++;
+    t->wsize += view.len;
+    return 0;
+}
+
+/* Drop n sent bytes from the front of the buffer. */
+static void
+wbuf_consume(fa_stream *t, Py_ssize_t n)
+{
+    t->wsize -= n;
+    while (n > 0 && t->wlen > 0) {
+        Py_buffer *b = &t->wbuf[t->whead];
+        Py_ssize_t left = b->len - t->woff;
+        if (n < left) {
+            t->woff += n;
+            return;
+        }
+        n -= left;
+        PyBuffer_Release(b);
+        t->whead = (t->whead + 1) % t->wcap;
+        t->wlen--;
+        t->woff = 0;
+    }
+    if (t->wlen == 0) {
+        t->whead = 0;
+    }
+}
+
+/* One send/write syscall.  Returns bytes written, 0 if it would block, -1
+ * with errno set. */
+static Py_ssize_t
+sys_send(fa_stream *t, const char *buf, Py_ssize_t len)
+{
+    Py_ssize_t n;
+    do {
+        n = is_socket(t) ? send(t->fd, buf, (size_t)len, MSG_NOSIGNAL)
+                         : write(t->fd, buf, (size_t)len);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        return 0;
+    }
+    return n;
+}
+
+/* Send as much of the buffer as the kernel takes, in one writev/sendmsg. */
+static Py_ssize_t
+sys_send_buffer(fa_stream *t)
+{
+    struct iovec iov[MAX_IOV];
+    int cnt = 0;
+    Py_ssize_t n;
+    for (Py_ssize_t i = 0; i < t->wlen && cnt < MAX_IOV; i++) {
+        Py_buffer *b = &t->wbuf[(t->whead + i) % t->wcap];
+        Py_ssize_t off = i == 0 ? t->woff : 0;
+        iov[cnt].iov_base = (char *)b->buf + off;
+        iov[cnt].iov_len = (size_t)(b->len - off);
+        cnt++;
+    }
+    do {
+        if (is_socket(t)) {
+            struct msghdr msg;
+            memset(&msg, 0, sizeof(msg));
+            msg.msg_iov = iov;
+            msg.msg_iovlen = (size_t)cnt;
+            n = sendmsg(t->fd, &msg, MSG_NOSIGNAL);
+        }
+        else {
+            n = writev(t->fd, iov, cnt);
+        }
+    } while (n < 0 && errno == EINTR);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        return 0;
+    }
+    return n;
+}
+
+static int schedule_lost(fa_stream *t, PyObject *exc);
+
+/* asyncio's _force_close (sockets) / _close (pipes). */
+static int
+force_close(fa_stream *t, PyObject *exc)
+{
+    if (is_socket(t)) {
+        if (t->conn_lost) {
+            return 0;
+        }
+        wbuf_clear(t);
+        t->closing = 1;
+        t->conn_lost++;
+    }
+    else {
+        t->closing = 1;
+        wbuf_clear(t);
+    }
+    update_poll_or_report(t);
+    return schedule_lost(t, exc);
+}
+
+/* _fatal_error: OSErrors are expected (peer resets, ...) and only closed
+ * on; anything else also goes to the exception handler.  A read pipe
+ * reports every OSError but EIO, as asyncio's pipe transport does. */
+static int
+fatal_error(fa_stream *t, PyObject *exc, const char *message)
+{
+    int os_error = PyErr_GivenExceptionMatches(exc, PyExc_OSError);
+    int quiet = os_error;
+    if (t->mode == MODE_READ_PIPE && os_error) {
+        PyObject *en = PyObject_GetAttrString(exc, "errno");
+        quiet = en != NULL && PyLong_Check(en) && PyLong_AsLong(en) == EIO;
+        Py_XDECREF(en);
+        PyErr_Clear();
+    }
+    if (!quiet) {
+        report(t, message, exc);
+    }
+    return force_close(t, exc);
+}
+
+/* Handle the current exception raised by a protocol callback or a
+ * syscall: KeyboardInterrupt/SystemExit propagate (returns -1); anything
+ * else is a fatal error for the transport (returns 0). */
+static int
+callback_failed(fa_stream *t, const char *message)
+{
+    PyObject *exc;
+    if (fa_is_fatal_exception()) {
+        return -1;
+    }
+    exc = fa_fetch_exception();
+    if (exc == NULL) {
+        return -1;
+    }
+    int r = fatal_error(t, exc, message);
+    Py_DECREF(exc);
+    return r;
+}
+
+static PyObject *
+errno_exception(void)
+{
+    PyErr_SetFromErrno(PyExc_OSError);
+    return fa_fetch_exception();
+}
+
+static int
+schedule_lost(fa_stream *t, PyObject *exc)
+{
+    PyObject *cb;
+    fa_handle *h;
+    if (t->lost_scheduled) {
+        return 0;
+    }
+    t->lost_scheduled = 1;
+    cb = PyObject_GetAttrString((PyObject *)t, "_call_connection_lost");
+    if (cb == NULL) {
+        return -1;
+    }
+    PyObject *args = PyTuple_Pack(1, exc != NULL ? exc : Py_None);
+    if (args == NULL) {
+        Py_DECREF(cb);
+        return -1;
+    }
+    h = fa_loop_call_soon(t->loop, cb, args, NULL);
+    Py_DECREF(cb);
+    Py_DECREF(args);
+    if (h == NULL) {
+        return -1;
+    }
+    Py_DECREF(h);
+    return 0;
+}
+
+static int
+call_protocol(fa_stream *t, const char *method, PyObject *arg, const char *message)
+{
+    PyObject *r = arg != NULL ? PyObject_CallMethod(t->protocol, method, "O", arg)
+                              : PyObject_CallMethod(t->protocol, method, NULL);
+    if (r == NULL) {
+        if (fa_is_fatal_exception()) {
+            return -1;
+        }
+        PyObject *exc = fa_fetch_exception();
+        report(t, message, exc);
+        Py_XDECREF(exc);
+        return 0;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+static int
+maybe_pause_protocol(fa_stream *t)
+{
+    if (t->wsize <= t->high || t->protocol_paused) {
+        return 0;
+    }
+    t->protocol_paused = 1;
+    return call_protocol(t, "pause_writing", NULL, "protocol.pause_writing() failed");
+}
+
+static int
+maybe_resume_protocol(fa_stream *t)
+{
+    if (!t->protocol_paused || t->wsize > t->low) {
+        return 0;
+    }
+    t->protocol_paused = 0;
+    return call_protocol(t, "resume_writing", NULL, "protocol.resume_writing() failed");
+}
+
+static int
+set_empty_waiter(fa_stream *t, PyObject *exc)
+{
+    PyObject *w = t->empty_waiter, *r;
+    if (w == NULL) {
+        return 0;
+    }
+    r = exc != NULL ? PyObject_CallMethod(w, "set_exception", "O", exc)
+                    : PyObject_CallMethod(w, "set_result", "O", Py_None);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+static int
+do_shutdown(fa_stream *t)
+{
+    if (shutdown(t->fd, SHUT_WR) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ reading */
+
+static int
+on_eof(fa_stream *t)
+{
+    PyObject *r;
+    int keep_open;
+    if (t->mode == MODE_READ_PIPE) {
+        PyObject *cb;
+        fa_handle *h;
+        t->closing = 1;
+        update_poll_or_report(t);
+        cb = PyObject_GetAttrString(t->protocol, "eof_received");
+        if (cb == NULL) {
+            return -1;
+        }
+        h = fa_loop_call_soon(t->loop, cb, NULL, NULL);
+        Py_DECREF(cb);
+        if (h == NULL) {
+            return -1;
+        }
+        Py_DECREF(h);
+        return schedule_lost(t, NULL);
+    }
+    r = PyObject_CallMethod(t->protocol, "eof_received", NULL);
+    if (r == NULL) {
+        return callback_failed(t, "Fatal error: protocol.eof_received() call failed.");
+    }
+    keep_open = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    if (keep_open < 0) {
+        return callback_failed(t, "Fatal error: protocol.eof_received() call failed.");
+    }
+    if (keep_open) {
+        t->read_eof = 1;
+        update_poll_or_report(t);
+        return 0;
+    }
+    PyObject *c = PyObject_CallMethod((PyObject *)t, "close", NULL);
+    if (c == NULL) {
+        return -1;
+    }
+    Py_DECREF(c);
+    return 0;
+}
+
+static const char *
+read_error_message(fa_stream *t)
+{
+    return is_socket(t) ? "Fatal read error on socket transport"
+                        : "Fatal read error on pipe transport";
+}
+
+static int
+read_data(fa_stream *t)
+{
+    Py_ssize_t n;
+    PyObject *data, *r;
+    if (read_buf == NULL) {
+        read_buf = PyMem_RawMalloc(MAX_READ);
+        if (read_buf == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
+    do {
+        n = is_socket(t) ? recv(t->fd, read_buf, MAX_READ, 0) : read(t->fd, read_buf, MAX_READ);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            return 0;
+        }
+        PyObject *exc = errno_exception();
+        int res = fatal_error(t, exc, read_error_message(t));
+        Py_XDECREF(exc);
+        return res;
+    }
+    if (n == 0) {
+        return on_eof(t);
+    }
+    data = PyBytes_FromStringAndSize(read_buf, n);
+    if (data == NULL) {
+        return -1;
+    }
+    r = PyObject_CallMethodOneArg(t->protocol, t->loop->st->net.s_data_received, data);
+    Py_DECREF(data);
+    if (r == NULL) {
+        return callback_failed(t, "Fatal error: protocol.data_received() call failed.");
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+static int
+read_buffered(fa_stream *t)
+{
+    Py_buffer view;
+    Py_ssize_t n;
+    PyObject *buf, *r, *nobj;
+    fa_net_state *ns = &t->loop->st->net;
+
+    buf = PyObject_CallMethodOneArg(t->protocol, ns->s_get_buffer, ns->minus_one);
+    if (buf == NULL) {
+        return callback_failed(t, "Fatal error: protocol.get_buffer() call failed.");
+    }
+    if (PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE) < 0) {
+        Py_DECREF(buf);
+        return callback_failed(t, "Fatal error: protocol.get_buffer() call failed.");
+    }
+    Py_DECREF(buf);
+    if (view.len == 0) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_RuntimeError, "get_buffer() returned an empty buffer");
+        return callback_failed(t, "Fatal error: protocol.get_buffer() call failed.");
+    }
+    do {
+        n = is_socket(t) ? recv(t->fd, view.buf, (size_t)view.len, 0)
+                         : read(t->fd, view.buf, (size_t)view.len);
+    } while (n < 0 && errno == EINTR);
+    int saved = errno;
+    PyBuffer_Release(&view);
+    if (n < 0) {
+        if (saved == EAGAIN || saved == EWOULDBLOCK) {
+            return 0;
+        }
+        errno = saved;
+        PyObject *exc = errno_exception();
+        int res = fatal_error(t, exc, read_error_message(t));
+        Py_XDECREF(exc);
+        return res;
+    }
+    if (n == 0) {
+        return on_eof(t);
+    }
+    nobj = PyLong_FromSsize_t(n);
+    if (nobj == NULL) {
+        return -1;
+    }
+    r = PyObject_CallMethodOneArg(t->protocol, ns->s_buffer_updated, nobj);
+    Py_DECREF(nobj);
+    if (r == NULL) {
+        return callback_failed(t, "Fatal error: protocol.buffer_updated() call failed.");
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+/* A write pipe is "readable" when its reader went away. */
+static int
+write_pipe_peer_closed(fa_stream *t)
+{
+    if (t->wsize > 0) {
+        PyObject *exc = PyObject_CallNoArgs(PyExc_BrokenPipeError);
+        if (exc == NULL) {
+            return -1;
+        }
+        int r = force_close(t, exc);
+        Py_DECREF(exc);
+        return r;
+    }
+    return force_close(t, NULL);
+}
+
+static PyObject *
+stream_read_ready(fa_stream *t, PyObject *Py_UNUSED(ignored))
+{
+    int r;
+    if (t->conn_lost || t->closing || t->paused || t->fd < 0 || t->read_eof) {
+        Py_RETURN_NONE;
+    }
+    Py_INCREF(t);
+    if (t->mode == MODE_WRITE_PIPE) {
+        r = write_pipe_peer_closed(t);
+    }
+    else if (t->buffered) {
+        r = read_buffered(t);
+    }
+    else {
+        r = read_data(t);
+    }
+    Py_DECREF(t);
+    if (r < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------ writing */
+
+static const char *
+write_error_message(fa_stream *t)
+{
+    return is_socket(t) ? "Fatal write error on socket transport"
+                        : "Fatal write error on pipe transport";
+}
+
+static int
+after_drained(fa_stream *t)
+{
+    if (set_empty_waiter(t, NULL) < 0) {
+        return -1;
+    }
+    if (t->closing) {
+        PyObject *r = PyObject_CallMethod((PyObject *)t, "_call_connection_lost", "O", Py_None);
+        if (r == NULL) {
+            return -1;
+        }
+        Py_DECREF(r);
+        return 0;
+    }
+    if (t->eof && is_socket(t)) {
+        return do_shutdown(t);
+    }
+    return 0;
+}
+
+static PyObject *
+stream_write_ready(fa_stream *t, PyObject *Py_UNUSED(ignored))
+{
+    Py_ssize_t n;
+    if (t->conn_lost || t->wsize == 0 || t->fd < 0) {
+        Py_RETURN_NONE;
+    }
+    Py_INCREF(t);
+    n = sys_send_buffer(t);
+    if (n < 0) {
+        PyObject *exc = errno_exception();
+        wbuf_clear(t);
+        if (!is_socket(t)) {
+            t->conn_lost++;
+        }
+        int r = fatal_error(t, exc, write_error_message(t));
+        if (r == 0) {
+            r = set_empty_waiter(t, exc);
+        }
+        Py_XDECREF(exc);
+        Py_DECREF(t);
+        return r < 0 ? NULL : Py_NewRef(Py_None);
+    }
+    wbuf_consume(t, n);
+    if (maybe_resume_protocol(t) < 0) { /* may append to the buffer */
+        Py_DECREF(t);
+        return NULL;
+    }
+    if (update_poll(t) < 0 || (t->wsize == 0 && after_drained(t) < 0)) {
+        Py_DECREF(t);
+        return NULL;
+    }
+    Py_DECREF(t);
+    Py_RETURN_NONE;
+}
+
+static int
+check_data(PyObject *data)
+{
+    if (!PyBytes_Check(data) && !PyByteArray_Check(data) && !PyMemoryView_Check(data)) {
+        PyErr_Format(PyExc_TypeError, "data argument must be a bytes-like object, not '%.200s'",
+                     Py_TYPE(data)->tp_name);
+        return -1;
+    }
+    return 0;
+}
+
+static int
+check_can_write(fa_stream *t)
+{
+    if (t->mode == MODE_READ_PIPE) {
+        PyErr_SetString(PyExc_NotImplementedError, "a read pipe transport cannot write");
+        return -1;
+    }
+    if (is_socket(t) && t->eof) {
+        PyErr_SetString(PyExc_RuntimeError, "Cannot call write() after write_eof()");
+        return -1;
+    }
+    if (t->empty_waiter != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "unable to write; sendfile is in progress");
+        return -1;
+    }
+    return 0;
+}
+
+/* Writes after the connection is gone are dropped, with a warning from the
+ * fifth on, as asyncio does.  Returns 1 if the write must be dropped. */
+static int
+write_dropped(fa_stream *t)
+{
+    int dropped = is_socket(t) ? t->conn_lost : (t->conn_lost || t->closing);
+    if (!dropped) {
+        return 0;
+    }
+    if (t->conn_lost >= LOG_THRESHOLD) {
+        log_warning(t, is_socket(t) ? "socket.send() raised exception."
+                                    : "pipe closed by peer or os.write(pipe, data) raised exception.");
+    }
+    t->conn_lost++;
+    return 1;
+}
+
+static int
+write_one(fa_stream *t, PyObject *data)
+{
+    Py_ssize_t n = 0;
+    if (t->wsize == 0) {
+        Py_buffer view;
+        if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
+            return -1;
+        }
+        n = sys_send(t, view.buf, view.len);
+        Py_ssize_t len = view.len;
+        PyBuffer_Release(&view);
+        if (n < 0) {
+            PyObject *exc = errno_exception();
+            if (!is_socket(t)) {
+                t->conn_lost++;
+            }
+            int r = fatal_error(t, exc, write_error_message(t));
+            Py_XDECREF(exc);
+            return r;
+        }
+        if (n == len) {
+            return 0;
+        }
+    }
+    if (wbuf_push(t, data, n) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+stream_write(fa_stream *t, PyObject *data)
+{
+    if (check_data(data) < 0 || check_can_write(t) < 0) {
+        return NULL;
+    }
+    if (PyObject_Length(data) == 0 || write_dropped(t)) {
+        Py_RETURN_NONE;
+    }
+    if (write_one(t, data) < 0 || update_poll(t) < 0 || maybe_pause_protocol(t) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+stream_writelines(fa_stream *t, PyObject *lines)
+{
+    PyObject *it, *item;
+    if (check_can_write(t) < 0) {
+        return NULL;
+    }
+    it = PyObject_GetIter(lines);
+    if (it == NULL) {
+        return NULL;
+    }
+    /* Queue everything, then send it with one sendmsg. */
+    while ((item = PyIter_Next(it)) != NULL) {
+        if (check_data(item) < 0) {
+            Py_DECREF(item);
+            Py_DECREF(it);
+            return NULL;
+        }
+        if (PyObject_Length(item) == 0 || write_dropped(t)) {
+            Py_DECREF(item);
+            continue;
+        }
+        int r = wbuf_push(t, item, 0);
+        Py_DECREF(item);
+        if (r < 0) {
+            Py_DECREF(it);
+            return NULL;
+        }
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    if (t->wsize > 0 && !t->conn_lost && t->events == 0) {
+        /* Nothing was waiting: try to send now, as write() does. */
+        PyObject *r = stream_write_ready(t, NULL);
+        if (r == NULL) {
+            return NULL;
+        }
+        Py_DECREF(r);
+        if (t->conn_lost) {
+            Py_RETURN_NONE;
+        }
+    }
+    if (update_poll(t) < 0 || maybe_pause_protocol(t) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+stream_write_eof(fa_stream *t, PyObject *Py_UNUSED(ignored))
+{
+    if (t->mode == MODE_READ_PIPE) {
+        PyErr_SetString(PyExc_NotImplementedError, "a read pipe transport cannot write_eof");
+        return NULL;
+    }
+    if (t->mode == MODE_WRITE_PIPE) {
+        /* Closing the write end is the pipe's EOF. */
+        if (t->closing) {
+            Py_RETURN_NONE;
+        }
+        t->closing = 1;
+        if (t->wsize == 0) {
+            update_poll_or_report(t);
+            if (schedule_lost(t, NULL) < 0) {
+                return NULL;
+            }
+        }
+        Py_RETURN_NONE;
+    }
+    if (t->closing || t->eof) {
+        Py_RETURN_NONE;
+    }
+    t->eof = 1;
+    if (t->wsize == 0 && do_shutdown(t) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+stream_can_write_eof(fa_stream *t, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(t->mode != MODE_READ_PIPE);
+}
+
+/* ------------------------------------------------------------ closing */
+
+static PyObject *
+stream_close(fa_stream *t, PyObject *Py_UNUSED(ignored))
+{
+    if (t->mode == MODE_WRITE_PIPE) {
+        if (t->sock != NULL && !t->closing) {
+            return stream_write_eof(t, NULL);
+        }
+        Py_RETURN_NONE;
+    }
+    if (t->closing) {
+        Py_RETURN_NONE;
+    }
+    t->closing = 1;
+    Py_INCREF(t);
+    if (t->mode == MODE_READ_PIPE || t->wsize == 0) {
+        if (is_socket(t)) {
+            t->conn_lost++;
+        }
+        if (update_poll(t) < 0 || schedule_lost(t, NULL) < 0) {
+            Py_DECREF(t);
+            return NULL;
+        }
+    }
+    else if (update_poll(t) < 0) {
+        Py_DECREF(t);
+        return NULL;
+    }
+    Py_DECREF(t);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+stream_abort(fa_stream *t, PyObject *Py_UNUSED(ignored))
+{
+    Py_INCREF(t);
+    int r = force_close(t, NULL);
+    Py_DECREF(t);
+    if (r < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+stream_force_close(fa_stream *t, PyObject *exc)
+{
+    Py_INCREF(t);
+    int r = force_close(t, exc == Py_None ? NULL : exc);
+    Py_DECREF(t);
+    if (r < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* Stop watching the fd and close the socket or pipe object. */
+static int
+release_fd(fa_stream *t)
+{
+    PyObject *sock = t->sock, *r;
+    drop_poll(t);
+    t->fd = -1;
+    if (sock == NULL) {
+        return 0;
+    }
+    t->sock = NULL;
+    r = PyObject_CallMethod(sock, "close", NULL);
+    Py_DECREF(sock);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+/* Re-raise an exception object taken by fa_fetch_exception (steals it). */
+static void
+restore_exception(PyObject *exc)
+{
+    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, PyException_GetTraceback(exc));
+}
+
+static PyObject *
+stream_call_connection_lost(fa_stream *t, PyObject *exc)
+{
+    PyObject *r = NULL, *err = NULL;
+    if (t->protocol == NULL) {
+        Py_RETURN_NONE; /* already done */
+    }
+    Py_INCREF(t);
+    r = PyObject_CallMethodOneArg(t->protocol, t->loop->st->net.s_connection_lost, exc);
+    if (r == NULL) {
+        err = fa_fetch_exception();
+    }
+    Py_XDECREF(r);
+    /* finally: */
+    if (release_fd(t) < 0 && err == NULL) {
+        err = fa_fetch_exception();
+    }
+    wbuf_clear(t);
+    t->closing = 1;
+    Py_CLEAR(t->protocol);
+    Py_CLEAR(t->empty_waiter);
+    if (t->read_h != NULL) {
+        t->read_h->cancelled = 1;
+    }
+    if (t->write_h != NULL) {
+        t->write_h->cancelled = 1;
+    }
+    Py_CLEAR(t->read_h);
+    Py_CLEAR(t->write_h);
+    if (t->server != NULL) {
+        PyObject *server = t->server;
+        t->server = NULL;
+        r = PyObject_CallMethod(server, "_detach", NULL);
+        Py_DECREF(server);
+        if (r == NULL && err == NULL) {
+            err = fa_fetch_exception();
+        }
+        Py_XDECREF(r);
+    }
+    if (t->self_ref) {
+        t->self_ref = 0;
+        Py_DECREF(t);
+    }
+    Py_DECREF(t);
+    if (err != NULL) {
+        restore_exception(err);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------ reading control */
+
+static PyObject *
+stream_is_reading(fa_stream *t, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(t->mode != MODE_WRITE_PIPE && !t->paused && !t->closing);
+}
+
+static PyObject *
+stream_pause_reading(fa_stream *t, PyObject *Py_UNUSED(ignored))
+{
+    if (t->mode == MODE_WRITE_PIPE) {
+        PyErr_SetString(PyExc_NotImplementedError, "a write pipe transport cannot pause_reading");
+        return NULL;
+    }
+    if (t->closing || t->paused) {
+        Py_RETURN_NONE;
+    }
+    t->paused = 1;
+    Py_INCREF(t);
+    int r = update_poll(t);
+    Py_DECREF(t);
+    if (r < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+stream_resume_reading(fa_stream *t, PyObject *Py_UNUSED(ignored))
+{
+    if (t->mode == MODE_WRITE_PIPE) {
+        PyErr_SetString(PyExc_NotImplementedError, "a write pipe transport cannot resume_reading");
+        return NULL;
+    }
+    if (t->closing || !t->paused) {
+        Py_RETURN_NONE;
+    }
+    t->paused = 0;
+    if (update_poll(t) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* Called soon after connection_made, as asyncio adds its reader then. */
+static PyObject *
+stream_start_reading(fa_stream *t, PyObject *Py_UNUSED(ignored))
+{
+    if (t->started || t->sock == NULL) {
+        Py_RETURN_NONE;
+    }
+    t->started = 1;
+    if (update_poll(t) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------ misc API */
+
+static PyObject *
+stream_is_closing(fa_stream *t, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(t->closing);
+}
+
+static PyObject *
+stream_get_extra_info(fa_stream *t, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const kwlist[] = {"name", "default", NULL};
+    PyObject *name, *deflt = Py_None, *v;
+    if (kwnames == NULL && nargs >= 1 && nargs <= 2) {
+        name = args[0];
+        if (nargs == 2) {
+            deflt = args[1];
+        }
+    }
+    else {
+        PyObject *tuple = PyTuple_New(nargs), *kw = NULL;
+        if (tuple == NULL) {
+            return NULL;
+        }
+        for (Py_ssize_t i = 0; i < nargs; i++) {
+            PyTuple_SET_ITEM(tuple, i, Py_NewRef(args[i]));
+        }
+        if (kwnames != NULL) {
+            kw = PyDict_New();
+            for (Py_ssize_t i = 0; kw != NULL && i < PyTuple_GET_SIZE(kwnames); i++) {
+                if (PyDict_SetItem(kw, PyTuple_GET_ITEM(kwnames, i), args[nargs + i]) < 0) {
+                    Py_CLEAR(kw);
+                }
+            }
+            if (kw == NULL) {
+                Py_DECREF(tuple);
+                return NULL;
+            }
+        }
+        int ok = PyArg_ParseTupleAndKeywords(tuple, kw, "O|O:get_extra_info", (char **)kwlist,
+                                             &name, &deflt);
+        Py_DECREF(tuple);
+        Py_XDECREF(kw);
+        if (!ok) {
+            return NULL;
+        }
+    }
+    v = PyDict_GetItemWithError(t->extra, name);
+    if (v == NULL) {
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        return Py_NewRef(deflt);
+    }
+    return Py_NewRef(v);
+}
+
+static PyObject *
+stream_set_protocol(fa_stream *t, PyObject *protocol)
+{
+    int b = PyObject_IsInstance(protocol, t->loop->st->net.BufferedProtocol);
+    if (b < 0) {
+        return NULL;
+    }
+    t->buffered = b;
+    Py_XSETREF(t->protocol, Py_NewRef(protocol));
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+stream_get_protocol(fa_stream *t, PyObject *Py_UNUSED(ignored))
+{
+    return Py_NewRef(t->protocol != NULL ? t->protocol : Py_None);
+}
+
+static PyObject *
+stream_get_write_buffer_size(fa_stream *t, PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromSsize_t(t->wsize);
+}
+
+static PyObject *
+stream_get_write_buffer_limits(fa_stream *t, PyObject *Py_UNUSED(ignored))
+{
+    return Py_BuildValue("(nn)", t->low, t->high);
+}
+
+static int
+set_limits(fa_stream *t, PyObject *high_obj, PyObject *low_obj)
+{
+    Py_ssize_t high, low;
+    if (high_obj == Py_None) {
+        if (low_obj == Py_None) {
+            high = DEFAULT_HIGH;
+        }
+        else {
+            low = PyNumber_AsSsize_t(low_obj, PyExc_OverflowError);
+            if (low == -1 && PyErr_Occurred()) {
+                return -1;
+            }
+            high = 4 * low;
+        }
+    }
+    else {
+        high = PyNumber_AsSsize_t(high_obj, PyExc_OverflowError);
+        if (high == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+    }
+    if (low_obj == Py_None) {
+        low = high / 4;
+    }
+    else {
+        low = PyNumber_AsSsize_t(low_obj, PyExc_OverflowError);
+        if (low == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+    }
+    if (!(high >= low && low >= 0)) {
+        PyErr_Format(PyExc_ValueError, "high (%zd) must be >= low (%zd) must be >= 0", high, low);
+        return -1;
+    }
+    t->high = high;
+    t->low = low;
+    return 0;
+}
+
+static PyObject *
+stream_set_write_buffer_limits(fa_stream *t, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"high", "low", NULL};
+    PyObject *high = Py_None, *low = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OO:set_write_buffer_limits", kwlist, &high,
+                                     &low)) {
+        return NULL;
+    }
+    if (set_limits(t, high, low) < 0 || maybe_pause_protocol(t) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+stream_make_empty_waiter(fa_stream *t, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *fut, *r;
+    if (t->empty_waiter != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Empty waiter is already set");
+        return NULL;
+    }
+    fut = PyObject_CallMethod((PyObject *)t->loop, "create_future", NULL);
+    if (fut == NULL) {
+        return NULL;
+    }
+    t->empty_waiter = Py_NewRef(fut);
+    if (t->wsize == 0) {
+        r = PyObject_CallMethod(fut, "set_result", "O", Py_None);
+        if (r == NULL) {
+            Py_DECREF(fut);
+            return NULL;
+        }
+        Py_DECREF(r);
+    }
+    return fut;
+}
+
+static PyObject *
+stream_reset_empty_waiter(fa_stream *t, PyObject *Py_UNUSED(ignored))
+{
+    Py_CLEAR(t->empty_waiter);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+stream_repr(fa_stream *t)
+{
+    const char *kind = t->mode == MODE_SOCKET ? "" : (t->mode == MODE_READ_PIPE ? " read-pipe" : " write-pipe");
+    const char *state = t->sock == NULL ? " closed" : (t->closing ? " closing" : "");
+    const char *rd = t->mode == MODE_WRITE_PIPE ? "" : (t->events & UV_READABLE ? " read=polling" : " read=idle");
+    return PyUnicode_FromFormat("<%s%s%s fd=%d%s write=<%s, bufsize=%zd>>", Py_TYPE(t)->tp_name,
+                                kind, state, t->fd, rd,
+                                t->events & UV_WRITABLE ? "polling" : "idle", t->wsize);
+}
+
+/* ------------------------------------------------------------ type */
+
+static PyObject *
+stream_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"loop", "sock", "protocol", "extra", "mode", "waiter", "server",
+                             "watch_peer", NULL};
+    PyObject *loop, *sock, *protocol, *extra, *waiter = Py_None, *server = Py_None;
+    PyObject *fdobj = NULL, *cb = NULL, *r;
+    fa_stream *t;
+    fa_state *st;
+    int mode = MODE_SOCKET, watch_peer = 0;
+    long fd;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOO!|iOOp:StreamTransport", kwlist, &loop,
+                                     &sock, &protocol, &PyDict_Type, &extra, &mode, &waiter,
+                                     &server, &watch_peer)) {
+        return NULL;
+    }
+    PyObject *mod = PyType_GetModuleByDef(type, &fa_module_def);
+    if (mod == NULL) {
+        return NULL;
+    }
+    st = fa_get_state(mod);
+    if (!PyObject_TypeCheck(loop, st->LoopType)) {
+        PyErr_SetString(PyExc_TypeError, "StreamTransport needs a flaskasync loop");
+        return NULL;
+    }
+    if (mode < MODE_SOCKET || mode > MODE_WRITE_PIPE) {
+        PyErr_SetString(PyExc_ValueError, "invalid transport mode");
+        return NULL;
+    }
+    if (fa_loop_check_closed((fa_loop *)loop) < 0) {
+        return NULL;
+    }
+    fdobj = PyObject_CallMethod(sock, "fileno", NULL);
+    if (fdobj == NULL) {
+        return NULL;
+    }
+    fd = PyLong_AsLong(fdobj);
+    Py_DECREF(fdobj);
+    if (fd == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (fd < 0 || fd > INT32_MAX) {
+        PyErr_Format(PyExc_ValueError, "the %s is closed (fd %ld)",
+                     mode == MODE_SOCKET ? "socket" : "pipe", fd);
+        return NULL;
+    }
+
+    t = (fa_stream *)type->tp_alloc(type, 0);
+    if (t == NULL) {
+        return NULL;
+    }
+    t->loop = (fa_loop *)Py_NewRef(loop);
+    t->fd = (int)fd;
+    t->mode = mode;
+    t->high = DEFAULT_HIGH;
+    t->low = DEFAULT_HIGH / 4;
+    t->extra = Py_NewRef(extra);
+    t->sock = Py_NewRef(sock);
+    t->server = server == Py_None ? NULL : Py_NewRef(server);
+    r = stream_set_protocol(t, protocol);
+    if (r == NULL) {
+        goto error;
+    }
+    Py_DECREF(r);
+
+    cb = PyObject_GetAttrString((PyObject *)t, "_read_ready");
+    if (cb == NULL) {
+        goto error;
+    }
+    t->read_h = fa_handle_new(t->loop, st->HandleType, cb, NULL, NULL);
+    Py_CLEAR(cb);
+    if (t->read_h == NULL) {
+        goto error;
+    }
+    cb = PyObject_GetAttrString((PyObject *)t, "_write_ready");
+    if (cb == NULL) {
+        goto error;
+    }
+    t->write_h = fa_handle_new(t->loop, st->HandleType, cb, NULL, NULL);
+    Py_CLEAR(cb);
+    if (t->write_h == NULL) {
+        goto error;
+    }
+
+    /* asyncio's order: connection_made, then start reading, then the waiter. */
+    cb = PyObject_GetAttrString(protocol, "connection_made");
+    if (cb == NULL) {
+        goto error;
+    }
+    PyObject *cargs = PyTuple_Pack(1, (PyObject *)t);
+    fa_handle *h = cargs == NULL ? NULL : fa_loop_call_soon(t->loop, cb, cargs, NULL);
+    Py_XDECREF(cargs);
+    Py_CLEAR(cb);
+    if (h == NULL) {
+        goto error;
+    }
+    Py_DECREF(h);
+    if (mode != MODE_WRITE_PIPE || watch_peer) {
+        cb = PyObject_GetAttrString((PyObject *)t, "_start_reading");
+        if (cb == NULL) {
+            goto error;
+        }
+        h = fa_loop_call_soon(t->loop, cb, NULL, NULL);
+        Py_CLEAR(cb);
+        if (h == NULL) {
+            goto error;
+        }
+        Py_DECREF(h);
+    }
+    if (waiter != Py_None) {
+        cb = Py_NewRef(st->net.set_result_unless_cancelled);
+        PyObject *wargs = PyTuple_Pack(2, waiter, Py_None);
+        h = wargs == NULL ? NULL : fa_loop_call_soon(t->loop, cb, wargs, NULL);
+        Py_XDECREF(wargs);
+        Py_CLEAR(cb);
+        if (h == NULL) {
+            goto error;
+        }
+        Py_DECREF(h);
+    }
+    return (PyObject *)t;
+
+error:
+    Py_XDECREF(cb);
+    /* Do not close the caller's socket: the caller still owns it. */
+    Py_CLEAR(t->sock);
+    Py_DECREF(t);
+    return NULL;
+}
+
+static int
+stream_traverse(fa_stream *t, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(t));
+    Py_VISIT(t->loop);
+    Py_VISIT(t->protocol);
+    Py_VISIT(t->extra);
+    Py_VISIT(t->sock);
+    Py_VISIT(t->server);
+    Py_VISIT(t->read_h);
+    Py_VISIT(t->write_h);
+    Py_VISIT(t->empty_waiter);
+    for (Py_ssize_t i = 0; i < t->wlen; i++) {
+        Py_VISIT(t->wbuf[(t->whead + i) % t->wcap].obj);
+    }
+    return 0;
+}
+
+static int
+stream_clear(fa_stream *t)
+{
+    Py_CLEAR(t->protocol);
+    Py_CLEAR(t->extra);
+    Py_CLEAR(t->server);
+    Py_CLEAR(t->read_h);
+    Py_CLEAR(t->write_h);
+    Py_CLEAR(t->empty_waiter);
+    return 0;
+}
+
+/* An unclosed transport being collected: warn and close its socket, as
+ * asyncio's __del__ does. */
+static void
+stream_finalize(fa_stream *t)
+{
+    PyObject *exc;
+    if (t->sock == NULL) {
+        return;
+    }
+    exc = fa_fetch_exception();
+    if (PyErr_ResourceWarning((PyObject *)t, 1, "unclosed transport %R", (PyObject *)t) < 0) {
+        PyErr_WriteUnraisable((PyObject *)t);
+    }
+    if (t->loop != NULL && release_fd(t) < 0) {
+        PyErr_WriteUnraisable((PyObject *)t);
+    }
+    if (exc != NULL) {
+        restore_exception(exc);
+    }
+}
+
+static void
+stream_dealloc(fa_stream *t)
+{
+    PyTypeObject *tp = Py_TYPE(t);
+    if (PyObject_CallFinalizerFromDealloc((PyObject *)t) < 0) {
+        return; /* resurrected */
+    }
+    PyObject_GC_UnTrack(t);
+    if (t->weakreflist != NULL) {
+        PyObject_ClearWeakRefs((PyObject *)t);
+    }
+    if (t->loop != NULL) {
+        drop_poll(t);
+    }
+    wbuf_clear(t);
+    PyMem_Free(t->wbuf);
+    stream_clear(t);
+    Py_CLEAR(t->sock);
+    Py_CLEAR(t->loop);
+    tp->tp_free(t);
+    Py_DECREF(tp);
+}
+
+static PyObject *
+stream_get_sock(fa_stream *t, void *Py_UNUSED(c))
+{
+    return Py_NewRef(t->sock != NULL ? t->sock : Py_None);
+}
+
+static PyObject *
+stream_get_fd(fa_stream *t, void *Py_UNUSED(c))
+{
+    return PyLong_FromLong(t->fd);
+}
+
+static PyObject *
+stream_get_loop_attr(fa_stream *t, void *Py_UNUSED(c))
+{
+    return Py_NewRef(t->loop != NULL ? (PyObject *)t->loop : Py_None);
+}
+
+static PyObject *
+stream_get_closing_attr(fa_stream *t, void *Py_UNUSED(c))
+{
+    return PyBool_FromLong(t->closing);
+}
+
+static PyObject *
+stream_get_extra_attr(fa_stream *t, void *Py_UNUSED(c))
+{
+    return Py_NewRef(t->extra);
+}
+
+static PyObject *
+stream_get_server(fa_stream *t, void *Py_UNUSED(c))
+{
+    return Py_NewRef(t->server != NULL ? t->server : Py_None);
+}
+
+static PyObject *
+stream_get_buffer_attr(fa_stream *t, void *Py_UNUSED(c))
+{
+    /* For code that inspects asyncio's private _buffer: its length. */
+    PyObject *b = PyByteArray_FromStringAndSize(NULL, 0);
+    if (b == NULL || PyByteArray_Resize(b, t->wsize) < 0) {
+        Py_XDECREF(b);
+        return NULL;
+    }
+    char *p = PyByteArray_AS_STRING(b);
+    for (Py_ssize_t i = 0; i < t->wlen; i++) {
+        Py_buffer *v = &t->wbuf[(t->whead + i) % t->wcap];
+        Py_ssize_t off = i == 0 ? t->woff : 0;
+        memcpy(p, (char *)v->buf + off, (size_t)(v->len - off));
+        p += v->len - off;
+    }
+    return b;
+}
+
+static PyGetSetDef stream_getset[] = {
+    {"_sock", (getter)stream_get_sock, NULL, "the socket or pipe (None once closed)", NULL},
+    {"_sock_fd", (getter)stream_get_fd, NULL, "the fd (-1 once closed)", NULL},
+    {"_loop", (getter)stream_get_loop_attr, NULL, NULL, NULL},
+    {"_closing", (getter)stream_get_closing_attr, NULL, NULL, NULL},
+    {"_extra", (getter)stream_get_extra_attr, NULL, NULL, NULL},
+    {"_server", (getter)stream_get_server, NULL, NULL, NULL},
+    {"_buffer", (getter)stream_get_buffer_attr, NULL, "a copy of the unsent data", NULL},
+    {NULL},
+};
+
+static PyMemberDef stream_members[] = {
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(fa_stream, weakreflist), READONLY, NULL},
+    {NULL},
+};
+
+static PyMethodDef stream_methods[] = {
+    {"write", (PyCFunction)stream_write, METH_O,
+     "Write bytes-like data; what the kernel does not take now is buffered."},
+    {"writelines", (PyCFunction)stream_writelines, METH_O,
+     "Write an iterable of bytes-like objects (one sendmsg when possible)."},
+    {"write_eof", (PyCFunction)stream_write_eof, METH_NOARGS,
+     "Close the write end after the buffered data is sent."},
+    {"can_write_eof", (PyCFunction)stream_can_write_eof, METH_NOARGS, NULL},
+    {"close", (PyCFunction)stream_close, METH_NOARGS,
+     "Close after the buffered data is sent; connection_lost(None) follows."},
+    {"abort", (PyCFunction)stream_abort, METH_NOARGS,
+     "Close now, dropping buffered data; connection_lost(None) follows."},
+    {"is_closing", (PyCFunction)stream_is_closing, METH_NOARGS, NULL},
+    {"get_extra_info", (PyCFunction)(void (*)(void))stream_get_extra_info,
+     METH_FASTCALL | METH_KEYWORDS, "get_extra_info(name, default=None)"},
+    {"pause_reading", (PyCFunction)stream_pause_reading, METH_NOARGS, NULL},
+    {"resume_reading", (PyCFunction)stream_resume_reading, METH_NOARGS, NULL},
+    {"is_reading", (PyCFunction)stream_is_reading, METH_NOARGS, NULL},
+    {"set_protocol", (PyCFunction)stream_set_protocol, METH_O, NULL},
+    {"get_protocol", (PyCFunction)stream_get_protocol, METH_NOARGS, NULL},
+    {"get_write_buffer_size", (PyCFunction)stream_get_write_buffer_size, METH_NOARGS, NULL},
+    {"get_write_buffer_limits", (PyCFunction)stream_get_write_buffer_limits, METH_NOARGS, NULL},
+    {"set_write_buffer_limits", (PyCFunction)(void (*)(void))stream_set_write_buffer_limits,
+     METH_VARARGS | METH_KEYWORDS, "set_write_buffer_limits(high=None, low=None)"},
+    {"_force_close", (PyCFunction)stream_force_close, METH_O, NULL},
+    {"_read_ready", (PyCFunction)stream_read_ready, METH_NOARGS, NULL},
+    {"_write_ready", (PyCFunction)stream_write_ready, METH_NOARGS, NULL},
+    {"_start_reading", (PyCFunction)stream_start_reading, METH_NOARGS, NULL},
+    {"_call_connection_lost", (PyCFunction)stream_call_connection_lost, METH_O, NULL},
+    {"_make_empty_waiter", (PyCFunction)stream_make_empty_waiter, METH_NOARGS, NULL},
+    {"_reset_empty_waiter", (PyCFunction)stream_reset_empty_waiter, METH_NOARGS, NULL},
+    {NULL},
+};
+
+static PyType_Slot stream_slots[] = {
+    {Py_tp_new, stream_new},
+    {Py_tp_dealloc, stream_dealloc},
+    {Py_tp_finalize, stream_finalize},
+    {Py_tp_traverse, stream_traverse},
+    {Py_tp_clear, stream_clear},
+    {Py_tp_repr, stream_repr},
+    {Py_tp_methods, stream_methods},
+    {Py_tp_getset, stream_getset},
+    {Py_tp_members, stream_members},
+    {Py_tp_doc, "StreamTransport(loop, sock, protocol, extra, mode=0, waiter=None, server=None)\n"
+                "--\n\nA socket or pipe transport of a flaskasync loop (internal: use\n"
+                "loop.create_connection() and friends)."},
+    {0, NULL},
+};
+
+PyType_Spec fa_stream_spec = {
+    .name = "flaskasync._core.StreamTransport",
+    .basicsize = sizeof(fa_stream),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE,
+    .slots = stream_slots,
+};
