@@ -335,6 +335,10 @@ PyObject *fa_loop_sock_sendfile(fa_loop *self, PyObject *args, PyObject *kwds);
 extern PyType_Spec fa_stream_spec;
 void fa_stream_close_all(fa_loop *loop);
 
+/* udp.c */
+int fa_udp_init(PyObject *module, fa_state *st);
+PyTypeObject *fa_stream_make_type(PyObject *module);
+
 /* gather.c */
 int fa_gather_init_type(PyObject *module, fa_state *st);
 PyObject *fa_gather(PyObject *module, PyObject *const *args, Py_ssize_t nargs,

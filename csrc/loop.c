@@ -590,6 +590,14 @@ fa_loop_enter(fa_loop *self)
     fa_state *st = self->st;
     PyObject *hooks = NULL, *r;
 
+    if (self->sig_rfd < 0 && !self->is_app && PyThread_get_thread_ident() == st->main_ident) {
+        /* The pipe a blocking main-thread loop uses as signal wakeup fd:
+         * made when the loop first runs rather than at its first blocking
+         * poll, so user code never sees the loop's fd count change. */
+        if (ensure_sig_pipe(self) < 0) {
+            PyErr_Clear(); /* not fatal: install_wakeup retries */
+        }
+    }
     if (self->hook_first == NULL) {
         self->hook_first = PyObject_GetAttr((PyObject *)self, st->s_asyncgen_firstiter_hook);
         if (self->hook_first == NULL) {

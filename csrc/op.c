@@ -677,9 +677,12 @@ fa_net_init(PyObject *module, fa_state *st)
     if (n->minus_one == NULL) {
         return -1;
     }
-    n->StreamType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &fa_stream_spec, NULL);
+    n->StreamType = fa_stream_make_type(module);
     if (n->StreamType == NULL ||
         PyModule_AddObjectRef(module, "StreamTransport", (PyObject *)n->StreamType) < 0) {
+        return -1;
+    }
+    if (fa_udp_init(module, st) < 0) {
         return -1;
     }
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {

@@ -37,9 +37,12 @@
 
 typedef struct fa_stream_s {
     PyObject_HEAD
+    /* First, where asyncio.BaseTransport's __slots__ puts `_extra`: the
+     * type derives from asyncio.Transport (isinstance checks work) and the
+     * inherited `_extra` slot is this dict. */
+    PyObject *extra;             /* dict */
     fa_loop *loop;
     PyObject *protocol;
-    PyObject *extra;             /* dict */
     PyObject *sock;              /* socket or pipe object; NULL once closed */
     PyObject *server;            /* Server to _detach from, or NULL */
     fa_handle *read_h;           /* Handle calling self._read_ready */
@@ -1359,7 +1362,7 @@ set_limits(fa_stream *t, PyObject *high_obj, PyObject *low_obj)
         }
     }
     if (low_obj == Py_None) {
-        low = high / 4;
+        low = high >= 0 ? high / 4 : -((-high + 3) / 4); /* Python's high // 4 */
     }
     else {
         low = PyNumber_AsSsize_t(low_obj, PyExc_OverflowError);
@@ -1566,6 +1569,13 @@ error:
     return NULL;
 }
 
+/* Everything happens in __new__; this replaces BaseTransport.__init__. */
+static int
+stream_init(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    return 0;
+}
+
 static int
 stream_traverse(fa_stream *t, visitproc visit, void *arg)
 {
@@ -1665,12 +1675,6 @@ stream_get_closing_attr(fa_stream *t, void *Py_UNUSED(c))
 }
 
 static PyObject *
-stream_get_extra_attr(fa_stream *t, void *Py_UNUSED(c))
-{
-    return Py_NewRef(t->extra);
-}
-
-static PyObject *
 stream_get_server(fa_stream *t, void *Py_UNUSED(c))
 {
     return Py_NewRef(t->server != NULL ? t->server : Py_None);
@@ -1700,7 +1704,6 @@ static PyGetSetDef stream_getset[] = {
     {"_sock_fd", (getter)stream_get_fd, NULL, "the fd (-1 once closed)", NULL},
     {"_loop", (getter)stream_get_loop_attr, NULL, NULL, NULL},
     {"_closing", (getter)stream_get_closing_attr, NULL, NULL, NULL},
-    {"_extra", (getter)stream_get_extra_attr, NULL, NULL, NULL},
     {"_server", (getter)stream_get_server, NULL, NULL, NULL},
     {"_buffer", (getter)stream_get_buffer_attr, NULL, "a copy of the unsent data", NULL},
     {NULL},
@@ -1747,6 +1750,7 @@ static PyMethodDef stream_methods[] = {
 
 static PyType_Slot stream_slots[] = {
     {Py_tp_new, stream_new},
+    {Py_tp_init, stream_init},
     {Py_tp_dealloc, stream_dealloc},
     {Py_tp_finalize, stream_finalize},
     {Py_tp_traverse, stream_traverse},
@@ -1767,3 +1771,35 @@ PyType_Spec fa_stream_spec = {
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE,
     .slots = stream_slots,
 };
+
+/* Create the type as a subclass of asyncio.Transport, after checking that
+ * BaseTransport's `_extra` slot sits where our extra dict is. */
+PyTypeObject *
+fa_stream_make_type(PyObject *module)
+{
+    PyObject *asyncio, *base, *descr;
+    PyTypeObject *tp = NULL;
+    asyncio = PyImport_ImportModule("asyncio");
+    if (asyncio == NULL) {
+        return NULL;
+    }
+    base = PyObject_GetAttrString(asyncio, "Transport");
+    Py_DECREF(asyncio);
+    if (base == NULL) {
+        return NULL;
+    }
+    descr = PyObject_GetAttrString(base, "_extra");
+    if (descr == NULL || !PyObject_TypeCheck(descr, &PyMemberDescr_Type) ||
+        ((PyMemberDescrObject *)descr)->d_member->offset != offsetof(fa_stream, extra) ||
+        ((PyTypeObject *)base)->tp_basicsize > (Py_ssize_t)sizeof(fa_stream)) {
+        PyErr_Clear();
+        PyErr_SetString(PyExc_ImportError,
+                        "flaskasync: asyncio.Transport's layout is not the one this build expects");
+        goto done;
+    }
+    tp = (PyTypeObject *)PyType_FromModuleAndSpec(module, &fa_stream_spec, base);
+done:
+    Py_XDECREF(descr);
+    Py_DECREF(base);
+    return tp;
+}

@@ -4,9 +4,9 @@ The hot paths (scheduling, the ready queue, timers, running, futures and
 tasks, fd watching) live in :class:`flaskasync._core.CLoop`.  This module adds
 the parts of :class:`asyncio.AbstractEventLoop` that are rare and
 Python-shaped: the exception handler, the default executor, async generator
-finalization, Unix signals, and the network methods still to come, which
-raise :class:`NotImplementedError` naming themselves.  DNS (getaddrinfo,
-getnameinfo) and the sock_* methods are in C.
+finalization and Unix signals.  DNS (getaddrinfo, getnameinfo), the sock_*
+methods and the transports are in C; the per-connection set-up of streams,
+servers, TLS, pipes and subprocesses is in ._net, UDP in ._udp.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from asyncio import coroutines, format_helpers
 
 from . import _core
 from ._net import NetworkMixin
+from ._udp import DatagramMixin
 
 __all__ = ["Loop", "new_event_loop", "EventLoopPolicy"]
 
@@ -45,7 +46,7 @@ def _debug_mode() -> bool:
     )
 
 
-class Loop(NetworkMixin, _core.CLoop, asyncio.AbstractEventLoop):
+class Loop(NetworkMixin, DatagramMixin, _core.CLoop, asyncio.AbstractEventLoop):
     """An asyncio event loop implemented in C on libuv.
 
     Use it like any asyncio loop::
@@ -380,35 +381,6 @@ def _set_exception_unless_done(fut, exc):
     if not fut.done():
         fut.set_exception(exc)
 
-
-def _not_implemented(name: str):
-    message = (
-        f"Loop.{name}() is not implemented yet in flaskasync: network I/O on the C "
-        "loop is still being built. Use asyncio's own loop for it meanwhile."
-    )
-
-    def method(self, *args, **kwargs):
-        raise NotImplementedError(message)
-
-    async def amethod(self, *args, **kwargs):
-        raise NotImplementedError(message)
-
-    return method, amethod
-
-
-# Methods of AbstractEventLoop that need the network layer (TCP, Unix, UDP,
-# TLS, DNS, sock_*, pipes, subprocesses).  Each raises NotImplementedError
-# naming itself, instead of AbstractEventLoop's bare NotImplementedError.
-_SYNC_NETWORK = ()
-# getaddrinfo, getnameinfo and the sock_* methods are implemented in C
-# (csrc/dns.c, csrc/sock.c).
-_ASYNC_NETWORK = ("create_datagram_endpoint",)
-for _name in _ASYNC_NETWORK:
-    _sync, _async = _not_implemented(_name)
-    _async.__name__ = _async.__qualname__ = _name
-    _async.__doc__ = f"Not implemented yet: raises NotImplementedError naming {_name}."
-    setattr(Loop, _name, _async)
-del _name, _sync, _async
 
 _core._set_loop_class(Loop)
 
