@@ -90,3 +90,58 @@ def write_json(path: str, obj: dict) -> None:
         json.dump(obj, f, indent=1, ensure_ascii=False)
         f.write("\n")
     print(f"\nwrote {path}")
+
+
+# ---------------------------------------------------------------------------
+# Added for bench_net.py (the functions above are unchanged).
+# ---------------------------------------------------------------------------
+
+
+def fmt_rate(r: float, unit: str) -> str:
+    """A rate with a k/M/G suffix and 3 significant digits: ``fmt_rate(41234, "req/s")``."""
+    for div, suf in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if r >= div:
+            return f"{r / div:.3g}{suf} {unit}"
+    return f"{r:.3g} {unit}"
+
+
+def fmt_bytes(n: int) -> str:
+    """A size in binary units: 1024 -> '1 KiB', 102400 -> '100 KiB'."""
+    for div, suf in ((1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
+        if n >= div:
+            return f"{n / div:g} {suf}"
+    return f"{n} B"
+
+
+def calibrate_batch(batch, target: float) -> int:
+    """Number of iterations n for which batch(n) (returning seconds) takes
+    about target seconds.  Grows n from 1 (which also warms the batch up)."""
+    n = 1
+    while True:
+        t = batch(n)
+        if t >= target * 0.2:
+            break
+        n *= 10 if t < target * 0.02 else 2
+    return max(1, int(n * target / max(t, 1e-9)))
+
+
+def command_line(script: str, argv: list[str] | None) -> str:
+    """The command that produced a result file, relative to the repository root."""
+    return " ".join([os.path.basename(sys.executable), os.path.relpath(script, ROOT)] +
+                    (argv if argv is not None else sys.argv[1:]))
+
+
+def utc_now() -> str:
+    import time
+
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def proc_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds used so far by process pid (Linux /proc), or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None

@@ -13,12 +13,19 @@ Two kinds of input are recognised from their contents:
   linear scale); beside every bar its req/s and its ratio to the same
   server's /sync.  Where a target applies, a dashed marker shows the req/s
   the target needs (the required ratio × that server's /sync).
+* bench/results/net.json (bench_net.py) -> docs/img/bench_net.svg.  Each
+  case (echo mode × message size, HTTP fan-out) is a panel with one bar per
+  loop: its throughput relative to asyncio's loop on a linear scale shared by
+  all panels, with a line at 1×; beside every bar the measured rate (and
+  MiB/s for echo) and, for flaskasync, its ratios to asyncio and uvloop.  A
+  case a loop could not run is shown as "n/a (...)" without a bar.
 
 Usage::
 
     python bench/chart.py [bench/results/core.json] [-o docs/img/bench_core.svg]
     python bench/chart.py --flask            # bench/results/flask.json -> docs/img/bench_flask.svg
     python bench/chart.py bench/results/flask.json [-o docs/img/bench_flask.svg]
+    python bench/chart.py --net              # bench/results/net.json -> docs/img/bench_net.svg
 """
 
 from __future__ import annotations
@@ -291,23 +298,169 @@ def render_flask(data: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+NET_PLOT_X0 = 150
+NET_PLOT_X1 = 560
+NET_VALUE_X = 572
+NET_TITLES = {"flaskasync": "flaskasync", "asyncio": "asyncio", "uvloop": "uvloop"}
+
+
+def is_net(data: dict) -> bool:
+    return data.get("suite") == "net"
+
+
+def _net_rate(r: dict) -> str:
+    v = r["throughput"]
+    for div, suf in ((1e6, "M"), (1e3, "k")):
+        if v >= div:
+            s = f"{v / div:.3g}{suf}"
+            break
+    else:
+        s = f"{v:.3g}"
+    if r.get("kind") == "echo":
+        return f"{s} round trips/s · {r['mib_per_second']:.1f} MiB/s"
+    rps = r.get("requests_per_second")
+    return f"{s} fan-outs/s" + (f" · {rps:,.0f} req/s" if rps else "")
+
+
+def render_net(data: dict) -> str:
+    results = data["results"]
+    groups: list[tuple[str, str, list[dict]]] = []
+    for r in results:
+        if not groups or groups[-1][0] != r["benchmark"]:
+            groups.append((r["benchmark"], r["title"], []))
+        groups[-1][2].append(r)
+
+    ratios = [r["ratio_vs_asyncio"] for r in results if r.get("ratio_vs_asyncio")]
+    top = max(ratios + [1.0]) * 1.05
+    step = 0.25 if top <= 2 else (0.5 if top <= 4 else 1.0)
+    hi = math.ceil(top / step) * step
+
+    def xpos(v: float) -> float:
+        return NET_PLOT_X0 + v / hi * (NET_PLOT_X1 - NET_PLOT_X0)
+
+    notes = []
+    chk = (data.get("http") or {}).get("server_check") or {}
+    if "requests_per_second" in chk:
+        head = chk.get("headroom")
+        notes.append(f"HTTP server ({(data.get('http') or {}).get('server_loop', '?')}, subprocess): a lean raw "
+                     f"client with the same 10 connections got {chk['requests_per_second']:,.0f} req/s"
+                     + (f", {head:.0f}× the fastest httpx rate" if head else ""))
+    legend_h = 26
+    height = TOP + legend_h + sum(GROUP_GAP + ROW_H * len(g[2]) for g in groups) + 46 + 16 * len(notes)
+    m = data.get("machine", {})
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
+        f'viewBox="0 0 {WIDTH} {height}" font-family="{FONT}">',
+        f'<rect width="{WIDTH}" height="{height}" fill="#ffffff"/>',
+        text(LABEL_X, 24, "flaskasync network benchmarks: throughput relative to asyncio's loop (right = faster)",
+             size=15, weight="bold"),
+        text(LABEL_X, 44,
+             f"{m.get('cpu_model', '?')}, {m.get('nproc', '?')} CPUs, Python {m.get('python', '?')}, "
+             f"flaskasync {m.get('flaskasync', '?')} (libuv {m.get('flaskasync_libuv', '?')}), "
+             f"uvloop {m.get('uvloop', '?')}, httpx {m.get('httpx', '?')}; "
+             f"median of {data.get('repeats', '?')} repeats, {data.get('mode', '?')} run",
+             size=11, fill="#555"),
+        text(LABEL_X, 60, "echo: server and client on the same loop in one process, 1 connection on 127.0.0.1, "
+             "1 message in flight · HTTP: 10 httpx GETs gathered, server in a subprocess",
+             size=11, fill="#555"),
+    ]
+    ly = TOP + 6
+    lx = LABEL_X
+    for fam, label in (("flaskasync", "flaskasync.Loop"), ("asyncio", "asyncio (selector loop)"),
+                       ("uvloop", "uvloop")):
+        out.append(f'<rect x="{lx}" y="{ly - 10}" width="14" height="11" fill="{COLORS[fam]}"/>')
+        out.append(text(lx + 20, ly, label, size=11))
+        lx += 30 + 7 * len(label)
+
+    plot_top = TOP + legend_h
+    bottom = height - 34 - 16 * len(notes)
+    grid, ticks = [], []
+    v = 0.0
+    while v <= hi + 1e-9:
+        x = xpos(v)
+        if v == 0:
+            style = 'stroke="#444"'
+        elif abs(v - 1) < 1e-9:
+            style = 'stroke="#444" stroke-dasharray="5,3"'
+        else:
+            style = 'stroke="#ddd" stroke-dasharray="3,3"'
+        grid.append(f'<line x1="{x:.1f}" y1="{plot_top + 6}" x2="{x:.1f}" y2="{bottom}" {style} stroke-width="1"/>')
+        ticks.append(text(x, bottom + 14, f"{v:g}×", size=11, anchor="middle", fill="#555"))
+        v += step
+    out += grid
+
+    y = plot_top
+    for gid, title, rows in groups:
+        y += GROUP_GAP
+        out.append(text(LABEL_X, y - 10, title, size=13, weight="bold"))
+        for r in rows:
+            cy = y + ROW_H / 2
+            y += ROW_H
+            name = r["implementation"]
+            fam = family(name) if name in COLORS else "asyncio"
+            bold = "bold" if fam == "flaskasync" else "normal"
+            out.append(text(LABEL_X + 8, cy + 4, NET_TITLES.get(name, name), size=11, weight=bold))
+            if r.get("status") != "ok" or not r.get("throughput"):
+                out.append(text(NET_PLOT_X0 + 6, cy + 4, f"{r.get('status', 'n/a')} ({r.get('error') or '?'})",
+                                size=11, fill="#888"))
+                continue
+            ratio = r.get("ratio_vs_asyncio")
+            label = _net_rate(r)
+            if ratio is not None:
+                x0, x1 = xpos(0), xpos(ratio)
+                out.append(f'<rect x="{x0:.1f}" y="{cy - BAR_H / 2:.1f}" width="{max(x1 - x0, 1.5):.1f}" '
+                           f'height="{BAR_H}" fill="{COLORS[fam]}"><title>{escape(name)}: '
+                           f'{escape(label)}, {escape(fmt_ratio(ratio))} asyncio</title></rect>')
+            if name == "flaskasync":
+                rs = [f"{fmt_ratio(r[k])} {o}" for k, o in (("ratio_vs_asyncio", "asyncio"),
+                                                             ("ratio_vs_uvloop", "uvloop")) if r.get(k)]
+                if rs:
+                    label += "  ·  " + ", ".join(rs)
+            elif name == "uvloop" and ratio is not None:
+                label += f"  ·  {fmt_ratio(ratio)} asyncio"
+            out.append(text(NET_VALUE_X, cy + 4, label, size=11, weight=bold))
+    out += ticks
+    ny = bottom + 30
+    for n in notes:
+        out.append(text(LABEL_X, ny, n, size=10, fill="#555"))
+        ny += 16
+    out.append(text(NET_PLOT_X1, bottom + 28 if not notes else ny - 2,
+                    "bar = throughput ÷ asyncio's throughput in the same case (median)", size=10,
+                    anchor="end", fill="#777"))
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description="Render bench_core / bench_flask JSON as an SVG bar chart.")
+    p = argparse.ArgumentParser(description="Render bench_core / bench_flask / bench_net JSON as an SVG bar chart.")
     p.add_argument("json", nargs="?", default=None,
                    help="results JSON (default bench/results/core.json, or flask.json with --flask)")
     p.add_argument("--flask", action="store_true",
                    help="render bench/results/flask.json (default output docs/img/bench_flask.svg)")
+    p.add_argument("--net", action="store_true",
+                   help="render bench/results/net.json (default output docs/img/bench_net.svg)")
     p.add_argument("-o", "--output", default=None,
                    help="SVG to write (default docs/img/bench_core.svg or docs/img/bench_flask.svg)")
     args = p.parse_args(argv)
-    path = args.json or os.path.join(HERE, "results", "flask.json" if args.flask else "core.json")
+    if args.flask and args.net:
+        p.error("--flask and --net exclude each other")
+    default_json = "net.json" if args.net else ("flask.json" if args.flask else "core.json")
+    path = args.json or os.path.join(HERE, "results", default_json)
     with open(path) as f:
         data = json.load(f)
-    flask = is_flask(data)
+    net = is_net(data)
+    flask = not net and is_flask(data)
     if args.flask and not flask:
         p.error(f"{path} is not bench_flask.py output")
-    svg = render_flask(data) if flask else render(data)
-    output = args.output or os.path.join(ROOT, "docs", "img", "bench_flask.svg" if flask else "bench_core.svg")
+    if args.net and not net:
+        p.error(f"{path} is not bench_net.py output")
+    if net:
+        svg, default_svg = render_net(data), "bench_net.svg"
+    elif flask:
+        svg, default_svg = render_flask(data), "bench_flask.svg"
+    else:
+        svg, default_svg = render(data), "bench_core.svg"
+    output = args.output or os.path.join(ROOT, "docs", "img", default_svg)
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     with open(output, "w") as f:
         f.write(svg)

@@ -2,14 +2,21 @@
 # Build the C core with ASan + UBSan (debug, asserts on) into build/asan and
 # run the core test files against it, from inside build/asan so that its
 # flaskasync package (not the source tree's) is the one imported.
+#
+#   scripts/asan.sh                      # all core test files
+#   scripts/asan.sh tests/test_loop_udp.py -k flaskasync   # chosen tests
+#   FLASKASYNC_ASAN_DIR=build/asan2 scripts/asan.sh ...    # a second build dir
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-out=build/asan
+out=${FLASKASYNC_ASAN_DIR:-build/asan}
 rm -rf "$out" && mkdir -p "$out"
 cp -r csrc flaskasync tests setup.py pyproject.toml README.md "$out"/
 rm -f "$out"/flaskasync/*.so
 cd "$out"
+if [ $# -eq 0 ]; then
+    set -- tests/test_loop_*.py tests/test_gather.py tests/test_runner.py tests/test_leaks.py
+fi
 FLASKASYNC_SANITIZE=1 FLASKASYNC_DEBUG=1 FLASKASYNC_WERROR=1 \
     "$root/.venv/bin/python" setup.py -q build_ext --inplace 2>&1 | grep -v -i "betaconfiguration\|warnings.warn" || true
 ls flaskasync/_core*.so >/dev/null
@@ -26,4 +33,4 @@ import flaskasync._core as c, os, sys
 assert c.__file__.startswith(os.getcwd()), c.__file__
 print('ASan build:', c.__file__)"
 "$root/.venv/bin/python" -m pytest -q -p no:cacheprovider \
-    tests/test_loop_*.py tests/test_gather.py tests/test_runner.py tests/test_leaks.py
+    "$@"
