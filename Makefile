@@ -6,7 +6,7 @@ PORT ?= 5000
 .PHONY: serve test test-asan bench clean
 
 serve:
-	./scripts/bootstrap.sh
+	FLASKASYNC_TEST_PEERS=0 ./scripts/bootstrap.sh
 	.venv/bin/flask --app examples/app:app run --port $(PORT) --with-threads
 
 test:
@@ -20,9 +20,10 @@ test-asan:
 	./scripts/asan.sh
 
 bench:
-	EXTRA_TOOLS=wrk ./scripts/bootstrap.sh
-	.venv/bin/pip install -q uvloop asgiref gunicorn
+	EXTRA_TOOLS=wrk FLASKASYNC_TEST_PEERS=0 ./scripts/bootstrap.sh
+	.venv/bin/pip install -q uvloop asgiref gunicorn httpx sniffio
 	.venv/bin/python bench/bench_core.py
+	.venv/bin/python bench/bench_net.py
 
 clean:
 	rm -rf build .venv flaskasync/*.so *.egg-info

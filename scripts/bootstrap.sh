@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Set up everything flaskasync needs on a fresh Debian/Ubuntu machine:
-# system packages (libuv headers, pkg-config, a C compiler), a virtualenv
-# in .venv, and the package itself (editable) with its test extras.
-# Idempotent: a second run only checks.
+# system packages (libuv headers, pkg-config, a C compiler, and the servers
+# the client tests in tests/peers talk to: redis-server and PostgreSQL), a
+# virtualenv in .venv, and the package itself (editable) with its test
+# extras.  Idempotent: a second run only checks.
+#   FLASKASYNC_TEST_PEERS=0   do not install redis-server and postgresql
+#                             (their tests then skip, saying why)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +14,12 @@ need_apt=()
 pkg-config --exists libuv 2>/dev/null || need_apt+=(libuv1-dev)
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 command -v gcc >/dev/null || need_apt+=(gcc)
+if [ "${FLASKASYNC_TEST_PEERS:-1}" != 0 ]; then
+    # The tests start their own throw-away servers (tests/peers/peerservers.py);
+    # only the binaries are needed.
+    command -v redis-server >/dev/null || [ -x /usr/bin/redis-server ] || need_apt+=(redis-server)
+    compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_apt+=(postgresql)
+fi
 for tool in ${EXTRA_TOOLS:-}; do
     command -v "$tool" >/dev/null || need_apt+=("$tool")
 done
