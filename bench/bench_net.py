@@ -540,8 +540,8 @@ def steady_malloc() -> str | None:
     ran at 7.5k round trips/s in a fresh process (strace: one mmap and one
     munmap per read) and at 16k after other cases had run in the process;
     with the thresholds fixed it ran at 16-17k in both.  Fixed thresholds
-    measure the loops rather than the allocator's history; --steady-malloc is off by default
-    shows the other regime, which a real process may well be in.
+    measure the loops rather than the allocator's history; the default run
+    leaves them alone, the regime a real process is in.
     """
     import ctypes
     import ctypes.util

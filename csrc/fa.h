@@ -45,6 +45,10 @@ typedef struct {
     PyObject *set_result_unless_cancelled; /* asyncio.futures._set_result_unless_cancelled */
     PyObject *logger;              /* asyncio's logger */
     PyObject *minus_one;           /* -1, get_buffer's argument */
+    PyTypeObject *DatagramType;    /* udp.c: DatagramTransport */
+    void *udp_transports;          /* udp.c: datagram transports with a uv_poll, all loops */
+    PyObject *s_datagram_received, *s_error_received; /* udp.c: interned names */
+    PyObject *udp_max_size;        /* udp.c: 256 KiB, recvfrom()'s argument */
 } fa_net_state;
 
 /* Per-module state.  Every type is a heap type owned by the module; every
@@ -337,6 +341,9 @@ void fa_stream_close_all(fa_loop *loop);
 
 /* udp.c */
 int fa_udp_init(PyObject *module, fa_state *st);
+void fa_udp_close_all(fa_loop *loop);
+int fa_udp_traverse(fa_state *st, visitproc visit, void *arg);
+void fa_udp_clear(fa_state *st);
 PyTypeObject *fa_stream_make_type(PyObject *module);
 
 /* gather.c */

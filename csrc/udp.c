@@ -1,13 +1,1835 @@
-/* Datagram (UDP and Unix datagram) transports in C.  Being written: see
- * flaskasync/_udp.py for create_datagram_endpoint. */
+/* Datagram transports in C: UDP (IPv4, IPv6) and Unix datagram sockets,
+ * created by loop.create_datagram_endpoint() (flaskasync/_udp.py).
+ *
+ * The design is stream.c's: the transport watches its fd with its own
+ * uv_poll_t, created on first use, and the poll callback only appends the
+ * transport's cached read or write Handle to the loop's ready queue.  The
+ * protocol's datagram_received / error_received / connection_lost therefore
+ * always run from the ready queue (running loop set, the loop's exception
+ * routing, debug timing), never inside uv_run.
+ *
+ * The syscalls are made here: recvfrom() into a shared 256 KiB buffer, with
+ * the sender's address converted to the socket module's tuple for AF_INET,
+ * AF_INET6 and AF_UNIX (the same strings and numbers socket.recvfrom gives);
+ * send() on a connected socket; sendto() when the address is a numeric
+ * (host, port[, flowinfo[, scope_id]]) tuple.  Anything else (host names,
+ * "<broadcast>", "", Unix paths as destinations, other families) goes
+ * through the socket object's own recvfrom/sendto, so what the socket
+ * module accepts, and the errors it raises, stay exactly its own.
+ *
+ * Behaviour follows asyncio's _SelectorDatagramTransport (Python 3.11):
+ *   - one datagram per readiness event; OSErrors of recvfrom/send/sendto
+ *     (ConnectionRefusedError after an ICMP error, EMSGSIZE, ...) go to
+ *     protocol.error_received(exc) and the endpoint stays open; other
+ *     errors are fatal (exception handler, then connection_lost(exc));
+ *   - exceptions raised by datagram_received / error_received propagate to
+ *     the Handle, hence to the loop's exception handler;
+ *   - sendto() tries the syscall at once; what the kernel refuses with
+ *     EAGAIN is queued (data copied unless it is bytes) and sent when the
+ *     fd is writable, with pause_writing/resume_writing around the limits;
+ *   - close() waits for the queue to drain; abort() drops it;
+ *     connection_lost is called exactly once, then the socket is closed;
+ *   - sendto() after the connection is lost is dropped, with a warning
+ *     from the fifth drop on.
+ *
+ * Lifetime: while the poll is started the transport holds a reference to
+ * itself, so an endpoint that is reading stays alive without user
+ * references, as asyncio's selector keeps it.  loop.close() stops every
+ * poll (fa_udp_close_all); a transport collected while still open warns
+ * with a ResourceWarning and closes its socket. */
 #include "fa.h"
 
-/* Create and register the datagram transport type(s) on the module.
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define MAX_DATAGRAM (256 * 1024)    /* asyncio's max_size */
+#define DEFAULT_HIGH (64 * 1024)     /* asyncio's default high-water mark */
+#define LOG_THRESHOLD 5              /* constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES */
+
+typedef struct {
+    PyObject *data;                  /* bytes */
+    PyObject *addr;                  /* destination, or NULL for None */
+} fa_dgram;
+
+typedef struct fa_udp_s {
+    PyObject_HEAD
+    /* First, where asyncio.BaseTransport's __slots__ puts `_extra` (checked
+     * at import): the type derives from asyncio.DatagramTransport and
+     * asyncio.Transport, and the inherited `_extra` slot is this dict. */
+    PyObject *extra;                 /* dict */
+    fa_loop *loop;
+    PyObject *protocol;              /* NULL once connection_lost ran */
+    PyObject *sock;                  /* socket object; NULL once closed */
+    PyObject *address;               /* remote_addr, or NULL */
+    fa_handle *read_h;               /* Handle calling self._read_ready */
+    fa_handle *write_h;              /* Handle calling self._sendto_ready */
+    uv_poll_t *poll;                 /* malloc'd, freed by its close callback */
+    int fd;                          /* -1 once closed */
+    int family;                      /* the socket's address family */
+    int direct;                      /* recvfrom() here (AF_INET, AF_INET6, AF_UNIX) */
+    int connected;                   /* extra['peername'] is set: send(), not sendto() */
+    int events;                      /* events the poll is started for */
+    int self_ref;                    /* holds a reference to itself */
+    int started;                     /* reading started after connection_made */
+    int closing;
+    int conn_lost;                   /* asyncio's _conn_lost counter */
+    int write_armed;                 /* waiting for writability (asyncio's writer) */
+    int protocol_paused;
+    int lost;                        /* connection_lost was called */
+    Py_ssize_t high, low;
+
+    /* Send queue: a ring of datagrams. */
+    fa_dgram *q;
+    Py_ssize_t qhead, qlen, qcap;
+    Py_ssize_t qsize;                /* bytes queued: _buffer_size */
+
+    /* The last sender's address and its tuple: datagrams from the same
+     * peer reuse the (immutable) tuple instead of building a new one. */
+    struct sockaddr_storage last_ss;
+    socklen_t last_len;
+    PyObject *last_addr;
+
+    PyObject *weakreflist;
+    struct fa_udp_s *prev, *next;    /* st->net.udp_transports, while the poll exists */
+} fa_udp;
+
+static char *recv_buf;               /* shared receive buffer (GIL held throughout) */
+static int TMP_via_socket;
+
+static inline fa_net_state *
+net(fa_udp *t)
+{
+    return &t->loop->st->net;
+}
+
+/* ------------------------------------------------------------ helpers */
+
+/* loop.call_exception_handler({'message', 'exception', 'transport',
+ * 'protocol'}); an error in the handler call is reported as unraisable. */
+static void
+report(fa_udp *t, const char *message, PyObject *exc)
+{
+    fa_state *st = t->loop->st;
+    PyObject *ctx = PyDict_New(), *msg = PyUnicode_FromString(message), *r = NULL;
+    if (ctx == NULL || msg == NULL || PyDict_SetItem(ctx, st->s_message, msg) < 0 ||
+        (exc != NULL && PyDict_SetItem(ctx, st->s_exception_key, exc) < 0) ||
+        PyDict_SetItemString(ctx, "transport", (PyObject *)t) < 0 ||
+        PyDict_SetItemString(ctx, "protocol", t->protocol != NULL ? t->protocol : Py_None) < 0) {
+        goto done;
+    }
+    r = PyObject_CallMethodOneArg((PyObject *)t->loop, st->s_call_exception_handler, ctx);
+done:
+    if (r == NULL) {
+        PyErr_WriteUnraisable((PyObject *)t);
+    }
+    Py_XDECREF(r);
+    Py_XDECREF(ctx);
+    Py_XDECREF(msg);
+}
+
+/* Re-raise an exception object taken by fa_fetch_exception (steals it). */
+static void
+restore_exception(PyObject *exc)
+{
+    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, PyException_GetTraceback(exc));
+}
+
+/* ------------------------------------------------------------ the poll */
+
+static void
+list_add(fa_udp *t)
+{
+    fa_net_state *n = net(t);
+    fa_udp *head = (fa_udp *)n->udp_transports;
+    t->prev = NULL;
+    t->next = head;
+    if (head != NULL) {
+        head->prev = t;
+    }
+    n->udp_transports = t;
+}
+
+static void
+list_remove(fa_udp *t)
+{
+    fa_net_state *n = net(t);
+    if (t->prev != NULL) {
+        t->prev->next = t->next;
+    }
+    else if (n->udp_transports == t) {
+        n->udp_transports = t->next;
+    }
+    if (t->next != NULL) {
+        t->next->prev = t->prev;
+    }
+    t->prev = t->next = NULL;
+}
+
+static void
+udp_poll_closed(uv_handle_t *h)
+{
+    fa_loop *loop = (fa_loop *)h->data;
+    loop->n_closing--;
+    PyMem_RawFree(h);
+}
+
+/* Close the uv_poll (the fd stays open, owned by the socket object).  With
+ * the loop closed or forked, libuv is not touched. */
+static void
+drop_poll(fa_udp *t)
+{
+    fa_loop *loop = t->loop;
+    if (t->poll == NULL) {
+        return;
+    }
+    list_remove(t);
+    if (t->events) {
+        loop->n_io--;
+        t->events = 0;
+    }
+    if (!fa_loop_forked(loop) && loop->uv_ready) {
+        uv_poll_stop(t->poll);
+        t->poll->data = loop;
+        loop->n_closing++;
+        uv_close((uv_handle_t *)t->poll, udp_poll_closed);
+    }
+    /* else: the handle's memory goes with the parent's uv loop. */
+    t->poll = NULL;
+}
+
+/* loop.close(): stop watching the fds of the loop's datagram transports.
+ * A transport that only its watch kept alive is then collected, with a
+ * ResourceWarning, as with asyncio's loop.  Idempotent. */
+void
+fa_udp_close_all(fa_loop *loop)
+{
+    fa_net_state *n = &loop->st->net;
+    PyObject *held = PyList_New(0);
+    fa_udp *t = (fa_udp *)n->udp_transports;
+    while (t != NULL) {
+        fa_udp *next = t->next;
+        if (t->loop == loop) {
+            drop_poll(t);
+            if (t->self_ref) {
+                t->self_ref = 0;
+                if (held == NULL || PyList_Append(held, (PyObject *)t) < 0) {
+                    PyErr_Clear();
+                }
+                else {
+                    Py_DECREF(t); /* the list holds it until the walk is over */
+                }
+            }
+        }
+        t = next;
+    }
+    Py_XDECREF(held);
+}
+
+static void udp_on_io(uv_poll_t *p, int status, int events);
+
+/* Create the uv_poll on first use. */
+static int
+ensure_poll(fa_udp *t)
+{
+    int rc;
+    if (t->poll != NULL) {
+        return 0;
+    }
+    if (fa_loop_check_closed(t->loop) < 0) {
+        return -1;
+    }
+    t->poll = PyMem_RawMalloc(sizeof(uv_poll_t));
+    if (t->poll == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    rc = uv_poll_init(&t->loop->uv, t->poll, t->fd);
+    if (rc < 0) {
+        PyMem_RawFree(t->poll);
+        t->poll = NULL;
+        if (rc == UV_EEXIST) {
+            PyErr_Format(PyExc_RuntimeError,
+                         "File descriptor %d is used by another watcher of this loop "
+                         "(add_reader/add_writer or a sock_* call in progress)", t->fd);
+            return -1;
+        }
+        return fa_set_uv_error(rc, "uv_poll_init");
+    }
+    t->poll->data = t;
+    list_add(t);
+    return 0;
+}
+
+/* Start or stop the poll to match what the transport waits for, and hold a
+ * reference to itself while it waits.  The caller must own a reference
+ * (the self-reference may be dropped here).  Returns -1 with an exception. */
+static int
+update_poll(fa_udp *t)
+{
+    fa_loop *loop = t->loop;
+    int want = 0, r;
+    if (t->fd >= 0) {
+        if (t->started && !t->closing) {
+            want |= UV_READABLE;
+        }
+        if (t->write_armed) {
+            want |= UV_WRITABLE;
+        }
+    }
+    if (want != t->events) {
+        if (want) {
+            if (ensure_poll(t) < 0) {
+                return -1;
+            }
+            r = uv_poll_start(t->poll, want, udp_on_io);
+            if (r < 0) {
+                return fa_set_uv_error(r, "uv_poll_start");
+            }
+            if (t->events == 0) {
+                loop->n_io++;
+            }
+        }
+        else {
+            if (t->poll != NULL) {
+                uv_poll_stop(t->poll);
+            }
+            loop->n_io--;
+        }
+        t->events = want;
+        loop->io_dirty = 1;
+        if (loop->is_app && atomic_load(&loop->baton) == 0) {
+            fa_loop_poke(loop);
+        }
+    }
+    if (want && !t->self_ref) {
+        t->self_ref = 1;
+        Py_INCREF(t);
+    }
+    else if (!want && t->self_ref) {
+        t->self_ref = 0;
+        Py_DECREF(t);
+    }
+    return 0;
+}
+
+/* update_poll for paths that cannot raise: report the error instead. */
+static void
+update_poll_or_report(fa_udp *t)
+{
+    if (update_poll(t) < 0) {
+        PyObject *exc = fa_fetch_exception();
+        report(t, "Fatal error: cannot watch the transport's fd", exc);
+        Py_XDECREF(exc);
+    }
+}
+
+static void
+udp_on_io(uv_poll_t *p, int status, int events)
+{
+    fa_udp *t = (fa_udp *)p->data;
+    fa_loop *loop;
+    if (t == NULL) {
+        return;
+    }
+    loop = t->loop;
+    fa_loop_gil_ensure(loop);
+    if (status < 0) {
+        /* libuv stopped the poll on POLLERR: for UDP, a pending socket
+         * error such as an ICMP port unreachable.  Let both sides retry
+         * their syscall, which returns (and clears) the error; they
+         * restart the poll. */
+        if (t->events) {
+            loop->n_io--;
+            t->events = 0;
+            loop->io_dirty = 1;
+        }
+        events = UV_READABLE | UV_WRITABLE;
+    }
+    if ((events & UV_READABLE) && t->started && !t->closing && t->read_h != NULL &&
+        !t->read_h->queued) {
+        if (fa_loop_push_ready(loop, t->read_h) == 0) {
+            t->read_h->queued = 1;
+        }
+    }
+    if ((events & UV_WRITABLE) && t->write_armed && t->write_h != NULL && !t->write_h->queued) {
+        if (fa_loop_push_ready(loop, t->write_h) == 0) {
+            t->write_h->queued = 1;
+        }
+    }
+    if (PyErr_Occurred()) {
+        PyErr_WriteUnraisable((PyObject *)t);
+    }
+}
+
+/* ------------------------------------------------------------ send queue */
+
+static void
+q_clear(fa_udp *t)
+{
+    while (t->qlen > 0) {
+        fa_dgram *d = &t->q[t->qhead];
+        Py_CLEAR(d->data);
+        Py_CLEAR(d->addr);
+        t->qhead = (t->qhead + 1) % t->qcap;
+        t->qlen--;
+    }
+    t->qhead = 0;
+    t->qsize = 0;
+}
+
+static int
+q_grow(fa_udp *t)
+{
+    Py_ssize_t ncap = t->qcap ? t->qcap * 2 : 8;
+    fa_dgram *nq = PyMem_New(fa_dgram, ncap);
+    if (nq == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < t->qlen; i++) {
+        nq[i] = t->q[(t->qhead + i) % t->qcap];
+    }
+    PyMem_Free(t->q);
+    t->q = nq;
+    t->qcap = ncap;
+    t->qhead = 0;
+    return 0;
+}
+
+/* Append (steals both references; addr may be NULL). */
+static int
+q_push(fa_udp *t, PyObject *data, PyObject *addr)
+{
+    if (t->qlen == t->qcap && q_grow(t) < 0) {
+        Py_DECREF(data);
+        Py_XDECREF(addr);
+        return -1;
+    }
+    fa_dgram *d = &t->q[(t->qhead + t->qlen) % t->qcap];
+    d->data = data;
+    d->addr = addr;
+    t->qlen++;
+    t->qsize += PyBytes_GET_SIZE(data);
+    return 0;
+}
+
+/* Put a datagram back at the front (steals both references). */
+static int
+q_push_front(fa_udp *t, PyObject *data, PyObject *addr)
+{
+    if (t->qlen == t->qcap && q_grow(t) < 0) {
+        Py_DECREF(data);
+        Py_XDECREF(addr);
+        return -1;
+    }
+    t->qhead = (t->qhead + t->qcap - 1) % t->qcap;
+    t->q[t->qhead].data = data;
+    t->q[t->qhead].addr = addr;
+    t->qlen++;
+    t->qsize += PyBytes_GET_SIZE(data);
+    return 0;
+}
+
+/* Take the first datagram (new references). */
+static void
+q_pop(fa_udp *t, PyObject **data, PyObject **addr)
+{
+    fa_dgram *d = &t->q[t->qhead];
+    *data = d->data;
+    *addr = d->addr;
+    d->data = d->addr = NULL;
+    t->qhead = (t->qhead + 1) % t->qcap;
+    t->qlen--;
+    t->qsize -= PyBytes_GET_SIZE(*data);
+    if (t->qlen == 0) {
+        t->qhead = 0;
+    }
+}
+
+/* ------------------------------------------------------------ addresses */
+
+/* The socket module's tuple for a sender's address (makesockaddr), for the
+ * families read directly.  Returns a new reference, or NULL with an
+ * exception. */
+static PyObject *
+make_addr(fa_udp *t, const struct sockaddr_storage *ss, socklen_t len)
+{
+    char host[INET6_ADDRSTRLEN];
+    PyObject *addr = NULL, *hostobj;
+
+    if (len == 0) {
+        Py_RETURN_NONE; /* what socket.recvfrom() gives when there is none */
+    }
+    if (t->last_addr != NULL && len == t->last_len && memcmp(ss, &t->last_ss, len) == 0) {
+        return Py_NewRef(t->last_addr);
+    }
+    switch (ss->ss_family) {
+    case AF_INET: {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+        if (inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host)) == NULL) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            return NULL;
+        }
+        hostobj = PyUnicode_FromString(host);
+        if (hostobj == NULL) {
+            return NULL;
+        }
+        addr = Py_BuildValue("(Ni)", hostobj, (int)ntohs(a->sin_port));
+        break;
+    }
+    case AF_INET6: {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+        if (inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host)) == NULL) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            return NULL;
+        }
+        hostobj = PyUnicode_FromString(host);
+        if (hostobj == NULL) {
+            return NULL;
+        }
+        addr = Py_BuildValue("(NiII)", hostobj, (int)ntohs(a->sin6_port),
+                             (unsigned int)ntohl(a->sin6_flowinfo),
+                             (unsigned int)a->sin6_scope_id);
+        break;
+    }
+    case AF_UNIX: {
+        const struct sockaddr_un *a = (const struct sockaddr_un *)ss;
+        Py_ssize_t plen = (Py_ssize_t)len - (Py_ssize_t)offsetof(struct sockaddr_un, sun_path);
+        if (plen > 0 && a->sun_path[0] == '\0') {
+            /* Linux abstract namespace: bytes, as the socket module. */
+            addr = PyBytes_FromStringAndSize(a->sun_path, plen);
+        }
+        else {
+            /* A path (or "" for an unbound sender): NUL-terminated. */
+            size_t n = plen > 0 ? strnlen(a->sun_path, (size_t)plen) : 0;
+            addr = PyUnicode_DecodeFSDefaultAndSize(a->sun_path, (Py_ssize_t)n);
+        }
+        break;
+    }
+    default:
+        PyErr_Format(PyExc_OSError, "unexpected address family %d", (int)ss->ss_family);
+        return NULL;
+    }
+    if (addr != NULL) {
+        Py_XSETREF(t->last_addr, Py_NewRef(addr));
+        memcpy(&t->last_ss, ss, len);
+        t->last_len = len;
+    }
+    return addr;
+}
+
+/* A host given as an ASCII str without NUL, as a C string, or NULL. */
+static const char *
+ascii_host(PyObject *o)
+{
+    Py_ssize_t n;
+    const char *s;
+    if (!PyUnicode_CheckExact(o) || !PyUnicode_IS_ASCII(o)) {
+        return NULL;
+    }
+    s = PyUnicode_AsUTF8AndSize(o, &n);
+    if (s == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    if (n == 0 || (size_t)n != strlen(s)) {
+        return NULL; /* "" means INADDR_ANY to the socket module */
+    }
+    return s;
+}
+
+static int
+small_int(PyObject *o, long lo, long hi, long *out)
+{
+    long v;
+    if (!PyLong_CheckExact(o)) {
+        return 0;
+    }
+    v = PyLong_AsLong(o);
+    if (v == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (v < lo || v > hi) {
+        return 0;
+    }
+    *out = v;
+    return 1;
+}
+
+/* The sockaddr the socket module would build for addr, for numeric hosts
+ * only: an IPv4 (host, port) on an AF_INET socket, an IPv6 (host, port[,
+ * flowinfo[, scope_id]]) without "%scope" on an AF_INET6 socket.  The
+ * socket module parses those hosts with inet_pton too.  Returns 1 with
+ * the address in ss and len, 0 when the socket module must do it (names, "",
+ * "<broadcast>", out-of-range numbers, other types: it raises the errors). */
+static int
+fast_sockaddr(int family, PyObject *addr, struct sockaddr_storage *ss, socklen_t *len)
+{
+    const char *host;
+    long port, flowinfo = 0, scope = 0;
+    Py_ssize_t n;
+
+    if (!PyTuple_CheckExact(addr)) {
+        return 0;
+    }
+    n = PyTuple_GET_SIZE(addr);
+    if (family == AF_INET) {
+        struct sockaddr_in *a = (struct sockaddr_in *)ss;
+        if (n != 2 || (host = ascii_host(PyTuple_GET_ITEM(addr, 0))) == NULL ||
+            !small_int(PyTuple_GET_ITEM(addr, 1), 0, 65535, &port)) {
+            return 0;
+        }
+        memset(a, 0, sizeof(*a));
+        if (inet_pton(AF_INET, host, &a->sin_addr) != 1) {
+            return 0;
+        }
+        a->sin_family = AF_INET;
+        a->sin_port = htons((uint16_t)port);
+        *len = sizeof(*a);
+        return 1;
+    }
+    if (family == AF_INET6) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
+        if (n < 2 || n > 4 || (host = ascii_host(PyTuple_GET_ITEM(addr, 0))) == NULL ||
+            strchr(host, '%') != NULL ||
+            !small_int(PyTuple_GET_ITEM(addr, 1), 0, 65535, &port) ||
+            (n > 2 && !small_int(PyTuple_GET_ITEM(addr, 2), 0, 0xfffff, &flowinfo)) ||
+            (n > 3 && !small_int(PyTuple_GET_ITEM(addr, 3), 0, (long)UINT32_MAX, &scope))) {
+            return 0;
+        }
+        memset(a, 0, sizeof(*a));
+        if (inet_pton(AF_INET6, host, &a->sin6_addr) != 1) {
+            return 0;
+        }
+        a->sin6_family = AF_INET6;
+        a->sin6_port = htons((uint16_t)port);
+        a->sin6_flowinfo = htonl((uint32_t)flowinfo);
+        a->sin6_scope_id = (uint32_t)scope;
+        *len = sizeof(*a);
+        return 1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ errors, closing */
+
+static int schedule_lost(fa_udp *t, PyObject *exc);
+
+/* asyncio's _force_close. */
+static int
+force_close(fa_udp *t, PyObject *exc)
+{
+    if (t->conn_lost) {
+        return 0;
+    }
+    q_clear(t);
+    t->write_armed = 0;
+    t->closing = 1;
+    t->conn_lost++;
+    update_poll_or_report(t);
+    return schedule_lost(t, exc);
+}
+
+/* asyncio's _fatal_error: an OSError is only logged in debug mode;
+ * anything else also goes to the exception handler. */
+static int
+fatal_error(fa_udp *t, PyObject *exc, const char *message)
+{
+    if (PyErr_GivenExceptionMatches(exc, PyExc_OSError)) {
+        if (t->loop->debug) {
+            PyObject *kw = Py_BuildValue("{sO}", "exc_info", exc);
+            PyObject *args = kw == NULL ? NULL : Py_BuildValue("(sOs)", "%r: %s", (PyObject *)t,
+                                                               message);
+            PyObject *meth = args == NULL ? NULL
+                                          : PyObject_GetAttrString(net(t)->logger, "debug");
+            PyObject *r = meth == NULL ? NULL : PyObject_Call(meth, args, kw);
+            if (r == NULL) {
+                PyErr_WriteUnraisable((PyObject *)t);
+            }
+            Py_XDECREF(r);
+            Py_XDECREF(meth);
+            Py_XDECREF(args);
+            Py_XDECREF(kw);
+        }
+    }
+    else {
+        report(t, message, exc);
+    }
+    return force_close(t, exc);
+}
+
+/* The current exception came from a syscall or socket method: OSErrors go
+ * to protocol.error_received (whose own exception propagates: returns -1),
+ * KeyboardInterrupt/SystemExit propagate, anything else is fatal. */
+static int
+io_failed(fa_udp *t, const char *fatal_message)
+{
+    PyObject *exc, *r;
+    if (fa_is_fatal_exception()) {
+        return -1;
+    }
+    exc = fa_fetch_exception();
+    if (exc == NULL) {
+        return -1;
+    }
+    if (PyErr_GivenExceptionMatches(exc, PyExc_OSError)) {
+        if (t->protocol == NULL) {
+            Py_DECREF(exc);
+            return 0;
+        }
+        r = PyObject_CallMethodOneArg(t->protocol, net(t)->s_error_received, exc);
+        Py_DECREF(exc);
+        if (r == NULL) {
+            return -1;
+        }
+        Py_DECREF(r);
+        return 0;
+    }
+    int res = fatal_error(t, exc, fatal_message);
+    Py_DECREF(exc);
+    return res;
+}
+
+static int
+schedule_lost(fa_udp *t, PyObject *exc)
+{
+    PyObject *cb, *args;
+    fa_handle *h;
+    cb = PyObject_GetAttrString((PyObject *)t, "_call_connection_lost");
+    if (cb == NULL) {
+        return -1;
+    }
+    args = PyTuple_Pack(1, exc != NULL ? exc : Py_None);
+    if (args == NULL) {
+        Py_DECREF(cb);
+        return -1;
+    }
+    h = fa_loop_call_soon(t->loop, cb, args, NULL);
+    Py_DECREF(cb);
+    Py_DECREF(args);
+    if (h == NULL) {
+        return -1;
+    }
+    Py_DECREF(h);
+    return 0;
+}
+
+static int
+call_protocol(fa_udp *t, const char *method, const char *message)
+{
+    PyObject *r = PyObject_CallMethod(t->protocol, method, NULL);
+    if (r == NULL) {
+        if (fa_is_fatal_exception()) {
+            return -1;
+        }
+        PyObject *exc = fa_fetch_exception();
+        report(t, message, exc);
+        Py_XDECREF(exc);
+        return 0;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+static int
+maybe_pause_protocol(fa_udp *t)
+{
+    if (t->qsize <= t->high || t->protocol_paused || t->protocol == NULL) {
+        return 0;
+    }
+    t->protocol_paused = 1;
+    return call_protocol(t, "pause_writing", "protocol.pause_writing() failed");
+}
+
+static int
+maybe_resume_protocol(fa_udp *t)
+{
+    if (!t->protocol_paused || t->qsize > t->low || t->protocol == NULL) {
+        return 0;
+    }
+    t->protocol_paused = 0;
+    return call_protocol(t, "resume_writing", "protocol.resume_writing() failed");
+}
+
+/* Stop watching the fd and close the socket object. */
+static int
+release_fd(fa_udp *t)
+{
+    PyObject *sock = t->sock, *r;
+    drop_poll(t);
+    t->fd = -1;
+    if (sock == NULL) {
+        return 0;
+    }
+    t->sock = NULL;
+    r = PyObject_CallMethod(sock, "close", NULL);
+    Py_DECREF(sock);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+static PyObject *
+udp_call_connection_lost(fa_udp *t, PyObject *exc)
+{
+    PyObject *r, *err = NULL;
+    if (t->lost) {
+        Py_RETURN_NONE; /* already done: connection_lost runs once */
+    }
+    t->lost = 1;
+    Py_INCREF(t);
+    r = PyObject_CallMethodOneArg(t->protocol, t->loop->st->net.s_connection_lost, exc);
+    if (r == NULL) {
+        err = fa_fetch_exception();
+    }
+    Py_XDECREF(r);
+    /* finally: */
+    t->closing = 1;
+    t->write_armed = 0;
+    if (t->conn_lost == 0) {
+        t->conn_lost = 1; /* later sendto() calls are dropped */
+    }
+    Py_CLEAR(t->protocol);
+    if (release_fd(t) < 0 && err == NULL) {
+        err = fa_fetch_exception();
+    }
+    q_clear(t);
+    if (t->read_h != NULL) {
+        t->read_h->cancelled = 1;
+    }
+    if (t->write_h != NULL) {
+        t->write_h->cancelled = 1;
+    }
+    Py_CLEAR(t->read_h);
+    Py_CLEAR(t->write_h);
+    Py_CLEAR(t->last_addr);
+    if (t->self_ref) {
+        t->self_ref = 0;
+        Py_DECREF(t);
+    }
+    Py_DECREF(t);
+    if (err != NULL) {
+        restore_exception(err);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------ reading */
+
+static int
+read_direct(fa_udp *t)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    Py_ssize_t n;
+    PyObject *data, *addr, *r;
+
+    if (recv_buf == NULL) {
+        recv_buf = PyMem_RawMalloc(MAX_DATAGRAM);
+        if (recv_buf == NULL) {
+            PyErr_NoMemory();
+            return io_failed(t, "Fatal read error on datagram transport");
+        }
+    }
+    if (t->family == AF_UNIX) {
+        /* The socket module zeroes its address buffer: what follows the
+         * returned length reads as the end of a path. */
+        memset(&ss, 0, sizeof(ss));
+    }
+    do {
+        len = sizeof(ss);
+        n = recvfrom(t->fd, recv_buf, MAX_DATAGRAM, 0, (struct sockaddr *)&ss, &len);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            return 0;
+        }
+        PyErr_SetFromErrno(PyExc_OSError);
+        return io_failed(t, "Fatal read error on datagram transport");
+    }
+    data = PyBytes_FromStringAndSize(recv_buf, n);
+    if (data == NULL) {
+        return io_failed(t, "Fatal read error on datagram transport");
+    }
+    addr = make_addr(t, &ss, len);
+    if (addr == NULL) {
+        Py_DECREF(data);
+        return io_failed(t, "Fatal read error on datagram transport");
+    }
+    r = PyObject_CallMethodObjArgs(t->protocol, net(t)->s_datagram_received, data, addr, NULL);
+    Py_DECREF(data);
+    Py_DECREF(addr);
+    if (r == NULL) {
+        return -1; /* to the Handle, hence the loop's exception handler */
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+/* Other families: the socket object's recvfrom(). */
+static int
+read_socket(fa_udp *t)
+{
+    PyObject *args[2] = {t->sock, net(t)->udp_max_size};
+    PyObject *res, *r;
+    res = PyObject_VectorcallMethod(net(t)->s_recvfrom, args,
+                                    2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    if (res == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_BlockingIOError) ||
+            PyErr_ExceptionMatches(PyExc_InterruptedError)) {
+            PyErr_Clear();
+            return 0;
+        }
+        return io_failed(t, "Fatal read error on datagram transport");
+    }
+    if (!PyTuple_Check(res) || PyTuple_GET_SIZE(res) != 2) {
+        Py_DECREF(res);
+        PyErr_SetString(PyExc_TypeError, "socket.recvfrom() did not return (data, address)");
+        return io_failed(t, "Fatal read error on datagram transport");
+    }
+    r = PyObject_CallMethodObjArgs(t->protocol, net(t)->s_datagram_received,
+                                   PyTuple_GET_ITEM(res, 0), PyTuple_GET_ITEM(res, 1), NULL);
+    Py_DECREF(res);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+static PyObject *
+udp_read_ready(fa_udp *t, PyObject *Py_UNUSED(ignored))
+{
+    int r;
+    if (t->conn_lost || t->closing || t->fd < 0 || t->lost) {
+        Py_RETURN_NONE;
+    }
+    Py_INCREF(t);
+    r = t->direct ? read_direct(t) : read_socket(t);
+    /* Restart the poll if libuv stopped it on POLLERR: the syscall above
+     * took the socket error. */
+    if (r < 0) {
+        PyObject *exc = fa_fetch_exception();
+        update_poll_or_report(t);
+        restore_exception(exc);
+    }
+    else {
+        update_poll_or_report(t);
+    }
+    Py_DECREF(t);
+    if (r < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------ writing */
+
+/* Send one datagram.  Returns 1 if sent, 0 if it would block, -1 with an
+ * exception (an OSError from the syscall, or whatever the socket module
+ * raised for the address). */
+static int
+send_one(fa_udp *t, PyObject *data, PyObject *addr)
+{
+    Py_buffer view;
+    Py_ssize_t n;
+    struct sockaddr_storage ss;
+    socklen_t sslen = 0;
+
+    if (t->fd < 0) {
+        /* The socket is closed: asyncio fails on its None socket here. */
+        PyErr_SetString(PyExc_RuntimeError, "the datagram transport's socket is closed");
+        return -1;
+    }
+    if ((TMP_via_socket || !t->connected) && (TMP_via_socket || addr == NULL || !fast_sockaddr(t->family, addr, &ss, &sslen))) {
+        /* Let the socket module parse the address and raise its errors. */
+        PyObject *args[3] = {t->sock, data, addr != NULL ? addr : Py_None};
+        PyObject *res = PyObject_VectorcallMethod(net(t)->s_sendto, args,
+                                                  3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        if (res == NULL) {
+            if (PyErr_ExceptionMatches(PyExc_BlockingIOError) ||
+                PyErr_ExceptionMatches(PyExc_InterruptedError)) {
+                PyErr_Clear();
+                return 0;
+            }
+            return -1;
+        }
+        Py_DECREF(res);
+        return 1;
+    }
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
+        return -1;
+    }
+    do {
+        if (t->connected) {
+            n = send(t->fd, view.buf, (size_t)view.len, MSG_NOSIGNAL);
+        }
+        else {
+            n = sendto(t->fd, view.buf, (size_t)view.len, MSG_NOSIGNAL,
+                       (struct sockaddr *)&ss, sslen);
+        }
+    } while (n < 0 && errno == EINTR);
+    int saved = errno;
+    PyBuffer_Release(&view);
+    if (n < 0) {
+        if (saved == EAGAIN || saved == EWOULDBLOCK) {
+            return 0;
+        }
+        errno = saved;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    return 1;
+}
+
+static PyObject *
+udp_sendto_ready(fa_udp *t, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *data, *addr;
+    int r = 0;
+    if (!t->write_armed || t->fd < 0) {
+        Py_RETURN_NONE;
+    }
+    Py_INCREF(t);
+    while (t->qlen > 0) {
+        q_pop(t, &data, &addr);
+        int s = send_one(t, data, addr);
+        if (s == 0) {
+            if (q_push_front(t, data, addr) < 0) { /* try again later */
+                r = -1;
+            }
+            break;
+        }
+        Py_DECREF(data);
+        Py_XDECREF(addr);
+        if (s < 0) {
+            /* error_received: the rest waits for the next event. */
+            r = io_failed(t, "Fatal write error on datagram transport");
+            goto done;
+        }
+    }
+    if (r == 0) {
+        r = maybe_resume_protocol(t); /* may queue more */
+    }
+    if (r == 0 && t->qlen == 0) {
+        t->write_armed = 0;
+        if (t->closing && !t->lost) {
+            PyObject *res = udp_call_connection_lost(t, Py_None);
+            if (res == NULL) {
+                r = -1;
+            }
+            Py_XDECREF(res);
+        }
+    }
+done:
+    if (r < 0) {
+        PyObject *exc = fa_fetch_exception();
+        update_poll_or_report(t);
+        restore_exception(exc);
+    }
+    else {
+        update_poll_or_report(t);
+    }
+    Py_DECREF(t);
+    if (r < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static void
+log_warning(fa_udp *t, const char *message)
+{
+    PyObject *r = PyObject_CallMethod(net(t)->logger, "warning", "s", message);
+    if (r == NULL) {
+        PyErr_WriteUnraisable((PyObject *)t);
+    }
+    Py_XDECREF(r);
+}
+
+/* An immutable copy of data for the queue (a new reference). */
+static PyObject *
+own_bytes(PyObject *data)
+{
+    if (PyBytes_CheckExact(data)) {
+        return Py_NewRef(data);
+    }
+    return PyBytes_FromObject(data);
+}
+
+static PyObject *
+udp_sendto(fa_udp *t, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *data = NULL, *addr = Py_None;
+    int truth;
+
+    if (nargs > 2) {
+        PyErr_Format(PyExc_TypeError, "sendto() takes from 1 to 2 positional arguments but %zd "
+                     "were given", nargs);
+        return NULL;
+    }
+    if (nargs >= 1) {
+        data = args[0];
+    }
+    if (nargs == 2) {
+        addr = args[1];
+    }
+    if (kwnames != NULL) {
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++) {
+            PyObject *k = PyTuple_GET_ITEM(kwnames, i);
+            int is_data = PyUnicode_CompareWithASCIIString(k, "data") == 0;
+            int is_addr = !is_data && PyUnicode_CompareWithASCIIString(k, "addr") == 0;
+            if ((is_data && data != NULL) || (is_addr && nargs == 2)) {
+                PyErr_Format(PyExc_TypeError, "sendto() got multiple values for argument '%U'",
+                             k);
+                return NULL;
+            }
+            if (is_data) {
+                data = args[nargs + i];
+            }
+            else if (is_addr) {
+                addr = args[nargs + i];
+            }
+            else {
+                PyErr_Format(PyExc_TypeError, "sendto() got an unexpected keyword argument '%U'",
+                             k);
+                return NULL;
+            }
+        }
+    }
+    if (data == NULL) {
+        PyErr_SetString(PyExc_TypeError, "sendto() missing 1 required positional argument: 'data'");
+        return NULL;
+    }
+
+    if (!PyBytes_Check(data) && !PyByteArray_Check(data) && !PyMemoryView_Check(data)) {
+        PyErr_Format(PyExc_TypeError, "data argument must be a bytes-like object, not '%.200s'",
+                     Py_TYPE(data)->tp_name);
+        return NULL;
+    }
+    truth = PyObject_IsTrue(data);
+    if (truth <= 0) {
+        return truth < 0 ? NULL : Py_NewRef(Py_None); /* 3.11 sends nothing for b"" */
+    }
+    if (t->address != NULL) {
+        if (addr != Py_None) {
+            int eq = PyObject_RichCompareBool(addr, t->address, Py_EQ);
+            if (eq < 0) {
+                return NULL;
+            }
+            if (!eq) {
+                PyErr_Format(PyExc_ValueError, "Invalid address: must be None or %S", t->address);
+                return NULL;
+            }
+        }
+        addr = t->address;
+    }
+    /* After the connection is lost: dropped, with a warning from the fifth
+     * on.  asyncio only drops for an endpoint with a remote address (the
+     * others fail on the closed socket); both drop here. */
+    if (t->conn_lost && (t->address != NULL || t->fd < 0)) {
+        if (t->conn_lost >= LOG_THRESHOLD) {
+            log_warning(t, "socket.send() raised exception.");
+        }
+        t->conn_lost++;
+        Py_RETURN_NONE;
+    }
+
+    Py_INCREF(t);
+    if (t->qlen == 0) {
+        /* Try to send it right away. */
+        int s = send_one(t, data, addr == Py_None ? NULL : addr);
+        if (s != 0) {
+            int r = s > 0 ? 0 : io_failed(t, "Fatal write error on datagram transport");
+            Py_DECREF(t);
+            return r < 0 ? NULL : Py_NewRef(Py_None);
+        }
+        /* EAGAIN: wait for the fd to be writable. */
+        t->write_armed = 1;
+        if (update_poll(t) < 0) {
+            Py_DECREF(t);
+            return NULL;
+        }
+    }
+    PyObject *copy = own_bytes(data);
+    if (copy == NULL ||
+        q_push(t, copy, addr == Py_None ? NULL : Py_NewRef(addr)) < 0 ||
+        maybe_pause_protocol(t) < 0) {
+        Py_DECREF(t);
+        return NULL;
+    }
+    Py_DECREF(t);
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------ closing */
+
+static PyObject *
+udp_close(fa_udp *t, PyObject *Py_UNUSED(ignored))
+{
+    int r = 0;
+    if (t->closing) {
+        Py_RETURN_NONE;
+    }
+    t->closing = 1;
+    Py_INCREF(t);
+    if (t->qlen == 0) {
+        t->conn_lost++;
+        t->write_armed = 0;
+        r = update_poll(t);
+        if (r == 0) {
+            r = schedule_lost(t, NULL);
+        }
+    }
+    else {
+        r = update_poll(t); /* stop reading; connection_lost once drained */
+    }
+    Py_DECREF(t);
+    if (r < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+udp_abort(fa_udp *t, PyObject *Py_UNUSED(ignored))
+{
+    Py_INCREF(t);
+    int r = force_close(t, NULL);
+    Py_DECREF(t);
+    if (r < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+udp_force_close(fa_udp *t, PyObject *exc)
+{
+    Py_INCREF(t);
+    int r = force_close(t, exc == Py_None ? NULL : exc);
+    Py_DECREF(t);
+    if (r < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+udp_fatal_error(fa_udp *t, PyObject *args)
+{
+    PyObject *exc;
+    const char *message = "Fatal error on transport";
+    if (!PyArg_ParseTuple(args, "O|s:_fatal_error", &exc, &message)) {
+        return NULL;
+    }
+    Py_INCREF(t);
+    int r = fatal_error(t, exc, message);
+    Py_DECREF(t);
+    if (r < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* Called soon after connection_made, as asyncio adds its reader then. */
+static PyObject *
+udp_start_reading(fa_udp *t, PyObject *Py_UNUSED(ignored))
+{
+    if (t->started || t->sock == NULL || t->closing) {
+        Py_RETURN_NONE;
+    }
+    t->started = 1;
+    if (update_poll(t) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------ misc API */
+
+static PyObject *
+udp_is_closing(fa_udp *t, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(t->closing);
+}
+
+static PyObject *
+udp_get_extra_info(fa_udp *t, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"name", "default", NULL};
+    PyObject *name, *deflt = Py_None, *v;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O:get_extra_info", kwlist, &name, &deflt)) {
+        return NULL;
+    }
+    v = PyDict_GetItemWithError(t->extra, name);
+    if (v == NULL) {
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        return Py_NewRef(deflt);
+    }
+    return Py_NewRef(v);
+}
+
+static PyObject *
+udp_set_protocol(fa_udp *t, PyObject *protocol)
+{
+    Py_XSETREF(t->protocol, Py_NewRef(protocol));
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+udp_get_protocol(fa_udp *t, PyObject *Py_UNUSED(ignored))
+{
+    return Py_NewRef(t->protocol != NULL ? t->protocol : Py_None);
+}
+
+static PyObject *
+udp_get_write_buffer_size(fa_udp *t, PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromSsize_t(t->qsize);
+}
+
+static PyObject *
+udp_get_write_buffer_limits(fa_udp *t, PyObject *Py_UNUSED(ignored))
+{
+    return Py_BuildValue("(nn)", t->low, t->high);
+}
+
+static int
+as_ssize(PyObject *o, Py_ssize_t *out)
+{
+    *out = PyNumber_AsSsize_t(o, PyExc_OverflowError);
+    return *out == -1 && PyErr_Occurred() ? -1 : 0;
+}
+
+/* asyncio's _FlowControlMixin._set_write_buffer_limits. */
+static PyObject *
+udp_set_write_buffer_limits(fa_udp *t, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"high", "low", NULL};
+    PyObject *high_obj = Py_None, *low_obj = Py_None;
+    Py_ssize_t high, low;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OO:set_write_buffer_limits", kwlist,
+                                     &high_obj, &low_obj)) {
+        return NULL;
+    }
+    if (high_obj == Py_None) {
+        if (low_obj == Py_None) {
+            high = DEFAULT_HIGH;
+        }
+        else {
+            if (as_ssize(low_obj, &low) < 0) {
+                return NULL;
+            }
+            high = 4 * low;
+        }
+    }
+    else if (as_ssize(high_obj, &high) < 0) {
+        return NULL;
+    }
+    if (low_obj == Py_None) {
+        low = high >= 0 ? high / 4 : -((-high + 3) / 4); /* Python's high // 4 */
+    }
+    else if (as_ssize(low_obj, &low) < 0) {
+        return NULL;
+    }
+    if (!(high >= low && low >= 0)) {
+        PyErr_Format(PyExc_ValueError, "high (%zd) must be >= low (%zd) must be >= 0", high, low);
+        return NULL;
+    }
+    t->high = high;
+    t->low = low;
+    if (maybe_pause_protocol(t) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+udp_repr(fa_udp *t)
+{
+    const char *state = t->sock == NULL ? " closed" : (t->closing ? " closing" : "");
+    if (t->loop == NULL || t->loop->closed) {
+        return PyUnicode_FromFormat("<%s%s fd=%d>", Py_TYPE(t)->tp_name, state, t->fd);
+    }
+    return PyUnicode_FromFormat("<%s%s fd=%d read=%s write=<%s, bufsize=%zd>>",
+                                Py_TYPE(t)->tp_name, state, t->fd,
+                                t->events & UV_READABLE ? "polling" : "idle",
+                                t->events & UV_WRITABLE ? "polling" : "idle", t->qsize);
+}
+
+/* DatagramTransport._close_all(loop): fa_udp_close_all for loop.close(). */
+static PyObject *
+udp_close_all_meth(PyObject *cls, PyObject *loop)
+{
+    PyObject *mod = PyType_GetModuleByDef((PyTypeObject *)cls, &fa_module_def);
+    if (mod == NULL) {
+        return NULL;
+    }
+    if (!PyObject_TypeCheck(loop, fa_get_state(mod)->LoopType)) {
+        PyErr_SetString(PyExc_TypeError, "_close_all() needs a flaskasync loop");
+        return NULL;
+    }
+    fa_udp_close_all((fa_loop *)loop);
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------ type */
+
+static PyObject *
+udp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"loop", "sock", "protocol", "extra", "address", "waiter", NULL};
+    PyObject *loop, *sock, *protocol, *extra, *address = Py_None, *waiter = Py_None;
+    PyObject *fdobj, *cb = NULL, *peer;
+    fa_udp *t;
+    fa_state *st;
+    long fd;
+    int family = 0;
+    socklen_t flen = sizeof(family);
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOO!|OO:DatagramTransport", kwlist, &loop,
+                                     &sock, &protocol, &PyDict_Type, &extra, &address, &waiter)) {
+        return NULL;
+    }
+    PyObject *mod = PyType_GetModuleByDef(type, &fa_module_def);
+    if (mod == NULL) {
+        return NULL;
+    }
+    st = fa_get_state(mod);
+    if (!PyObject_TypeCheck(loop, st->LoopType)) {
+        PyErr_SetString(PyExc_TypeError, "DatagramTransport needs a flaskasync loop");
+        return NULL;
+    }
+    if (fa_loop_check_closed((fa_loop *)loop) < 0) {
+        return NULL;
+    }
+    fdobj = PyObject_CallMethod(sock, "fileno", NULL);
+    if (fdobj == NULL) {
+        return NULL;
+    }
+    fd = PyLong_AsLong(fdobj);
+    Py_DECREF(fdobj);
+    if (fd == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (fd < 0 || fd > INT32_MAX) {
+        PyErr_Format(PyExc_ValueError, "the socket is closed (fd %ld)", fd);
+        return NULL;
+    }
+    if (getsockopt((int)fd, SOL_SOCKET, SO_DOMAIN, &family, &flen) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return NULL;
+    }
+    peer = PyDict_GetItemString(extra, "peername"); /* borrowed, no error */
+
+    t = (fa_udp *)type->tp_alloc(type, 0);
+    if (t == NULL) {
+        return NULL;
+    }
+    t->loop = (fa_loop *)Py_NewRef(loop);
+    t->fd = (int)fd;
+    t->family = family;
+    t->direct = !TMP_via_socket && (family == AF_INET || family == AF_INET6 || family == AF_UNIX);
+    t->high = DEFAULT_HIGH;
+    t->low = DEFAULT_HIGH / 4;
+    t->extra = Py_NewRef(extra);
+    t->sock = Py_NewRef(sock);
+    t->protocol = Py_NewRef(protocol);
+    t->address = address == Py_None ? NULL : Py_NewRef(address);
+    if (peer != NULL) {
+        int c = PyObject_IsTrue(peer);
+        if (c < 0) {
+            goto error;
+        }
+        t->connected = c;
+    }
+
+    cb = PyObject_GetAttrString((PyObject *)t, "_read_ready");
+    if (cb == NULL) {
+        goto error;
+    }
+    t->read_h = fa_handle_new(t->loop, st->HandleType, cb, NULL, NULL);
+    Py_CLEAR(cb);
+    if (t->read_h == NULL) {
+        goto error;
+    }
+    cb = PyObject_GetAttrString((PyObject *)t, "_sendto_ready");
+    if (cb == NULL) {
+        goto error;
+    }
+    t->write_h = fa_handle_new(t->loop, st->HandleType, cb, NULL, NULL);
+    Py_CLEAR(cb);
+    if (t->write_h == NULL) {
+        goto error;
+    }
+
+    /* asyncio's order: connection_made, then start reading, then the waiter. */
+    cb = PyObject_GetAttrString(protocol, "connection_made");
+    if (cb == NULL) {
+        goto error;
+    }
+    PyObject *cargs = PyTuple_Pack(1, (PyObject *)t);
+    fa_handle *h = cargs == NULL ? NULL : fa_loop_call_soon(t->loop, cb, cargs, NULL);
+    Py_XDECREF(cargs);
+    Py_CLEAR(cb);
+    if (h == NULL) {
+        goto error;
+    }
+    Py_DECREF(h);
+    cb = PyObject_GetAttrString((PyObject *)t, "_start_reading");
+    if (cb == NULL) {
+        goto error;
+    }
+    h = fa_loop_call_soon(t->loop, cb, NULL, NULL);
+    Py_CLEAR(cb);
+    if (h == NULL) {
+        goto error;
+    }
+    Py_DECREF(h);
+    if (waiter != Py_None) {
+        PyObject *wargs = PyTuple_Pack(2, waiter, Py_None);
+        h = wargs == NULL ? NULL
+                          : fa_loop_call_soon(t->loop, st->net.set_result_unless_cancelled, wargs,
+                                              NULL);
+        Py_XDECREF(wargs);
+        if (h == NULL) {
+            goto error;
+        }
+        Py_DECREF(h);
+    }
+    return (PyObject *)t;
+
+error:
+    Py_XDECREF(cb);
+    /* Do not close the caller's socket: the caller still owns it. */
+    Py_CLEAR(t->sock);
+    Py_DECREF(t);
+    return NULL;
+}
+
+/* Everything happens in __new__; this replaces BaseTransport.__init__. */
+static int
+udp_init(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    return 0;
+}
+
+static int
+udp_traverse(fa_udp *t, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(t));
+    Py_VISIT(t->loop);
+    Py_VISIT(t->protocol);
+    Py_VISIT(t->extra);
+    Py_VISIT(t->sock);
+    Py_VISIT(t->address);
+    Py_VISIT(t->read_h);
+    Py_VISIT(t->write_h);
+    Py_VISIT(t->last_addr);
+    for (Py_ssize_t i = 0; i < t->qlen; i++) {
+        fa_dgram *d = &t->q[(t->qhead + i) % t->qcap];
+        Py_VISIT(d->data);
+        Py_VISIT(d->addr);
+    }
+    return 0;
+}
+
+static int
+udp_clear(fa_udp *t)
+{
+    Py_CLEAR(t->protocol);
+    Py_CLEAR(t->extra);
+    Py_CLEAR(t->address);
+    Py_CLEAR(t->read_h);
+    Py_CLEAR(t->write_h);
+    Py_CLEAR(t->last_addr);
+    q_clear(t);
+    return 0;
+}
+
+/* An unclosed transport being collected: warn and close its socket, as
+ * asyncio's __del__ does. */
+static void
+udp_finalize(fa_udp *t)
+{
+    PyObject *exc;
+    if (t->sock == NULL) {
+        return;
+    }
+    exc = fa_fetch_exception();
+    if (PyErr_ResourceWarning((PyObject *)t, 1, "unclosed transport %R", (PyObject *)t) < 0) {
+        PyErr_WriteUnraisable((PyObject *)t);
+    }
+    if (t->loop != NULL && release_fd(t) < 0) {
+        PyErr_WriteUnraisable((PyObject *)t);
+    }
+    if (exc != NULL) {
+        restore_exception(exc);
+    }
+}
+
+static void
+udp_dealloc(fa_udp *t)
+{
+    PyTypeObject *tp = Py_TYPE(t);
+    if (PyObject_CallFinalizerFromDealloc((PyObject *)t) < 0) {
+        return; /* resurrected */
+    }
+    PyObject_GC_UnTrack(t);
+    if (t->weakreflist != NULL) {
+        PyObject_ClearWeakRefs((PyObject *)t);
+    }
+    if (t->loop != NULL) {
+        drop_poll(t);
+    }
+    udp_clear(t);
+    PyMem_Free(t->q);
+    Py_CLEAR(t->sock);
+    Py_CLEAR(t->loop);
+    tp->tp_free(t);
+    Py_DECREF(tp);
+}
+
+static PyObject *
+udp_get_sock(fa_udp *t, void *Py_UNUSED(c))
+{
+    return Py_NewRef(t->sock != NULL ? t->sock : Py_None);
+}
+
+static PyObject *
+udp_get_fd(fa_udp *t, void *Py_UNUSED(c))
+{
+    return PyLong_FromLong(t->fd);
+}
+
+static PyObject *
+udp_get_loop_attr(fa_udp *t, void *Py_UNUSED(c))
+{
+    return Py_NewRef(t->loop != NULL && t->protocol != NULL ? (PyObject *)t->loop : Py_None);
+}
+
+static PyObject *
+udp_get_protocol_attr(fa_udp *t, void *Py_UNUSED(c))
+{
+    return Py_NewRef(t->protocol != NULL ? t->protocol : Py_None);
+}
+
+static PyObject *
+udp_get_closing_attr(fa_udp *t, void *Py_UNUSED(c))
+{
+    return PyBool_FromLong(t->closing);
+}
+
+static PyObject *
+udp_get_address(fa_udp *t, void *Py_UNUSED(c))
+{
+    return Py_NewRef(t->address != NULL ? t->address : Py_None);
+}
+
+static PyObject *
+udp_get_buffer_size(fa_udp *t, void *Py_UNUSED(c))
+{
+    return PyLong_FromSsize_t(t->qsize);
+}
+
+static PyObject *
+udp_get_conn_lost(fa_udp *t, void *Py_UNUSED(c))
+{
+    return PyLong_FromLong(t->conn_lost);
+}
+
+static PyObject *
+udp_get_protocol_paused(fa_udp *t, void *Py_UNUSED(c))
+{
+    return PyBool_FromLong(t->protocol_paused);
+}
+
+static PyObject *
+udp_get_buffer(fa_udp *t, void *Py_UNUSED(c))
+{
+    /* A copy of asyncio's private deque of (data, addr), as a list. */
+    PyObject *list = PyList_New(t->qlen);
+    if (list == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < t->qlen; i++) {
+        fa_dgram *d = &t->q[(t->qhead + i) % t->qcap];
+        PyObject *item = PyTuple_Pack(2, d->data, d->addr != NULL ? d->addr : Py_None);
+        if (item == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, item);
+    }
+    return list;
+}
+
+static PyGetSetDef udp_getset[] = {
+    {"_sock", (getter)udp_get_sock, NULL, "the socket (None once closed)", NULL},
+    {"_sock_fd", (getter)udp_get_fd, NULL, "the fd (-1 once closed)", NULL},
+    {"_loop", (getter)udp_get_loop_attr, NULL, "the loop (None once connection_lost ran)", NULL},
+    {"_protocol", (getter)udp_get_protocol_attr, NULL, NULL, NULL},
+    {"_closing", (getter)udp_get_closing_attr, NULL, NULL, NULL},
+    {"_address", (getter)udp_get_address, NULL, "remote_addr, or None", NULL},
+    {"_buffer_size", (getter)udp_get_buffer_size, NULL, "bytes waiting to be sent", NULL},
+    {"_conn_lost", (getter)udp_get_conn_lost, NULL, NULL, NULL},
+    {"_protocol_paused", (getter)udp_get_protocol_paused, NULL, NULL, NULL},
+    {"_buffer", (getter)udp_get_buffer, NULL, "a copy of the queued (data, addr) pairs", NULL},
+    {NULL},
+};
+
+static PyMemberDef udp_members[] = {
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(fa_udp, weakreflist), READONLY, NULL},
+    {NULL},
+};
+
+static PyMethodDef udp_methods[] = {
+    {"sendto", (PyCFunction)(void (*)(void))udp_sendto, METH_FASTCALL | METH_KEYWORDS,
+     "sendto(data, addr=None)\n--\n\nSend a datagram to addr (the remote address when the "
+     "endpoint has one); queued if the kernel cannot take it now."},
+    {"close", (PyCFunction)udp_close, METH_NOARGS,
+     "Close after the queued datagrams are sent; connection_lost(None) follows."},
+    {"abort", (PyCFunction)udp_abort, METH_NOARGS,
+     "Close now, dropping queued datagrams; connection_lost(None) follows."},
+    {"is_closing", (PyCFunction)udp_is_closing, METH_NOARGS, NULL},
+    {"get_extra_info", (PyCFunction)(void (*)(void))udp_get_extra_info,
+     METH_VARARGS | METH_KEYWORDS, "get_extra_info(name, default=None)"},
+    {"set_protocol", (PyCFunction)udp_set_protocol, METH_O, NULL},
+    {"get_protocol", (PyCFunction)udp_get_protocol, METH_NOARGS, NULL},
+    {"get_write_buffer_size", (PyCFunction)udp_get_write_buffer_size, METH_NOARGS, NULL},
+    {"get_write_buffer_limits", (PyCFunction)udp_get_write_buffer_limits, METH_NOARGS, NULL},
+    {"set_write_buffer_limits", (PyCFunction)(void (*)(void))udp_set_write_buffer_limits,
+     METH_VARARGS | METH_KEYWORDS, "set_write_buffer_limits(high=None, low=None)"},
+    {"_force_close", (PyCFunction)udp_force_close, METH_O, NULL},
+    {"_fatal_error", (PyCFunction)udp_fatal_error, METH_VARARGS, NULL},
+    {"_read_ready", (PyCFunction)udp_read_ready, METH_NOARGS, NULL},
+    {"_sendto_ready", (PyCFunction)udp_sendto_ready, METH_NOARGS, NULL},
+    {"_start_reading", (PyCFunction)udp_start_reading, METH_NOARGS, NULL},
+    {"_call_connection_lost", (PyCFunction)udp_call_connection_lost, METH_O, NULL},
+    {"_close_all", (PyCFunction)udp_close_all_meth, METH_O | METH_CLASS,
+     "_close_all(loop): stop the fd watches of loop's datagram transports (loop.close())."},
+    {NULL},
+};
+
+static PyType_Slot udp_slots[] = {
+    {Py_tp_new, udp_new},
+    {Py_tp_init, udp_init},
+    {Py_tp_dealloc, udp_dealloc},
+    {Py_tp_finalize, udp_finalize},
+    {Py_tp_traverse, udp_traverse},
+    {Py_tp_clear, udp_clear},
+    {Py_tp_repr, udp_repr},
+    {Py_tp_methods, udp_methods},
+    {Py_tp_getset, udp_getset},
+    {Py_tp_members, udp_members},
+    {Py_tp_doc, "DatagramTransport(loop, sock, protocol, extra, address=None, waiter=None)\n"
+                "--\n\nA datagram (UDP or Unix datagram) transport of a flaskasync loop\n"
+                "(internal: use loop.create_datagram_endpoint())."},
+    {0, NULL},
+};
+
+static PyType_Spec udp_spec = {
+    .name = "flaskasync._core.DatagramTransport",
+    .basicsize = sizeof(fa_udp),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE,
+    .slots = udp_slots,
+};
+
+/* ------------------------------------------------------------ module */
+
+/* Create the type, deriving from asyncio.DatagramTransport and
+ * asyncio.Transport (asyncio's own datagram transport is a Transport), after
+ * checking that BaseTransport's `_extra` slot sits where our extra dict is. */
+static PyTypeObject *
+make_type(PyObject *module)
+{
+    PyObject *asyncio, *dgram = NULL, *transport = NULL, *base = NULL, *descr = NULL;
+    PyObject *bases = NULL;
+    PyTypeObject *tp = NULL;
+    asyncio = PyImport_ImportModule("asyncio");
+    if (asyncio == NULL) {
+        return NULL;
+    }
+    dgram = PyObject_GetAttrString(asyncio, "DatagramTransport");
+    transport = dgram == NULL ? NULL : PyObject_GetAttrString(asyncio, "Transport");
+    base = transport == NULL ? NULL : PyObject_GetAttrString(asyncio, "BaseTransport");
+    Py_DECREF(asyncio);
+    if (base == NULL) {
+        goto done;
+    }
+    descr = PyObject_GetAttrString(base, "_extra");
+    if (descr == NULL || !PyObject_TypeCheck(descr, &PyMemberDescr_Type) ||
+        ((PyMemberDescrObject *)descr)->d_member->offset != offsetof(fa_udp, extra) ||
+        ((PyTypeObject *)dgram)->tp_basicsize != ((PyTypeObject *)base)->tp_basicsize ||
+        ((PyTypeObject *)transport)->tp_basicsize != ((PyTypeObject *)base)->tp_basicsize ||
+        ((PyTypeObject *)base)->tp_basicsize > (Py_ssize_t)sizeof(fa_udp)) {
+        PyErr_Clear();
+        PyErr_SetString(PyExc_ImportError,
+                        "flaskasync: asyncio.DatagramTransport's layout is not the one this "
+                        "build expects");
+        goto done;
+    }
+    bases = PyTuple_Pack(2, dgram, transport);
+    if (bases == NULL) {
+        goto done;
+    }
+    tp = (PyTypeObject *)PyType_FromModuleAndSpec(module, &udp_spec, bases);
+done:
+    Py_XDECREF(bases);
+    Py_XDECREF(descr);
+    Py_XDECREF(base);
+    Py_XDECREF(transport);
+    Py_XDECREF(dgram);
+    return tp;
+}
+
+/* Create and register the datagram transport type on the module.
  * Returns 0, or -1 with an exception. */
 int
 fa_udp_init(PyObject *module, fa_state *st)
 {
-    (void)module;
-    (void)st;
+    fa_net_state *n = &st->net;
+    TMP_via_socket = getenv("FA_UDP_VIA_SOCKET") != NULL;
+    n->DatagramType = make_type(module);
+    if (n->DatagramType == NULL ||
+        PyModule_AddObjectRef(module, "DatagramTransport", (PyObject *)n->DatagramType) < 0) {
+        return -1;
+    }
+    n->s_datagram_received = PyUnicode_InternFromString("datagram_received");
+    n->s_error_received = PyUnicode_InternFromString("error_received");
+    n->udp_max_size = PyLong_FromLong(MAX_DATAGRAM);
+    if (n->s_datagram_received == NULL || n->s_error_received == NULL ||
+        n->udp_max_size == NULL) {
+        return -1;
+    }
     return 0;
+}
+
+int
+fa_udp_traverse(fa_state *st, visitproc visit, void *arg)
+{
+    Py_VISIT(st->net.DatagramType);
+    return 0;
+}
+
+void
+fa_udp_clear(fa_state *st)
+{
+    fa_net_state *n = &st->net;
+    Py_CLEAR(n->DatagramType);
+    Py_CLEAR(n->s_datagram_received);
+    Py_CLEAR(n->s_error_received);
+    Py_CLEAR(n->udp_max_size);
 }
