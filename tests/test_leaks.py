@@ -369,3 +369,162 @@ def test_loops_do_not_accumulate():
         del loop
     gc.collect()
     assert sum(r() is not None for r in refs) == 0
+
+
+# ------------------------------------------------------------ transports
+
+
+class _EchoCount(asyncio.BufferedProtocol):
+    """Collects what it receives; connection_lost resolves `lost`."""
+
+    def __init__(self, loop, buffered=False):
+        self.lost = loop.create_future()
+        self.received = 0
+        self._buf = bytearray(4096)
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def get_buffer(self, sizehint):
+        return self._buf
+
+    def buffer_updated(self, nbytes):
+        self.received += nbytes
+
+    def eof_received(self):
+        return False
+
+    def connection_lost(self, exc):
+        if not self.lost.done():
+            self.lost.set_result(exc)
+
+
+class _Plain(asyncio.Protocol):
+    def __init__(self, loop):
+        self.lost = loop.create_future()
+        self.received = 0
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.received += len(data)
+
+    def connection_lost(self, exc):
+        if not self.lost.done():
+            self.lost.set_result(exc)
+
+
+def test_leak_socket_transports(lp):
+    # Both ends of a socketpair as transports: writes, writelines, write_eof,
+    # pause/resume, close on one side and EOF on the other, every iteration.
+    async def one():
+        a, b = socket.socketpair()
+        ta, pa = await lp.connect_accepted_socket(lambda: _Plain(lp), a)
+        tb, pb = await lp.connect_accepted_socket(lambda: _EchoCount(lp), b)
+        ta.write(b"x" * 100)
+        ta.writelines([b"y" * 10, bytearray(b"z" * 10), memoryview(b"w" * 10)])
+        tb.pause_reading()
+        tb.resume_reading()
+        ta.write_eof()
+        await pb.lost
+        tb.close()
+        await pa.lost
+        assert pb.received == 130
+        ta.close()
+
+    def step(k):
+        for _ in range(k):
+            lp.run_until_complete(one())
+
+    _run_once(lp)  # the loop's own fds (signal wakeup pipe) exist from here
+    fds = _fds()
+    check_no_leak(step, n=3000, warmup=300)
+    assert _fds() == fds
+
+
+def test_leak_tcp_connections_and_server(lp):
+    async def main(k, port):
+        for _ in range(k):
+            tr, pr = await lp.create_connection(lambda: _Plain(lp), "127.0.0.1", port)
+            tr.write(b"ping")
+            await pr.lost  # the server echoes and closes
+            tr.close()
+
+    class Echo(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            self.transport.write(data)
+            self.transport.close()
+
+    srv = lp.run_until_complete(lp.create_server(Echo, "127.0.0.1", 0))
+    port = srv.sockets[0].getsockname()[1]
+    _run_once(lp)  # the loop's own fds (signal wakeup pipe) exist from here
+    fds = _fds()
+    try:
+        check_no_leak(lambda k: lp.run_until_complete(main(k, port)), n=1500, warmup=200)
+    finally:
+        srv.close()
+        lp.run_until_complete(srv.wait_closed())
+    assert _fds() <= fds
+
+
+def test_leak_transport_errors(lp):
+    # Refused connections, and a protocol whose data_received raises (the
+    # exception goes to the handler, the transport is closed).
+    lp.set_exception_handler(lambda loop, ctx: None)
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    closed_port = lsock.getsockname()[1]
+    lsock.close()
+
+    class Bad(_Plain):
+        def data_received(self, data):
+            raise ValueError("boom")
+
+    async def one():
+        try:
+            await lp.create_connection(asyncio.Protocol, "127.0.0.1", closed_port)
+        except ConnectionRefusedError:
+            pass
+        a, b = socket.socketpair()
+        ta, pa = await lp.connect_accepted_socket(lambda: _Plain(lp), a)
+        tb, pb = await lp.connect_accepted_socket(lambda: Bad(lp), b)
+        ta.write(b"data")
+        exc = await pb.lost
+        assert isinstance(exc, ValueError)
+        await pa.lost
+        ta.close()
+
+    def step(k):
+        for _ in range(k):
+            lp.run_until_complete(one())
+
+    _run_once(lp)  # the loop's own fds (signal wakeup pipe) exist from here
+    fds = _fds()
+    check_no_leak(step, n=2000, warmup=200)
+    assert _fds() == fds
+
+
+def test_leak_pipe_transports(lp):
+    async def one():
+        r, w = os.pipe()
+        rf, wf = os.fdopen(r, "rb", buffering=0), os.fdopen(w, "wb", buffering=0)
+        tr, pr = await lp.connect_read_pipe(lambda: _Plain(lp), rf)
+        tw, pw = await lp.connect_write_pipe(lambda: _Plain(lp), wf)
+        tw.write(b"through the pipe")
+        tw.close()
+        await pw.lost
+        await pr.lost
+        assert pr.received == 16
+
+    def step(k):
+        for _ in range(k):
+            lp.run_until_complete(one())
+
+    _run_once(lp)  # the loop's own fds (signal wakeup pipe) exist from here
+    fds = _fds()
+    check_no_leak(step, n=3000, warmup=300)
+    assert _fds() == fds
