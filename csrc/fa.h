@@ -338,6 +338,7 @@ PyObject *fa_loop_sock_sendfile(fa_loop *self, PyObject *args, PyObject *kwds);
 /* stream.c */
 extern PyType_Spec fa_stream_spec;
 void fa_stream_close_all(fa_loop *loop);
+int fa_stream_check_fd(fa_loop *loop, int fd);
 
 /* udp.c */
 int fa_udp_init(PyObject *module, fa_state *st);

@@ -162,7 +162,6 @@ drop_poll(fa_stream *t)
     if (t->poll == NULL) {
         return;
     }
-    list_remove(t);
     if (t->events) {
         loop->n_io--;
         t->events = 0;
@@ -184,24 +183,39 @@ void
 fa_stream_close_all(fa_loop *loop)
 {
     PyObject *held = PyList_New(0);
-    while (loop->streams != NULL) {
-        fa_stream *t = (fa_stream *)loop->streams;
+    fa_stream *t = (fa_stream *)loop->streams, *next;
+    for (; t != NULL; t = next) {
+        next = t->next;
         drop_poll(t);
         if (t->self_ref) {
-            t->self_ref = 0;
             if (held == NULL || PyList_Append(held, (PyObject *)t) < 0) {
                 PyErr_Clear();
                 continue; /* keep the reference: a leak, not a crash */
             }
-            Py_DECREF(t); /* the list holds it until the loop is done */
+            t->self_ref = 0;
+            Py_DECREF(t); /* the list holds it until the walk is done */
         }
     }
     Py_XDECREF(held);
 }
 
-/* Start or stop the poll to match what the transport waits for, and hold a
- * reference to itself while it waits.  The caller must own a reference
- * (the self-reference may be dropped here).  Returns -1 with an exception. */
+/* asyncio refuses to watch a fd a transport uses (add_reader, sock_*):
+ * RuntimeError naming the transport.  Returns -1 with it set, else 0.
+ * loop.sendfile() lends the fd to sock_sendfile while the transport waits
+ * (its empty waiter is set, its own poll idle). */
+int
+fa_stream_check_fd(fa_loop *loop, int fd)
+{
+    for (fa_stream *t = (fa_stream *)loop->streams; t != NULL; t = t->next) {
+        if (t->fd == fd && t->sock != NULL && t->empty_waiter == NULL) {
+            PyErr_Format(PyExc_RuntimeError, "File descriptor %d is used by transport %R", fd,
+                         (PyObject *)t);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* Create the uv_poll on first use: a write pipe on a character device
  * such as /dev/null, which epoll refuses, works as long as it never has
  * to wait, as with asyncio. */
@@ -233,10 +247,12 @@ ensure_poll(fa_stream *t)
         return fa_set_uv_error(rc, "uv_poll_init");
     }
     t->poll->data = t;
-    list_add(t);
     return 0;
 }
 
+/* Start or stop the poll to match what the transport waits for, and hold a
+ * reference to itself while it waits.  The caller must own a reference
+ * (the self-reference may be dropped here).  Returns -1 with an exception. */
 static int
 update_poll(fa_stream *t)
 {
@@ -1121,6 +1137,7 @@ release_fd(fa_stream *t)
 {
     PyObject *sock = t->sock, *r;
     drop_poll(t);
+    list_remove(t);
     t->fd = -1;
     if (sock == NULL) {
         return 0;
@@ -1498,6 +1515,7 @@ stream_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     t->extra = Py_NewRef(extra);
     t->sock = Py_NewRef(sock);
     t->server = server == Py_None ? NULL : Py_NewRef(server);
+    list_add(t);
     r = stream_set_protocol(t, protocol);
     if (r == NULL) {
         goto error;
@@ -1640,6 +1658,7 @@ stream_dealloc(fa_stream *t)
     }
     if (t->loop != NULL) {
         drop_poll(t);
+        list_remove(t);
     }
     wbuf_clear(t);
     PyMem_Free(t->wbuf);

@@ -197,6 +197,10 @@ fa_loop_add_io(fa_loop *self, PyObject *args, int events)
         goto error;
     }
     if (w == NULL || w->poll == NULL || uv_is_closing((uv_handle_t *)w->poll)) {
+        if (fa_stream_check_fd(self, fd) < 0) {
+            w = NULL;
+            goto error;
+        }
         if (w != NULL && PyDict_DelItem(self->watchers, key) < 0) {
             w = NULL;
             goto error;

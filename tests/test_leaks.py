@@ -273,6 +273,7 @@ def test_leak_gather_cancel(lp):
 def test_leak_add_remove_reader(lp):
     a, b = socket.socketpair()
     try:
+        _run_once(lp)  # the loop's own fds (signal wakeup pipe) exist from here
         fds_before = _fds()
 
         def step(n):

@@ -1,5 +1,4 @@
-"""fd watchers, signal handlers, executors, async generators, and the
-network methods flaskasync does not implement yet."""
+"""fd watchers, signal handlers, executors and async generators."""
 
 from __future__ import annotations
 
@@ -7,17 +6,14 @@ import asyncio
 import concurrent.futures
 import contextvars
 import gc
-import inspect
 import os
 import signal
 import socket
-import sys
 import threading
 import time
 
 import pytest
 
-import flaskasync
 
 
 # Helpers are defined here, not imported from conftest: another conftest.py
@@ -581,20 +577,3 @@ def test_asyncgen_after_shutdown_warns(loop):
         loop.run_until_complete(main())
 
 
-# ------------------------------------------ network methods (flaskasync)
-
-# Still to come: UDP (the rest of the network API is tested in
-# test_loop_stream.py, test_loop_unix.py, test_loop_tls.py, test_loop_pipes.py).
-NETWORK_METHODS = [
-    ("create_datagram_endpoint", (asyncio.DatagramProtocol,)),
-]
-
-
-@pytest.mark.parametrize("name,args", NETWORK_METHODS, ids=[n for n, _ in NETWORK_METHODS])
-def test_network_methods_not_implemented(fa_loop, name, args):
-    # flaskasync only: a method not built yet must say which one is missing
-    # instead of a bare NotImplementedError.
-    with pytest.raises(NotImplementedError, match=name):
-        res = getattr(fa_loop, name)(*args)
-        if inspect.isawaitable(res):
-            fa_loop.run_until_complete(res)

@@ -1846,3 +1846,23 @@ def test_transport_time_to_first_byte_is_quick(loop):
             return time.monotonic() - t0
 
     assert run(loop, main()) < 2.0
+
+
+def test_fd_used_by_transport_cannot_be_watched(loop):
+    # add_reader/add_writer and a sock_* wait on a transport's fd raise
+    # RuntimeError naming the transport, as asyncio does.
+    async def main():
+        a, b = socket.socketpair()
+        tr, _ = await loop.connect_accepted_socket(asyncio.Protocol, a)
+        await asyncio.sleep(0)
+        with pytest.raises(RuntimeError, match="is used by transport"):
+            loop.add_reader(a.fileno(), lambda: None)
+        with pytest.raises(RuntimeError, match="is used by transport"):
+            loop.add_writer(a.fileno(), lambda: None)
+        with pytest.raises(RuntimeError, match="is used by transport"):
+            await loop.sock_recv(a, 10)
+        tr.close()
+        await asyncio.sleep(0)
+        b.close()
+
+    run(loop, main())
