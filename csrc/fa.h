@@ -343,6 +343,7 @@ int fa_stream_check_fd(fa_loop *loop, int fd);
 /* udp.c */
 int fa_udp_init(PyObject *module, fa_state *st);
 void fa_udp_close_all(fa_loop *loop);
+int fa_udp_check_fd(fa_loop *loop, int fd);
 int fa_udp_traverse(fa_state *st, visitproc visit, void *arg);
 void fa_udp_clear(fa_state *st);
 PyTypeObject *fa_stream_make_type(PyObject *module);

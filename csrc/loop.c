@@ -1398,6 +1398,7 @@ loop_close_c(fa_loop *self, PyObject *Py_UNUSED(ignored))
     heap_clear(self);
     fa_loop_close_watchers(self);
     fa_stream_close_all(self);
+    fa_udp_close_all(self);
     /* DNS lookups still queued are dropped; one already running in
      * libuv's threadpool cannot be: wait for it with the GIL released (the
      * prepare handle releases it when `blocking` is set), so other threads
@@ -1590,6 +1591,7 @@ loop_dealloc(fa_loop *self)
         self->closed = 1;
         fa_loop_close_watchers(self);
         fa_stream_close_all(self);
+        fa_udp_close_all(self);
         if (self->uv_ready && self->fork_gen == atomic_load(&fa_fork_generation)) {
             while (self->n_closing > 0) {
                 uv_run(&self->uv, UV_RUN_NOWAIT);

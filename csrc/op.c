@@ -705,7 +705,7 @@ fa_net_traverse(fa_state *st, visitproc visit, void *arg)
     Py_VISIT(st->net.OpType);
     Py_VISIT(st->net.SSLSocket);
     Py_VISIT(st->net.StreamType);
-    return 0;
+    return fa_udp_traverse(st, visit, arg);
 }
 
 void
@@ -727,6 +727,7 @@ fa_net_clear(fa_state *st)
     Py_CLEAR(n->set_result_unless_cancelled);
     Py_CLEAR(n->logger);
     Py_CLEAR(n->minus_one);
+    fa_udp_clear(st);
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         Py_CLEAR(*names[i]);
     }

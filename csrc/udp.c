@@ -70,12 +70,14 @@ typedef struct fa_udp_s {
     fa_handle *write_h;              /* Handle calling self._sendto_ready */
     uv_poll_t *poll;                 /* malloc'd, freed by its close callback */
     int fd;                          /* -1 once closed */
+    int sock_fd;                     /* the fd, kept for repr() and _sock_fd */
     int family;                      /* the socket's address family */
     int direct;                      /* recvfrom() here (AF_INET, AF_INET6, AF_UNIX) */
     int connected;                   /* extra['peername'] is set: send(), not sendto() */
     int events;                      /* events the poll is started for */
     int self_ref;                    /* holds a reference to itself */
     int started;                     /* reading started after connection_made */
+    int paused;                      /* pause_reading() */
     int closing;
     int conn_lost;                   /* asyncio's _conn_lost counter */
     int write_armed;                 /* waiting for writability (asyncio's writer) */
@@ -95,11 +97,10 @@ typedef struct fa_udp_s {
     PyObject *last_addr;
 
     PyObject *weakreflist;
-    struct fa_udp_s *prev, *next;    /* st->net.udp_transports, while the poll exists */
+    struct fa_udp_s *prev, *next;    /* st->net.udp_transports, until the socket is closed */
 } fa_udp;
 
 static char *recv_buf;               /* shared receive buffer (GIL held throughout) */
-static int TMP_via_socket;
 
 static inline fa_net_state *
 net(fa_udp *t)
@@ -187,7 +188,6 @@ drop_poll(fa_udp *t)
     if (t->poll == NULL) {
         return;
     }
-    list_remove(t);
     if (t->events) {
         loop->n_io--;
         t->events = 0;
@@ -202,6 +202,21 @@ drop_poll(fa_udp *t)
     t->poll = NULL;
 }
 
+/* asyncio refuses to watch a fd a transport uses (add_reader, sock_*):
+ * RuntimeError naming the transport.  Returns -1 with it set, else 0. */
+int
+fa_udp_check_fd(fa_loop *loop, int fd)
+{
+    for (fa_udp *t = (fa_udp *)loop->st->net.udp_transports; t != NULL; t = t->next) {
+        if (t->loop == loop && t->fd == fd && t->sock != NULL) {
+            PyErr_Format(PyExc_RuntimeError, "File descriptor %d is used by transport %R", fd,
+                         (PyObject *)t);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* loop.close(): stop watching the fds of the loop's datagram transports.
  * A transport that only its watch kept alive is then collected, with a
  * ResourceWarning, as with asyncio's loop.  Idempotent. */
@@ -210,22 +225,21 @@ fa_udp_close_all(fa_loop *loop)
 {
     fa_net_state *n = &loop->st->net;
     PyObject *held = PyList_New(0);
-    fa_udp *t = (fa_udp *)n->udp_transports;
-    while (t != NULL) {
-        fa_udp *next = t->next;
-        if (t->loop == loop) {
-            drop_poll(t);
-            if (t->self_ref) {
-                t->self_ref = 0;
-                if (held == NULL || PyList_Append(held, (PyObject *)t) < 0) {
-                    PyErr_Clear();
-                }
-                else {
-                    Py_DECREF(t); /* the list holds it until the walk is over */
-                }
-            }
+    fa_udp *t = (fa_udp *)n->udp_transports, *next;
+    for (; t != NULL; t = next) {
+        next = t->next;
+        if (t->loop != loop) {
+            continue;
         }
-        t = next;
+        drop_poll(t);
+        if (t->self_ref) {
+            if (held == NULL || PyList_Append(held, (PyObject *)t) < 0) {
+                PyErr_Clear();
+                continue; /* keep the reference: a leak, not a crash */
+            }
+            t->self_ref = 0;
+            Py_DECREF(t); /* the list holds it until the walk is over */
+        }
     }
     Py_XDECREF(held);
 }
@@ -261,7 +275,6 @@ ensure_poll(fa_udp *t)
         return fa_set_uv_error(rc, "uv_poll_init");
     }
     t->poll->data = t;
-    list_add(t);
     return 0;
 }
 
@@ -274,7 +287,7 @@ update_poll(fa_udp *t)
     fa_loop *loop = t->loop;
     int want = 0, r;
     if (t->fd >= 0) {
-        if (t->started && !t->closing) {
+        if (t->started && !t->closing && !t->paused) {
             want |= UV_READABLE;
         }
         if (t->write_armed) {
@@ -350,7 +363,7 @@ udp_on_io(uv_poll_t *p, int status, int events)
         }
         events = UV_READABLE | UV_WRITABLE;
     }
-    if ((events & UV_READABLE) && t->started && !t->closing && t->read_h != NULL &&
+    if ((events & UV_READABLE) && t->started && !t->closing && !t->paused && t->read_h != NULL &&
         !t->read_h->queued) {
         if (fa_loop_push_ready(loop, t->read_h) == 0) {
             t->read_h->queued = 1;
@@ -763,6 +776,7 @@ release_fd(fa_udp *t)
 {
     PyObject *sock = t->sock, *r;
     drop_poll(t);
+    list_remove(t);
     t->fd = -1;
     if (sock == NULL) {
         return 0;
@@ -910,7 +924,7 @@ static PyObject *
 udp_read_ready(fa_udp *t, PyObject *Py_UNUSED(ignored))
 {
     int r;
-    if (t->conn_lost || t->closing || t->fd < 0 || t->lost) {
+    if (t->conn_lost || t->closing || t->paused || t->fd < 0 || t->lost) {
         Py_RETURN_NONE;
     }
     Py_INCREF(t);
@@ -950,7 +964,7 @@ send_one(fa_udp *t, PyObject *data, PyObject *addr)
         PyErr_SetString(PyExc_RuntimeError, "the datagram transport's socket is closed");
         return -1;
     }
-    if ((TMP_via_socket || !t->connected) && (TMP_via_socket || addr == NULL || !fast_sockaddr(t->family, addr, &ss, &sslen))) {
+    if (!t->connected && (addr == NULL || !fast_sockaddr(t->family, addr, &ss, &sslen))) {
         /* Let the socket module parse the address and raise its errors. */
         PyObject *args[3] = {t->sock, data, addr != NULL ? addr : Py_None};
         PyObject *res = PyObject_VectorcallMethod(net(t)->s_sendto, args,
@@ -965,6 +979,9 @@ send_one(fa_udp *t, PyObject *data, PyObject *addr)
         }
         Py_DECREF(res);
         return 1;
+    }
+    if (!t->connected && PySys_Audit("socket.sendto", "OO", t->sock, addr) < 0) {
+        return -1; /* the event socket.sendto() raises */
     }
     if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
         return -1;
@@ -1245,13 +1262,68 @@ udp_fatal_error(fa_udp *t, PyObject *args)
 static PyObject *
 udp_start_reading(fa_udp *t, PyObject *Py_UNUSED(ignored))
 {
-    if (t->started || t->sock == NULL || t->closing) {
+    if (t->started || t->sock == NULL || t->closing || t->paused) {
         Py_RETURN_NONE;
     }
     t->started = 1;
     if (update_poll(t) < 0) {
         return NULL;
     }
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------ reading control */
+
+/* Python 3.11.3+ gives datagram transports pause_reading/resume_reading. */
+static PyObject *
+udp_is_reading(fa_udp *t, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(!t->closing && !t->paused);
+}
+
+static void
+debug_log(fa_udp *t, const char *what)
+{
+    if (t->loop->debug) {
+        PyObject *r = PyObject_CallMethod(net(t)->logger, "debug", "sO", what, (PyObject *)t);
+        if (r == NULL) {
+            PyErr_WriteUnraisable((PyObject *)t);
+        }
+        Py_XDECREF(r);
+    }
+}
+
+static PyObject *
+udp_pause_reading(fa_udp *t, PyObject *Py_UNUSED(ignored))
+{
+    if (t->closing || t->paused) {
+        Py_RETURN_NONE;
+    }
+    t->paused = 1;
+    Py_INCREF(t);
+    int r = update_poll(t);
+    if (r == 0) {
+        debug_log(t, "%r pauses reading");
+    }
+    Py_DECREF(t);
+    if (r < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+udp_resume_reading(fa_udp *t, PyObject *Py_UNUSED(ignored))
+{
+    if (t->closing || !t->paused) {
+        Py_RETURN_NONE;
+    }
+    t->paused = 0;
+    t->started = 1; /* asyncio adds its reader here, even before connection_made's turn */
+    if (update_poll(t) < 0) {
+        return NULL;
+    }
+    debug_log(t, "%r resumes reading");
     Py_RETURN_NONE;
 }
 
@@ -1360,29 +1432,13 @@ static PyObject *
 udp_repr(fa_udp *t)
 {
     const char *state = t->sock == NULL ? " closed" : (t->closing ? " closing" : "");
-    if (t->loop == NULL || t->loop->closed) {
-        return PyUnicode_FromFormat("<%s%s fd=%d>", Py_TYPE(t)->tp_name, state, t->fd);
+    if (t->loop == NULL || t->loop->closed || t->lost) {
+        return PyUnicode_FromFormat("<%s%s fd=%d>", Py_TYPE(t)->tp_name, state, t->sock_fd);
     }
     return PyUnicode_FromFormat("<%s%s fd=%d read=%s write=<%s, bufsize=%zd>>",
-                                Py_TYPE(t)->tp_name, state, t->fd,
+                                Py_TYPE(t)->tp_name, state, t->sock_fd,
                                 t->events & UV_READABLE ? "polling" : "idle",
                                 t->events & UV_WRITABLE ? "polling" : "idle", t->qsize);
-}
-
-/* DatagramTransport._close_all(loop): fa_udp_close_all for loop.close(). */
-static PyObject *
-udp_close_all_meth(PyObject *cls, PyObject *loop)
-{
-    PyObject *mod = PyType_GetModuleByDef((PyTypeObject *)cls, &fa_module_def);
-    if (mod == NULL) {
-        return NULL;
-    }
-    if (!PyObject_TypeCheck(loop, fa_get_state(mod)->LoopType)) {
-        PyErr_SetString(PyExc_TypeError, "_close_all() needs a flaskasync loop");
-        return NULL;
-    }
-    fa_udp_close_all((fa_loop *)loop);
-    Py_RETURN_NONE;
 }
 
 /* ------------------------------------------------------------ type */
@@ -1439,15 +1495,16 @@ udp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return NULL;
     }
     t->loop = (fa_loop *)Py_NewRef(loop);
-    t->fd = (int)fd;
+    t->fd = t->sock_fd = (int)fd;
     t->family = family;
-    t->direct = !TMP_via_socket && (family == AF_INET || family == AF_INET6 || family == AF_UNIX);
+    t->direct = family == AF_INET || family == AF_INET6 || family == AF_UNIX;
     t->high = DEFAULT_HIGH;
     t->low = DEFAULT_HIGH / 4;
     t->extra = Py_NewRef(extra);
     t->sock = Py_NewRef(sock);
     t->protocol = Py_NewRef(protocol);
     t->address = address == Py_None ? NULL : Py_NewRef(address);
+    list_add(t);
     if (peer != NULL) {
         int c = PyObject_IsTrue(peer);
         if (c < 0) {
@@ -1593,6 +1650,7 @@ udp_dealloc(fa_udp *t)
     }
     if (t->loop != NULL) {
         drop_poll(t);
+        list_remove(t);
     }
     udp_clear(t);
     PyMem_Free(t->q);
@@ -1611,7 +1669,7 @@ udp_get_sock(fa_udp *t, void *Py_UNUSED(c))
 static PyObject *
 udp_get_fd(fa_udp *t, void *Py_UNUSED(c))
 {
-    return PyLong_FromLong(t->fd);
+    return PyLong_FromLong(t->sock_fd);
 }
 
 static PyObject *
@@ -1678,7 +1736,7 @@ udp_get_buffer(fa_udp *t, void *Py_UNUSED(c))
 
 static PyGetSetDef udp_getset[] = {
     {"_sock", (getter)udp_get_sock, NULL, "the socket (None once closed)", NULL},
-    {"_sock_fd", (getter)udp_get_fd, NULL, "the fd (-1 once closed)", NULL},
+    {"_sock_fd", (getter)udp_get_fd, NULL, "the socket's fd (kept after closing)", NULL},
     {"_loop", (getter)udp_get_loop_attr, NULL, "the loop (None once connection_lost ran)", NULL},
     {"_protocol", (getter)udp_get_protocol_attr, NULL, NULL, NULL},
     {"_closing", (getter)udp_get_closing_attr, NULL, NULL, NULL},
@@ -1704,6 +1762,10 @@ static PyMethodDef udp_methods[] = {
     {"abort", (PyCFunction)udp_abort, METH_NOARGS,
      "Close now, dropping queued datagrams; connection_lost(None) follows."},
     {"is_closing", (PyCFunction)udp_is_closing, METH_NOARGS, NULL},
+    {"is_reading", (PyCFunction)udp_is_reading, METH_NOARGS, NULL},
+    {"pause_reading", (PyCFunction)udp_pause_reading, METH_NOARGS,
+     "Stop calling datagram_received until resume_reading()."},
+    {"resume_reading", (PyCFunction)udp_resume_reading, METH_NOARGS, NULL},
     {"get_extra_info", (PyCFunction)(void (*)(void))udp_get_extra_info,
      METH_VARARGS | METH_KEYWORDS, "get_extra_info(name, default=None)"},
     {"set_protocol", (PyCFunction)udp_set_protocol, METH_O, NULL},
@@ -1718,8 +1780,6 @@ static PyMethodDef udp_methods[] = {
     {"_sendto_ready", (PyCFunction)udp_sendto_ready, METH_NOARGS, NULL},
     {"_start_reading", (PyCFunction)udp_start_reading, METH_NOARGS, NULL},
     {"_call_connection_lost", (PyCFunction)udp_call_connection_lost, METH_O, NULL},
-    {"_close_all", (PyCFunction)udp_close_all_meth, METH_O | METH_CLASS,
-     "_close_all(loop): stop the fd watches of loop's datagram transports (loop.close())."},
     {NULL},
 };
 
@@ -1801,7 +1861,6 @@ int
 fa_udp_init(PyObject *module, fa_state *st)
 {
     fa_net_state *n = &st->net;
-    TMP_via_socket = getenv("FA_UDP_VIA_SOCKET") != NULL;
     n->DatagramType = make_type(module);
     if (n->DatagramType == NULL ||
         PyModule_AddObjectRef(module, "DatagramTransport", (PyObject *)n->DatagramType) < 0) {

@@ -26,7 +26,6 @@ import stat
 import subprocess
 import sys
 import threading
-import warnings
 
 from asyncio import base_subprocess, constants, sslproto, staggered, trsock
 

@@ -49,12 +49,6 @@ class DatagramMixin:
                 extra["peername"] = None
         return DatagramTransport(self, sock, protocol, extra, address, waiter)
 
-    def _close(self):
-        # Stop the datagram transports' fd watches before the C loop closes
-        # (loop.close() runs the checks, then this).
-        _core.DatagramTransport._close_all(self)
-        super()._close()
-
     async def _resolve_datagram(self, address, family, proto, flags):
         host, port = address
         info = None

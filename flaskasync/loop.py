@@ -22,7 +22,7 @@ import threading
 import traceback
 import warnings
 import weakref
-from asyncio import coroutines, format_helpers
+from asyncio import coroutines
 
 from . import _core
 from ._net import NetworkMixin
