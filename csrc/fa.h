@@ -166,7 +166,8 @@ struct fa_loop {
 
     void *jobs;                  /* app loop: runner jobs waiting (fa_job list) */
     fa_op *requests;             /* libuv requests in flight (dns.c), cancelled by close */
-    void *streams;               /* stream.c: transports with a uv_poll (linked list) */
+    void *streams;               /* stream.c: live stream transports (linked list) */
+    void *orphans;               /* polls whose transport died off the loop thread */
 
     PyObject *task_factory;
     PyObject *weakreflist;
@@ -217,6 +218,8 @@ int fa_loop_enter(fa_loop *self);
 void fa_loop_leave(fa_loop *self);
 void fa_loop_arm_timer(fa_loop *self);
 void fa_loop_poke(fa_loop *self);
+int fa_loop_close_poll(fa_loop *self, uv_poll_t *p, PyObject *sock);
+void fa_loop_close_orphans(fa_loop *self);
 PyObject *fa_loop_create_task(fa_loop *self, PyObject *coro, PyObject *name,
                               PyObject *context);
 double fa_now(void);

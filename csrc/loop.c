@@ -449,6 +449,9 @@ fa_loop_collect(fa_loop *self, int may_block)
         self->io_dirty = 0;
         uv_run(&self->uv, UV_RUN_NOWAIT);
     }
+    if (self->orphans != NULL) {
+        fa_loop_close_orphans(self);
+    }
     if (PyErr_Occurred()) {
         return -1;
     }
@@ -901,6 +904,76 @@ fa_loop_poke(fa_loop *self)
 {
     if (self->uv_ready && !fa_loop_forked(self)) {
         uv_async_send(&self->wakeup);
+    }
+}
+
+/* ---------------------------------------------------- transport polls */
+
+typedef struct fa_orphan {
+    uv_poll_t *poll;
+    PyObject *sock;              /* closed once the poll is */
+    struct fa_orphan *next;
+} fa_orphan;
+
+static void
+on_poll_closed(uv_handle_t *h)
+{
+    fa_loop *loop = (fa_loop *)h->data;
+    loop->n_closing--;
+    PyMem_RawFree(h);
+}
+
+/* Close a transport's uv_poll.  On the thread running the loop, or with
+ * the loop not running, at once (returns 0: the caller closes the socket
+ * after).  From another thread (a transport finalized by a GC pass there)
+ * the loop may be inside uv_run with the GIL released, so libuv must not
+ * be touched: the poll and the socket go to the loop thread, which closes
+ * the poll and then the socket (returns 1: the caller must not close
+ * sock).  Closing the fd first would let its number be reused before
+ * libuv drops the old registration, which would remove the new one. */
+int
+fa_loop_close_poll(fa_loop *self, uv_poll_t *p, PyObject *sock)
+{
+    if (fa_loop_forked(self) || !self->uv_ready) {
+        return 0; /* the handle's memory goes with the parent's uv loop */
+    }
+    if (self->thread_id != 0 && self->thread_id != PyThread_get_thread_ident()) {
+        fa_orphan *o = PyMem_RawMalloc(sizeof(fa_orphan));
+        if (o != NULL) {
+            o->poll = p;
+            o->sock = Py_XNewRef(sock);
+            o->next = (fa_orphan *)self->orphans;
+            self->orphans = o; /* the GIL serializes this list */
+            fa_loop_poke(self);
+            return 1;
+        }
+        /* Out of memory: closing now is the lesser risk. */
+    }
+    p->data = self;
+    self->n_closing++;
+    uv_close((uv_handle_t *)p, on_poll_closed);
+    return 0;
+}
+
+/* On the loop thread: close the polls handed over by other threads. */
+void
+fa_loop_close_orphans(fa_loop *self)
+{
+    while (self->orphans != NULL) {
+        fa_orphan *o = (fa_orphan *)self->orphans;
+        self->orphans = o->next;
+        o->poll->data = self;
+        self->n_closing++;
+        uv_close((uv_handle_t *)o->poll, on_poll_closed);
+        if (o->sock != NULL) {
+            PyObject *r = PyObject_CallMethod(o->sock, "close", NULL);
+            if (r == NULL) {
+                PyErr_WriteUnraisable(o->sock);
+            }
+            Py_XDECREF(r);
+            Py_DECREF(o->sock);
+        }
+        PyMem_RawFree(o);
     }
 }
 
@@ -1399,6 +1472,7 @@ loop_close_c(fa_loop *self, PyObject *Py_UNUSED(ignored))
     fa_loop_close_watchers(self);
     fa_stream_close_all(self);
     fa_udp_close_all(self);
+    fa_loop_close_orphans(self);
     /* DNS lookups still queued are dropped; one already running in
      * libuv's threadpool cannot be: wait for it with the GIL released (the
      * prepare handle releases it when `blocking` is set), so other threads
@@ -1592,6 +1666,7 @@ loop_dealloc(fa_loop *self)
         fa_loop_close_watchers(self);
         fa_stream_close_all(self);
         fa_udp_close_all(self);
+        fa_loop_close_orphans(self);
         if (self->uv_ready && self->fork_gen == atomic_load(&fa_fork_generation)) {
             while (self->n_closing > 0) {
                 uv_run(&self->uv, UV_RUN_NOWAIT);

@@ -61,6 +61,7 @@ typedef struct fa_stream_s {
     int started;                 /* reading started after connection_made */
     int protocol_paused;         /* pause_writing() called */
     int conn_lost;
+    int dropped;                 /* pipes: writes dropped after close */
     int lost_scheduled;          /* _call_connection_lost is scheduled/ran */
     Py_ssize_t high, low;
 
@@ -116,14 +117,6 @@ log_warning(fa_stream *t, const char *message)
     Py_XDECREF(r);
 }
 
-static void
-stream_poll_closed(uv_handle_t *h)
-{
-    fa_loop *loop = (fa_loop *)h->data;
-    loop->n_closing--;
-    PyMem_RawFree(h);
-}
-
 static void stream_on_io(uv_poll_t *p, int status, int events);
 
 static void
@@ -153,27 +146,25 @@ list_remove(fa_stream *t)
     t->prev = t->next = NULL;
 }
 
-/* Close the uv_poll of a transport (its fd stays open, owned by the
- * socket object).  With the loop closed or forked, libuv is not touched. */
-static void
-drop_poll(fa_stream *t)
+/* Close the uv_poll of a transport (its fd stays open, owned by the socket
+ * object).  Returns 1 if the loop took sock over to close it after the
+ * poll (see fa_loop_close_poll), else 0. */
+static int
+drop_poll(fa_stream *t, PyObject *sock)
 {
     fa_loop *loop = t->loop;
-    if (t->poll == NULL) {
-        return;
+    uv_poll_t *p = t->poll;
+    if (p == NULL) {
+        return 0;
     }
+    t->poll = NULL;
     if (t->events) {
+        /* Only on the loop thread: a started poll keeps its transport alive. */
+        uv_poll_stop(p);
         loop->n_io--;
         t->events = 0;
     }
-    if (!fa_loop_forked(loop) && loop->uv_ready) {
-        uv_poll_stop(t->poll);
-        t->poll->data = loop;
-        loop->n_closing++;
-        uv_close((uv_handle_t *)t->poll, stream_poll_closed);
-    }
-    /* else: the handle's memory goes with the uv loop of the parent. */
-    t->poll = NULL;
+    return fa_loop_close_poll(loop, p, sock);
 }
 
 /* loop.close(): stop watching every transport's fd.  A transport that was
@@ -186,7 +177,7 @@ fa_stream_close_all(fa_loop *loop)
     fa_stream *t = (fa_stream *)loop->streams, *next;
     for (; t != NULL; t = next) {
         next = t->next;
-        drop_poll(t);
+        drop_poll(t, NULL);
         if (t->self_ref) {
             if (held == NULL || PyList_Append(held, (PyObject *)t) < 0) {
                 PyErr_Clear();
@@ -559,6 +550,9 @@ schedule_lost(fa_stream *t, PyObject *exc)
     if (t->lost_scheduled) {
         return 0;
     }
+    if (fa_loop_check_closed(t->loop) < 0) {
+        return -1; /* as asyncio's call_soon: RuntimeError('Event loop is closed') */
+    }
     t->lost_scheduled = 1;
     cb = PyObject_GetAttrString((PyObject *)t, "_call_connection_lost");
     if (cb == NULL) {
@@ -730,6 +724,11 @@ read_data(fa_stream *t)
     r = PyObject_CallMethodOneArg(t->protocol, t->loop->st->net.s_data_received, data);
     Py_DECREF(data);
     if (r == NULL) {
+        if (t->mode == MODE_READ_PIPE) {
+            /* asyncio's pipe transport lets it reach the loop ("Exception in
+             * callback"), and keeps reading. */
+            return -1;
+        }
         return callback_failed(t, "Fatal error: protocol.data_received() call failed.");
     }
     Py_DECREF(r);
@@ -929,15 +928,25 @@ check_can_write(fa_stream *t)
 static int
 write_dropped(fa_stream *t)
 {
-    int dropped = is_socket(t) ? t->conn_lost : (t->conn_lost || t->closing);
-    if (!dropped) {
+    if (is_socket(t)) {
+        if (!t->conn_lost) {
+            return 0;
+        }
+        if (t->conn_lost >= LOG_THRESHOLD) {
+            log_warning(t, "socket.send() raised exception.");
+        }
+        t->conn_lost++;
+        return 1;
+    }
+    /* A pipe drops writes once closing, but still flushes what it has:
+     * count them apart from conn_lost, which stops the flush. */
+    if (!t->conn_lost && !t->closing) {
         return 0;
     }
-    if (t->conn_lost >= LOG_THRESHOLD) {
-        log_warning(t, is_socket(t) ? "socket.send() raised exception."
-                                    : "pipe closed by peer or os.write(pipe, data) raised exception.");
+    if (t->conn_lost + t->dropped >= LOG_THRESHOLD) {
+        log_warning(t, "pipe closed by peer or os.write(pipe, data) raised exception.");
     }
-    t->conn_lost++;
+    t->dropped++;
     return 1;
 }
 
@@ -975,10 +984,15 @@ write_one(fa_stream *t, PyObject *data)
 static PyObject *
 stream_write(fa_stream *t, PyObject *data)
 {
+    Py_ssize_t len;
     if (check_data(data) < 0 || check_can_write(t) < 0) {
         return NULL;
     }
-    if (PyObject_Length(data) == 0 || write_dropped(t)) {
+    len = PyObject_Length(data);
+    if (len < 0) {
+        return NULL; /* e.g. a released memoryview */
+    }
+    if (len == 0 || write_dropped(t)) {
         Py_RETURN_NONE;
     }
     if (write_one(t, data) < 0 || update_poll(t) < 0 || maybe_pause_protocol(t) < 0) {
@@ -994,32 +1008,31 @@ stream_writelines(fa_stream *t, PyObject *lines)
     if (check_can_write(t) < 0) {
         return NULL;
     }
-    it = PyObject_GetIter(lines);
+    /* Check every item before queueing any, so a bad item writes nothing. */
+    it = PySequence_Fast(lines, "writelines() argument must be iterable");
     if (it == NULL) {
         return NULL;
     }
-    /* Queue everything, then send it with one sendmsg. */
-    while ((item = PyIter_Next(it)) != NULL) {
-        if (check_data(item) < 0) {
-            Py_DECREF(item);
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(it);
+    PyObject **items = PySequence_Fast_ITEMS(it);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (check_data(items[i]) < 0 || PyObject_Length(items[i]) < 0) {
             Py_DECREF(it);
             return NULL;
         }
+    }
+    /* Queue everything, then send it with one sendmsg. */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        item = items[i];
         if (PyObject_Length(item) == 0 || write_dropped(t)) {
-            Py_DECREF(item);
             continue;
         }
-        int r = wbuf_push(t, item, 0);
-        Py_DECREF(item);
-        if (r < 0) {
+        if (wbuf_push(t, item, 0) < 0) {
             Py_DECREF(it);
             return NULL;
         }
     }
     Py_DECREF(it);
-    if (PyErr_Occurred()) {
-        return NULL;
-    }
     if (t->wsize > 0 && !t->conn_lost && t->events == 0) {
         /* Nothing was waiting: try to send now, as write() does. */
         PyObject *r = stream_write_ready(t, NULL);
@@ -1136,13 +1149,17 @@ static int
 release_fd(fa_stream *t)
 {
     PyObject *sock = t->sock, *r;
-    drop_poll(t);
+    int handed_over = drop_poll(t, sock);
     list_remove(t);
     t->fd = -1;
     if (sock == NULL) {
         return 0;
     }
     t->sock = NULL;
+    if (handed_over) {
+        Py_DECREF(sock); /* the loop thread closes it after the poll */
+        return 0;
+    }
     r = PyObject_CallMethod(sock, "close", NULL);
     Py_DECREF(sock);
     if (r == NULL) {
@@ -1179,6 +1196,28 @@ stream_call_connection_lost(fa_stream *t, PyObject *exc)
     wbuf_clear(t);
     t->closing = 1;
     Py_CLEAR(t->protocol);
+    if (t->empty_waiter != NULL) {
+        /* sendfile() is waiting for the buffer to drain: it never will. */
+        PyObject *done = PyObject_CallMethod(t->empty_waiter, "done", NULL);
+        int is_done = done == NULL ? -1 : PyObject_IsTrue(done);
+        Py_XDECREF(done);
+        if (is_done == 0) {
+            PyObject *cexc = PyObject_CallFunction(PyExc_ConnectionError, "s",
+                                                   "Connection is closed by peer");
+            if (cexc == NULL || set_empty_waiter(t, cexc) < 0) {
+                if (err == NULL) {
+                    err = fa_fetch_exception();
+                }
+                else {
+                    PyErr_Clear();
+                }
+            }
+            Py_XDECREF(cexc);
+        }
+        else if (is_done < 0) {
+            PyErr_Clear();
+        }
+    }
     Py_CLEAR(t->empty_waiter);
     if (t->read_h != NULL) {
         t->read_h->cancelled = 1;
@@ -1356,6 +1395,20 @@ stream_get_write_buffer_limits(fa_stream *t, PyObject *Py_UNUSED(ignored))
     return Py_BuildValue("(nn)", t->low, t->high);
 }
 
+/* A buffer limit: any real number (asyncio takes floats too), truncated. */
+static Py_ssize_t
+limit_value(PyObject *v)
+{
+    Py_ssize_t r;
+    PyObject *i = PyFloat_Check(v) ? PyNumber_Long(v) : PyNumber_Index(v);
+    if (i == NULL) {
+        return -1;
+    }
+    r = PyLong_AsSsize_t(i);
+    Py_DECREF(i);
+    return r;
+}
+
 static int
 set_limits(fa_stream *t, PyObject *high_obj, PyObject *low_obj)
 {
@@ -1365,7 +1418,7 @@ set_limits(fa_stream *t, PyObject *high_obj, PyObject *low_obj)
             high = DEFAULT_HIGH;
         }
         else {
-            low = PyNumber_AsSsize_t(low_obj, PyExc_OverflowError);
+            low = limit_value(low_obj);
             if (low == -1 && PyErr_Occurred()) {
                 return -1;
             }
@@ -1373,7 +1426,7 @@ set_limits(fa_stream *t, PyObject *high_obj, PyObject *low_obj)
         }
     }
     else {
-        high = PyNumber_AsSsize_t(high_obj, PyExc_OverflowError);
+        high = limit_value(high_obj);
         if (high == -1 && PyErr_Occurred()) {
             return -1;
         }
@@ -1382,7 +1435,7 @@ set_limits(fa_stream *t, PyObject *high_obj, PyObject *low_obj)
         low = high >= 0 ? high / 4 : -((-high + 3) / 4); /* Python's high // 4 */
     }
     else {
-        low = PyNumber_AsSsize_t(low_obj, PyExc_OverflowError);
+        low = limit_value(low_obj);
         if (low == -1 && PyErr_Occurred()) {
             return -1;
         }
@@ -1657,7 +1710,7 @@ stream_dealloc(fa_stream *t)
         PyObject_ClearWeakRefs((PyObject *)t);
     }
     if (t->loop != NULL) {
-        drop_poll(t);
+        drop_poll(t, NULL);
         list_remove(t);
     }
     wbuf_clear(t);
@@ -1718,7 +1771,15 @@ stream_get_buffer_attr(fa_stream *t, void *Py_UNUSED(c))
     return b;
 }
 
+static PyObject *
+stream_get_protocol_paused(fa_stream *t, void *Py_UNUSED(c))
+{
+    return PyBool_FromLong(t->protocol_paused);
+}
+
 static PyGetSetDef stream_getset[] = {
+    {"_protocol_paused", (getter)stream_get_protocol_paused, NULL,
+     "pause_writing() was called and resume_writing() not yet", NULL},
     {"_sock", (getter)stream_get_sock, NULL, "the socket or pipe (None once closed)", NULL},
     {"_sock_fd", (getter)stream_get_fd, NULL, "the fd (-1 once closed)", NULL},
     {"_loop", (getter)stream_get_loop_attr, NULL, NULL, NULL},

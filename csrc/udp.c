@@ -171,35 +171,25 @@ list_remove(fa_udp *t)
     t->prev = t->next = NULL;
 }
 
-static void
-udp_poll_closed(uv_handle_t *h)
-{
-    fa_loop *loop = (fa_loop *)h->data;
-    loop->n_closing--;
-    PyMem_RawFree(h);
-}
-
-/* Close the uv_poll (the fd stays open, owned by the socket object).  With
- * the loop closed or forked, libuv is not touched. */
-static void
-drop_poll(fa_udp *t)
+/* Close the uv_poll (the fd stays open, owned by the socket object).
+ * Returns 1 if the loop took sock over to close it after the poll (see
+ * fa_loop_close_poll), else 0. */
+static int
+drop_poll(fa_udp *t, PyObject *sock)
 {
     fa_loop *loop = t->loop;
-    if (t->poll == NULL) {
-        return;
+    uv_poll_t *p = t->poll;
+    if (p == NULL) {
+        return 0;
     }
+    t->poll = NULL;
     if (t->events) {
+        /* Only on the loop thread: a started poll keeps its transport alive. */
+        uv_poll_stop(p);
         loop->n_io--;
         t->events = 0;
     }
-    if (!fa_loop_forked(loop) && loop->uv_ready) {
-        uv_poll_stop(t->poll);
-        t->poll->data = loop;
-        loop->n_closing++;
-        uv_close((uv_handle_t *)t->poll, udp_poll_closed);
-    }
-    /* else: the handle's memory goes with the parent's uv loop. */
-    t->poll = NULL;
+    return fa_loop_close_poll(loop, p, sock);
 }
 
 /* asyncio refuses to watch a fd a transport uses (add_reader, sock_*):
@@ -231,7 +221,7 @@ fa_udp_close_all(fa_loop *loop)
         if (t->loop != loop) {
             continue;
         }
-        drop_poll(t);
+        drop_poll(t, NULL);
         if (t->self_ref) {
             if (held == NULL || PyList_Append(held, (PyObject *)t) < 0) {
                 PyErr_Clear();
@@ -775,13 +765,17 @@ static int
 release_fd(fa_udp *t)
 {
     PyObject *sock = t->sock, *r;
-    drop_poll(t);
+    int handed_over = drop_poll(t, sock);
     list_remove(t);
     t->fd = -1;
     if (sock == NULL) {
         return 0;
     }
     t->sock = NULL;
+    if (handed_over) {
+        Py_DECREF(sock); /* the loop thread closes it after the poll */
+        return 0;
+    }
     r = PyObject_CallMethod(sock, "close", NULL);
     Py_DECREF(sock);
     if (r == NULL) {
@@ -1649,7 +1643,7 @@ udp_dealloc(fa_udp *t)
         PyObject_ClearWeakRefs((PyObject *)t);
     }
     if (t->loop != NULL) {
-        drop_poll(t);
+        drop_poll(t, NULL);
         list_remove(t);
     }
     udp_clear(t);

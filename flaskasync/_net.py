@@ -54,9 +54,7 @@ class SocketTransport(_core.StreamTransport):
 
 
 class PipeTransport(_core.StreamTransport):
-    """A read or write pipe transport."""
-
-    _sendfile_compatible = constants._SendfileMode.FALLBACK
+    """A read or write pipe transport (loop.sendfile() does not take it)."""
 
 
 def _check_ssl_socket(sock) -> None:
@@ -84,9 +82,10 @@ def _set_reuseport(sock) -> None:
         ) from None
 
 
-def _numeric_addrinfo(host, port, family, type_, proto):
+def _numeric_addrinfo(host, port, family, type_, proto, flowinfo=0, scope_id=0):
     """The getaddrinfo() answer for a numeric IP address, without a lookup
-    (None when host is a name and must be resolved)."""
+    (None when host is a name and must be resolved).  An IPv6 address keeps
+    the flowinfo and scope id given with it."""
     if not isinstance(host, (str, bytes, bytearray)) or not host:
         return None
     if proto == 0:
@@ -118,7 +117,7 @@ def _numeric_addrinfo(host, port, family, type_, proto):
             socket.inet_pton(af, host)
         except OSError:
             continue
-        addr = (host, port) if af == socket.AF_INET else (host, port, 0, 0)
+        addr = (host, port) if af == socket.AF_INET else (host, port, flowinfo, scope_id)
         return af, type_, proto, "", addr
     return None
 
@@ -327,10 +326,16 @@ class NetworkMixin:
             except OSError:
                 extra["peername"] = None
         _set_nodelay(sock)
-        transport = SocketTransport(self, sock, protocol, extra, _MODE_SOCKET, waiter, server)
+        # Attach first, as asyncio's transport __init__ does: a server closed
+        # meanwhile refuses the connection before anything is scheduled.
         if server is not None:
             server._attach()
-        return transport
+        try:
+            return SocketTransport(self, sock, protocol, extra, _MODE_SOCKET, waiter, server)
+        except BaseException:
+            if server is not None:
+                server._detach()
+            raise
 
     def _make_ssl_transport(self, rawsock, protocol, sslcontext, waiter=None, *,
                             server_side=False, server_hostname=None, extra=None, server=None,
@@ -371,7 +376,7 @@ class NetworkMixin:
 
     async def _resolve(self, address, *, family=0, type=socket.SOCK_STREAM, proto=0, flags=0):
         host, port = address[:2]
-        info = _numeric_addrinfo(host, port, family, type, proto)
+        info = _numeric_addrinfo(host, port, family, type, proto, *address[2:])
         if info is not None:
             return [info]
         return await self.getaddrinfo(host, port, family=family, type=type, proto=proto, flags=flags)
@@ -849,12 +854,12 @@ class NetworkMixin:
 
     async def connect_read_pipe(self, protocol_factory, pipe):
         """Wrap the read end of a pipe (or a socket, or a tty) in a transport."""
+        protocol = protocol_factory()
+        waiter = self.create_future()
         mode = os.fstat(pipe.fileno()).st_mode
         if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)):
             raise ValueError("Pipe transport is for pipes/sockets only.")
         os.set_blocking(pipe.fileno(), False)
-        protocol = protocol_factory()
-        waiter = self.create_future()
         transport = PipeTransport(self, pipe, protocol, {"pipe": pipe}, _MODE_READ_PIPE, waiter)
         try:
             await waiter
@@ -865,13 +870,13 @@ class NetworkMixin:
 
     async def connect_write_pipe(self, protocol_factory, pipe):
         """Wrap the write end of a pipe (or a socket, or a tty) in a transport."""
+        protocol = protocol_factory()
+        waiter = self.create_future()
         mode = os.fstat(pipe.fileno()).st_mode
         is_fifo, is_sock = stat.S_ISFIFO(mode), stat.S_ISSOCK(mode)
         if not (stat.S_ISCHR(mode) or is_fifo or is_sock):
             raise ValueError("Pipe transport is only for pipes, sockets and character devices")
         os.set_blocking(pipe.fileno(), False)
-        protocol = protocol_factory()
-        waiter = self.create_future()
         # Watching a pipe's write end for "readable" tells when the reader
         # went away (as asyncio does for pipes and sockets).
         transport = PipeTransport(self, pipe, protocol, {"pipe": pipe}, _MODE_WRITE_PIPE, waiter,
@@ -961,10 +966,24 @@ class NetworkMixin:
 
         def on_exit():
             self.remove_reader(pidfd)
+            self._child_pidfds.discard(pidfd)
             os.close(pidfd)
             transport._process_exited(_reap(pid, transport))
 
-        self.add_reader(pidfd, on_exit)
+        try:
+            self.add_reader(pidfd, on_exit)
+        except BaseException:
+            os.close(pidfd)
+            raise
+        self._child_pidfds.add(pidfd)
+
+    def _close_child_watchers(self):
+        """loop.close(): stop watching children (their exit goes unreported,
+        as with asyncio's loop closed before its children exit)."""
+        pidfds, self._child_pidfds = self._child_pidfds, set()
+        for pidfd in pidfds:
+            self.remove_reader(pidfd)
+            os.close(pidfd)
 
     def _wait_child_thread(self, pid, transport):
         returncode = _reap(pid, transport)

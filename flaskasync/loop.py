@@ -66,6 +66,7 @@ class Loop(NetworkMixin, DatagramMixin, _core.CLoop, asyncio.AbstractEventLoop):
         self._asyncgens: weakref.WeakSet = weakref.WeakSet()
         self._asyncgens_shutdown_called = False
         self._signal_handlers: dict = {}
+        self._child_pidfds: set = set()  # pidfds of subprocesses being watched
         self._coroutine_origin_tracking_enabled = False
         self._coroutine_origin_tracking_saved_depth = None
         #: Callbacks slower than this (seconds) are logged in debug mode.
@@ -124,6 +125,7 @@ class Loop(NetworkMixin, DatagramMixin, _core.CLoop, asyncio.AbstractEventLoop):
         if self.get_debug():
             logger.debug("Close %r", self)
         self._remove_all_signal_handlers()
+        self._close_child_watchers()
         self._close()
         executor = self._default_executor
         if executor is not None:

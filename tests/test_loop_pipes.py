@@ -821,3 +821,58 @@ def test_subprocess_transport_kill_and_close(loop):
             os.waitpid(pid, os.WNOHANG)  # already reaped by the loop
 
     run(loop, main())
+
+
+# ------------------------------------------------ regressions (review)
+
+
+def test_write_pipe_write_after_close_still_flushes(loop):
+    # A write after close() is dropped, but what was buffered before it is
+    # still written and the pipe closed: the child sees all of it and EOF.
+    async def main():
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", "import sys; print(len(sys.stdin.buffer.read()))",
+            stdin=PIPE, stdout=PIPE)
+        proc.stdin.write(b"x" * 300_000)  # more than a pipe holds: buffered
+        proc.stdin.close()
+        proc.stdin.write(b"late")  # dropped
+        out = await asyncio.wait_for(proc.stdout.read(), 10)
+        assert out.strip() == b"300000"
+        assert await proc.wait() == 0
+
+    run(loop, main(), timeout=20)
+
+
+def test_read_pipe_data_received_error_keeps_reading(loop):
+    # asyncio's pipe transport lets a data_received exception reach the loop
+    # ("Exception in callback") and keeps the pipe open.
+    handled = []
+    loop.set_exception_handler(lambda lp, ctx: handled.append(ctx["message"]))
+
+    class P(asyncio.Protocol):
+        def __init__(self):
+            self.data = []
+            self.lost = loop.create_future()
+
+        def data_received(self, data):
+            self.data.append(data)
+            if data == b"boom":
+                raise ValueError("boom")
+
+        def connection_lost(self, exc):
+            self.lost.set_result(exc)
+
+    async def main():
+        r, w = os.pipe()
+        rf = os.fdopen(r, "rb", buffering=0)
+        tr, p = await loop.connect_read_pipe(P, rf)
+        os.write(w, b"boom")
+        await asyncio.sleep(0.05)
+        os.write(w, b"more")
+        await asyncio.sleep(0.05)
+        os.close(w)
+        assert await p.lost is None
+        assert p.data == [b"boom", b"more"]
+        assert len(handled) == 1 and handled[0].startswith("Exception in callback")
+
+    run(loop, main())

@@ -1866,3 +1866,108 @@ def test_fd_used_by_transport_cannot_be_watched(loop):
         b.close()
 
     run(loop, main())
+
+
+# ------------------------------------------------ regressions (review)
+
+
+def test_sendfile_fails_when_transport_aborted_while_draining(loop, tmp_path):
+    async def main():
+        lsock = socket.socket()
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen()
+        tr, _ = await loop.create_connection(asyncio.Protocol, *lsock.getsockname())
+        peer, _ = lsock.accept()  # never reads
+        tr.set_write_buffer_limits(high=10**9)
+        tr.write(b"x" * 50_000_000)
+        await asyncio.sleep(0.05)
+        assert tr.get_write_buffer_size() > 0
+        path = tmp_path / "f"
+        path.write_bytes(b"y" * 1000)
+        with open(path, "rb") as f:
+            task = loop.create_task(loop.sendfile(tr, f))
+            await asyncio.sleep(0.05)
+            tr.abort()
+            with pytest.raises(ConnectionError, match="closed by peer"):
+                await asyncio.wait_for(task, 5)
+        peer.close()
+        lsock.close()
+
+    run(loop, main())
+
+
+def test_server_closed_before_accepted_connection_is_set_up(loop):
+    # The accept happened, then the server closed before the connection's
+    # set-up ran: the protocol never hears of it, nothing is reported.
+    events, errors = [], []
+    loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
+
+    class P(asyncio.Protocol):
+        def connection_made(self, tr):
+            events.append("made")
+            tr.close()
+
+        def connection_lost(self, exc):
+            events.append("lost")
+
+    async def main():
+        srv = await loop.create_server(P, "127.0.0.1", 0)
+        c = socket.create_connection(srv.sockets[0].getsockname())
+        loop.call_soon(lambda: loop.call_soon(srv.close))
+        await asyncio.sleep(0.2)
+        c.close()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)  # asyncio's __del__ warns
+        run(loop, main())
+    assert events == [] and errors == []
+
+
+def test_close_after_loop_closed_raises(loop):
+    a, b = socket.socketpair()
+    tr, _ = loop.run_until_complete(loop.connect_accepted_socket(asyncio.Protocol, a))
+    loop.close()
+    with pytest.raises(RuntimeError, match="Event loop is closed"):
+        tr.close()
+    del tr
+    gc.collect()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+    assert a.fileno() == -1  # the transport's socket was closed when collected
+    b.close()
+
+
+def test_write_released_memoryview_raises(loop):
+    async def main():
+        a, b = socket.socketpair()
+        tr, _ = await loop.connect_accepted_socket(asyncio.Protocol, a)
+        m = memoryview(b"abc")
+        m.release()
+        with pytest.raises(ValueError, match="released"):
+            tr.write(m)
+        tr.close()
+        await asyncio.sleep(0)
+        with pytest.raises(ValueError, match="released"):
+            tr.write(m)  # also once closing
+        b.close()
+
+    run(loop, main())
+
+
+def test_writelines_with_a_bad_item_writes_nothing(loop):
+    async def main():
+        a, b = socket.socketpair()
+        tr, _ = await loop.connect_accepted_socket(asyncio.Protocol, a)
+        with pytest.raises(TypeError):
+            tr.writelines([b"a" * 10, "x"])
+        assert tr.get_write_buffer_size() == 0
+        tr.write(b"ok")
+        await asyncio.sleep(0.01)
+        b.setblocking(False)
+        assert b.recv(100) == b"ok"
+        tr.close()
+        await asyncio.sleep(0)
+        b.close()
+
+    run(loop, main())
