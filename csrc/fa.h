@@ -46,7 +46,6 @@ typedef struct {
     PyObject *logger;              /* asyncio's logger */
     PyObject *minus_one;           /* -1, get_buffer's argument */
     PyTypeObject *DatagramType;    /* udp.c: DatagramTransport */
-    void *udp_transports;          /* udp.c: datagram transports with a uv_poll, all loops */
     PyObject *s_datagram_received, *s_error_received; /* udp.c: interned names */
     PyObject *udp_max_size;        /* udp.c: 256 KiB, recvfrom()'s argument */
 } fa_net_state;
@@ -166,7 +165,7 @@ struct fa_loop {
 
     void *jobs;                  /* app loop: runner jobs waiting (fa_job list) */
     fa_op *requests;             /* libuv requests in flight (dns.c), cancelled by close */
-    void *streams;               /* stream.c: live stream transports (linked list) */
+    void *transports;            /* transport.c: live transports (linked list) */
     void *orphans;               /* polls whose transport died off the loop thread */
 
     PyObject *task_factory;
@@ -338,18 +337,62 @@ PyObject *fa_loop_sock_connect(fa_loop *self, PyObject *args, PyObject *kwds);
 PyObject *fa_loop_sock_accept(fa_loop *self, PyObject *args, PyObject *kwds);
 PyObject *fa_loop_sock_sendfile(fa_loop *self, PyObject *args, PyObject *kwds);
 
+/* transport.c: what the C transports share.  Every transport struct
+ * starts with FA_TRANSPORT_HEAD; `extra` first after the object header,
+ * where asyncio.BaseTransport's __slots__ puts `_extra` (checked at import
+ * by fa_transport_make_type), so the inherited slot is that dict. */
+#define FA_TRANSPORT_HEAD                                                             \
+    PyObject_HEAD                                                                     \
+    PyObject *extra;             /* dict: BaseTransport's _extra slot */              \
+    fa_loop *loop;                                                                    \
+    PyObject *protocol;          /* NULL once connection_lost ran */                  \
+    PyObject *sock;              /* socket or pipe object; NULL once closed */        \
+    fa_handle *read_h;           /* Handle calling the read-ready method */           \
+    fa_handle *write_h;          /* Handle calling the write-ready method */          \
+    uv_poll_t *poll;             /* made on first use */                              \
+    int fd;                      /* -1 once closed */                                 \
+    int events;                  /* events the poll is started for */                 \
+    int self_ref;                /* holds a reference to itself while watching */     \
+    int fd_lent;                 /* loop.sendfile() lent the fd to sock_sendfile */   \
+    struct fa_transport *prev, *next; /* loop->transports, until the fd is released */
+
+typedef struct fa_transport {
+    FA_TRANSPORT_HEAD
+} fa_transport;
+
+#define FA_DEFAULT_HIGH_WATER (64 * 1024)   /* asyncio's default high-water mark */
+
+void fa_transport_list_add(fa_transport *t);
+void fa_transport_list_remove(fa_transport *t);
+int fa_transport_check_fd(fa_loop *loop, int fd);
+int fa_transport_drop_poll(fa_transport *t, PyObject *sock);
+void fa_transport_close_all(fa_loop *loop);
+int fa_transport_watch(fa_transport *t, int want);
+void fa_transport_on_io(uv_poll_t *p, int status, int events);
+int fa_transport_release_fd(fa_transport *t);
+void fa_transport_report(fa_transport *t, const char *message, PyObject *exc);
+void fa_transport_report_current(fa_transport *t);
+void fa_transport_log_warning(fa_transport *t, const char *message);
+void fa_restore_exception(PyObject *exc);
+int fa_transport_parse_limits(PyObject *high, PyObject *low, Py_ssize_t *phigh, Py_ssize_t *plow);
+PyTypeObject *fa_transport_make_type(PyObject *module, PyType_Spec *spec,
+                                     const char *const *bases_names, int nbases);
+int fa_transport_start(fa_transport *t, const char *write_ready, int start_reading,
+                       PyObject *waiter);
+PyObject *fa_transport_get_extra_info(PyObject *self, PyObject *args, PyObject *kwds);
+int fa_transport_traverse_head(fa_transport *t, visitproc visit, void *arg);
+void fa_transport_clear_head(fa_transport *t);
+void fa_transport_finalize(PyObject *self);
+int fa_transport_dealloc_start(fa_transport *t, PyObject *weakreflist);
+void fa_transport_dealloc_end(fa_transport *t);
+
 /* stream.c */
 extern PyType_Spec fa_stream_spec;
-void fa_stream_close_all(fa_loop *loop);
-int fa_stream_check_fd(fa_loop *loop, int fd);
 
 /* udp.c */
 int fa_udp_init(PyObject *module, fa_state *st);
-void fa_udp_close_all(fa_loop *loop);
-int fa_udp_check_fd(fa_loop *loop, int fd);
 int fa_udp_traverse(fa_state *st, visitproc visit, void *arg);
 void fa_udp_clear(fa_state *st);
-PyTypeObject *fa_stream_make_type(PyObject *module);
 
 /* gather.c */
 int fa_gather_init_type(PyObject *module, fa_state *st);

@@ -1470,8 +1470,7 @@ loop_close_c(fa_loop *self, PyObject *Py_UNUSED(ignored))
     ready_clear(self);
     heap_clear(self);
     fa_loop_close_watchers(self);
-    fa_stream_close_all(self);
-    fa_udp_close_all(self);
+    fa_transport_close_all(self);
     fa_loop_close_orphans(self);
     /* DNS lookups still queued are dropped; one already running in
      * libuv's threadpool cannot be: wait for it with the GIL released (the
@@ -1664,8 +1663,7 @@ loop_dealloc(fa_loop *self)
     if (!self->closed) {
         self->closed = 1;
         fa_loop_close_watchers(self);
-        fa_stream_close_all(self);
-        fa_udp_close_all(self);
+        fa_transport_close_all(self);
         fa_loop_close_orphans(self);
         if (self->uv_ready && self->fork_gen == atomic_load(&fa_fork_generation)) {
             while (self->n_closing > 0) {

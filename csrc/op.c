@@ -677,7 +677,8 @@ fa_net_init(PyObject *module, fa_state *st)
     if (n->minus_one == NULL) {
         return -1;
     }
-    n->StreamType = fa_stream_make_type(module);
+    static const char *const stream_bases[] = {"Transport"};
+    n->StreamType = fa_transport_make_type(module, &fa_stream_spec, stream_bases, 1);
     if (n->StreamType == NULL ||
         PyModule_AddObjectRef(module, "StreamTransport", (PyObject *)n->StreamType) < 0) {
         return -1;

@@ -31,28 +31,14 @@
 #define MODE_WRITE_PIPE 2
 
 #define MAX_READ (256 * 1024)        /* asyncio's max_size */
-#define DEFAULT_HIGH (64 * 1024)     /* asyncio's default high-water mark */
 #define LOG_THRESHOLD 5              /* constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES */
 #define MAX_IOV 64
 
-typedef struct fa_stream_s {
-    PyObject_HEAD
-    /* First, where asyncio.BaseTransport's __slots__ puts `_extra`: the
-     * type derives from asyncio.Transport (isinstance checks work) and the
-     * inherited `_extra` slot is this dict. */
-    PyObject *extra;             /* dict */
-    fa_loop *loop;
-    PyObject *protocol;
-    PyObject *sock;              /* socket or pipe object; NULL once closed */
+typedef struct {
+    FA_TRANSPORT_HEAD
     PyObject *server;            /* Server to _detach from, or NULL */
-    fa_handle *read_h;           /* Handle calling self._read_ready */
-    fa_handle *write_h;          /* Handle calling self._write_ready */
     PyObject *empty_waiter;      /* sendfile: future set when the buffer drains */
-    uv_poll_t *poll;             /* malloc'd, freed by its close callback */
-    int fd;
     int mode;
-    int events;                  /* events the poll is started for */
-    int self_ref;                /* holds a reference to itself */
     int buffered;                /* protocol is an asyncio.BufferedProtocol */
     int closing;
     int eof;                     /* write_eof() called */
@@ -71,8 +57,9 @@ typedef struct fa_stream_s {
     Py_ssize_t woff;
     Py_ssize_t wsize;            /* bytes still to send */
     PyObject *weakreflist;
-    struct fa_stream_s *prev, *next; /* loop->streams, while the poll exists */
 } fa_stream;
+
+#define T(t) ((fa_transport *)(t))
 
 static char *read_buf;          /* shared receive buffer (GIL held throughout) */
 
@@ -84,214 +71,21 @@ is_socket(fa_stream *t)
     return t->mode == MODE_SOCKET;
 }
 
-/* loop.call_exception_handler({'message', 'exception', 'transport',
- * 'protocol'}); errors in the handler call are reported as unraisable. */
-static void
-report(fa_stream *t, const char *message, PyObject *exc)
-{
-    fa_state *st = t->loop->st;
-    PyObject *ctx = PyDict_New(), *msg = PyUnicode_FromString(message), *r = NULL;
-    if (ctx == NULL || msg == NULL || PyDict_SetItem(ctx, st->s_message, msg) < 0 ||
-        (exc != NULL && PyDict_SetItem(ctx, st->s_exception_key, exc) < 0) ||
-        PyDict_SetItemString(ctx, "transport", (PyObject *)t) < 0 ||
-        (t->protocol != NULL && PyDict_SetItemString(ctx, "protocol", t->protocol) < 0)) {
-        goto done;
-    }
-    r = PyObject_CallMethodOneArg((PyObject *)t->loop, st->s_call_exception_handler, ctx);
-done:
-    if (r == NULL) {
-        PyErr_WriteUnraisable((PyObject *)t);
-    }
-    Py_XDECREF(r);
-    Py_XDECREF(ctx);
-    Py_XDECREF(msg);
-}
 
-static void
-log_warning(fa_stream *t, const char *message)
-{
-    PyObject *r = PyObject_CallMethod(t->loop->st->net.logger, "warning", "s", message);
-    if (r == NULL) {
-        PyErr_WriteUnraisable((PyObject *)t);
-    }
-    Py_XDECREF(r);
-}
-
-static void stream_on_io(uv_poll_t *p, int status, int events);
-
-static void
-list_add(fa_stream *t)
-{
-    fa_stream *head = (fa_stream *)t->loop->streams;
-    t->prev = NULL;
-    t->next = head;
-    if (head != NULL) {
-        head->prev = t;
-    }
-    t->loop->streams = t;
-}
-
-static void
-list_remove(fa_stream *t)
-{
-    if (t->prev != NULL) {
-        t->prev->next = t->next;
-    }
-    else if (t->loop->streams == t) {
-        t->loop->streams = t->next;
-    }
-    if (t->next != NULL) {
-        t->next->prev = t->prev;
-    }
-    t->prev = t->next = NULL;
-}
-
-/* Close the uv_poll of a transport (its fd stays open, owned by the socket
- * object).  Returns 1 if the loop took sock over to close it after the
- * poll (see fa_loop_close_poll), else 0. */
-static int
-drop_poll(fa_stream *t, PyObject *sock)
-{
-    fa_loop *loop = t->loop;
-    uv_poll_t *p = t->poll;
-    if (p == NULL) {
-        return 0;
-    }
-    t->poll = NULL;
-    if (t->events) {
-        /* Only on the loop thread: a started poll keeps its transport alive. */
-        uv_poll_stop(p);
-        loop->n_io--;
-        t->events = 0;
-    }
-    return fa_loop_close_poll(loop, p, sock);
-}
-
-/* loop.close(): stop watching every transport's fd.  A transport that was
- * only kept alive by its watch is then collected, warning that it was not
- * closed, as with asyncio's loop. */
-void
-fa_stream_close_all(fa_loop *loop)
-{
-    PyObject *held = PyList_New(0);
-    fa_stream *t = (fa_stream *)loop->streams, *next;
-    for (; t != NULL; t = next) {
-        next = t->next;
-        drop_poll(t, NULL);
-        if (t->self_ref) {
-            if (held == NULL || PyList_Append(held, (PyObject *)t) < 0) {
-                PyErr_Clear();
-                continue; /* keep the reference: a leak, not a crash */
-            }
-            t->self_ref = 0;
-            Py_DECREF(t); /* the list holds it until the walk is done */
-        }
-    }
-    Py_XDECREF(held);
-}
-
-/* asyncio refuses to watch a fd a transport uses (add_reader, sock_*):
- * RuntimeError naming the transport.  Returns -1 with it set, else 0.
- * loop.sendfile() lends the fd to sock_sendfile while the transport waits
- * (its empty waiter is set, its own poll idle). */
-int
-fa_stream_check_fd(fa_loop *loop, int fd)
-{
-    for (fa_stream *t = (fa_stream *)loop->streams; t != NULL; t = t->next) {
-        if (t->fd == fd && t->sock != NULL && t->empty_waiter == NULL) {
-            PyErr_Format(PyExc_RuntimeError, "File descriptor %d is used by transport %R", fd,
-                         (PyObject *)t);
-            return -1;
-        }
-    }
-    return 0;
-}
-
-/* Create the uv_poll on first use: a write pipe on a character device
- * such as /dev/null, which epoll refuses, works as long as it never has
- * to wait, as with asyncio. */
-static int
-ensure_poll(fa_stream *t)
-{
-    int rc;
-    if (t->poll != NULL) {
-        return 0;
-    }
-    if (fa_loop_check_closed(t->loop) < 0) {
-        return -1;
-    }
-    t->poll = PyMem_RawMalloc(sizeof(uv_poll_t));
-    if (t->poll == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    rc = uv_poll_init(&t->loop->uv, t->poll, t->fd);
-    if (rc < 0) {
-        PyMem_RawFree(t->poll);
-        t->poll = NULL;
-        if (rc == UV_EEXIST) {
-            PyErr_Format(PyExc_RuntimeError,
-                         "File descriptor %d is used by another watcher of this loop "
-                         "(add_reader/add_writer or a sock_* call in progress)", t->fd);
-            return -1;
-        }
-        return fa_set_uv_error(rc, "uv_poll_init");
-    }
-    t->poll->data = t;
-    return 0;
-}
-
-/* Start or stop the poll to match what the transport waits for, and hold a
- * reference to itself while it waits.  The caller must own a reference
- * (the self-reference may be dropped here).  Returns -1 with an exception. */
+/* Watch the fd for what the transport waits for now (see
+ * fa_transport_watch).  The caller must own a reference.  Returns -1 with
+ * an exception. */
 static int
 update_poll(fa_stream *t)
 {
-    fa_loop *loop = t->loop;
-    int want = 0, r;
-    if (t->fd < 0) {
-        want = 0;
+    int want = 0;
+    if (t->started && !t->closing && !t->paused && !t->read_eof) {
+        want |= UV_READABLE;
     }
-    else {
-        if (t->started && !t->closing && !t->paused && !t->read_eof) {
-            want |= UV_READABLE;
-        }
-        if (t->wsize > 0 && !t->conn_lost) {
-            want |= UV_WRITABLE;
-        }
+    if (t->wsize > 0 && !t->conn_lost) {
+        want |= UV_WRITABLE;
     }
-    if (want != t->events) {
-        if (want) {
-            if (ensure_poll(t) < 0) {
-                return -1;
-            }
-            r = uv_poll_start(t->poll, want, stream_on_io);
-            if (r < 0) {
-                return fa_set_uv_error(r, "uv_poll_start");
-            }
-            if (t->events == 0) {
-                loop->n_io++;
-            }
-        }
-        else {
-            uv_poll_stop(t->poll);
-            loop->n_io--;
-        }
-        t->events = want;
-        loop->io_dirty = 1;
-        if (loop->is_app && atomic_load(&loop->baton) == 0) {
-            fa_loop_poke(loop);
-        }
-    }
-    if (want && !t->self_ref) {
-        t->self_ref = 1;
-        Py_INCREF(t);
-    }
-    else if (!want && t->self_ref) {
-        t->self_ref = 0;
-        Py_DECREF(t);
-    }
-    return 0;
+    return fa_transport_watch(T(t), want);
 }
 
 /* Like update_poll, for paths that cannot raise: report the error. */
@@ -299,47 +93,7 @@ static void
 update_poll_or_report(fa_stream *t)
 {
     if (update_poll(t) < 0) {
-        PyObject *exc = fa_fetch_exception();
-        report(t, "Fatal error: cannot watch the transport's fd", exc);
-        Py_XDECREF(exc);
-    }
-}
-
-static void
-stream_on_io(uv_poll_t *p, int status, int events)
-{
-    fa_stream *t = (fa_stream *)p->data;
-    fa_loop *loop;
-    if (t == NULL) {
-        return;
-    }
-    loop = t->loop;
-    fa_loop_gil_ensure(loop);
-    if (status < 0) {
-        /* libuv stopped the poll after an error on the fd (POLLERR): let
-         * both sides retry their syscall, which reports the real error. */
-        if (t->events) {
-            loop->n_io--;
-            t->events = 0;
-        }
-        events = UV_READABLE | UV_WRITABLE;
-    }
-    if (t->mode == MODE_WRITE_PIPE && (events & UV_DISCONNECT)) {
-        events |= UV_READABLE;
-    }
-    if ((events & UV_READABLE) && t->read_h != NULL && !t->read_h->queued) {
-        if (fa_loop_push_ready(loop, t->read_h) == 0) {
-            t->read_h->queued = 1;
-        }
-    }
-    if ((events & (UV_WRITABLE | UV_DISCONNECT)) && t->wsize > 0 && t->write_h != NULL &&
-        !t->write_h->queued) {
-        if (fa_loop_push_ready(loop, t->write_h) == 0) {
-            t->write_h->queued = 1;
-        }
-    }
-    if (PyErr_Occurred()) {
-        PyErr_WriteUnraisable((PyObject *)t);
+        fa_transport_report_current(T(t));
     }
 }
 
@@ -511,7 +265,7 @@ fatal_error(fa_stream *t, PyObject *exc, const char *message)
         PyErr_Clear();
     }
     if (!quiet) {
-        report(t, message, exc);
+        fa_transport_report(T(t), message, exc);
     }
     return force_close(t, exc);
 }
@@ -583,7 +337,7 @@ call_protocol(fa_stream *t, const char *method, PyObject *arg, const char *messa
             return -1;
         }
         PyObject *exc = fa_fetch_exception();
-        report(t, message, exc);
+        fa_transport_report(T(t), message, exc);
         Py_XDECREF(exc);
         return 0;
     }
@@ -933,7 +687,7 @@ write_dropped(fa_stream *t)
             return 0;
         }
         if (t->conn_lost >= LOG_THRESHOLD) {
-            log_warning(t, "socket.send() raised exception.");
+            fa_transport_log_warning(T(t), "socket.send() raised exception.");
         }
         t->conn_lost++;
         return 1;
@@ -944,7 +698,7 @@ write_dropped(fa_stream *t)
         return 0;
     }
     if (t->conn_lost + t->dropped >= LOG_THRESHOLD) {
-        log_warning(t, "pipe closed by peer or os.write(pipe, data) raised exception.");
+        fa_transport_log_warning(T(t), "pipe closed by peer or os.write(pipe, data) raised exception.");
     }
     t->dropped++;
     return 1;
@@ -1144,38 +898,6 @@ stream_force_close(fa_stream *t, PyObject *exc)
     Py_RETURN_NONE;
 }
 
-/* Stop watching the fd and close the socket or pipe object. */
-static int
-release_fd(fa_stream *t)
-{
-    PyObject *sock = t->sock, *r;
-    int handed_over = drop_poll(t, sock);
-    list_remove(t);
-    t->fd = -1;
-    if (sock == NULL) {
-        return 0;
-    }
-    t->sock = NULL;
-    if (handed_over) {
-        Py_DECREF(sock); /* the loop thread closes it after the poll */
-        return 0;
-    }
-    r = PyObject_CallMethod(sock, "close", NULL);
-    Py_DECREF(sock);
-    if (r == NULL) {
-        return -1;
-    }
-    Py_DECREF(r);
-    return 0;
-}
-
-/* Re-raise an exception object taken by fa_fetch_exception (steals it). */
-static void
-restore_exception(PyObject *exc)
-{
-    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, PyException_GetTraceback(exc));
-}
-
 static PyObject *
 stream_call_connection_lost(fa_stream *t, PyObject *exc)
 {
@@ -1190,7 +912,7 @@ stream_call_connection_lost(fa_stream *t, PyObject *exc)
     }
     Py_XDECREF(r);
     /* finally: */
-    if (release_fd(t) < 0 && err == NULL) {
+    if (fa_transport_release_fd(T(t)) < 0 && err == NULL) {
         err = fa_fetch_exception();
     }
     wbuf_clear(t);
@@ -1243,7 +965,7 @@ stream_call_connection_lost(fa_stream *t, PyObject *exc)
     }
     Py_DECREF(t);
     if (err != NULL) {
-        restore_exception(err);
+        fa_restore_exception(err);
         return NULL;
     }
     Py_RETURN_NONE;
@@ -1317,55 +1039,6 @@ stream_is_closing(fa_stream *t, PyObject *Py_UNUSED(ignored))
 }
 
 static PyObject *
-stream_get_extra_info(fa_stream *t, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    static const char *const kwlist[] = {"name", "default", NULL};
-    PyObject *name, *deflt = Py_None, *v;
-    if (kwnames == NULL && nargs >= 1 && nargs <= 2) {
-        name = args[0];
-        if (nargs == 2) {
-            deflt = args[1];
-        }
-    }
-    else {
-        PyObject *tuple = PyTuple_New(nargs), *kw = NULL;
-        if (tuple == NULL) {
-            return NULL;
-        }
-        for (Py_ssize_t i = 0; i < nargs; i++) {
-            PyTuple_SET_ITEM(tuple, i, Py_NewRef(args[i]));
-        }
-        if (kwnames != NULL) {
-            kw = PyDict_New();
-            for (Py_ssize_t i = 0; kw != NULL && i < PyTuple_GET_SIZE(kwnames); i++) {
-                if (PyDict_SetItem(kw, PyTuple_GET_ITEM(kwnames, i), args[nargs + i]) < 0) {
-                    Py_CLEAR(kw);
-                }
-            }
-            if (kw == NULL) {
-                Py_DECREF(tuple);
-                return NULL;
-            }
-        }
-        int ok = PyArg_ParseTupleAndKeywords(tuple, kw, "O|O:get_extra_info", (char **)kwlist,
-                                             &name, &deflt);
-        Py_DECREF(tuple);
-        Py_XDECREF(kw);
-        if (!ok) {
-            return NULL;
-        }
-    }
-    v = PyDict_GetItemWithError(t->extra, name);
-    if (v == NULL) {
-        if (PyErr_Occurred()) {
-            return NULL;
-        }
-        return Py_NewRef(deflt);
-    }
-    return Py_NewRef(v);
-}
-
-static PyObject *
 stream_set_protocol(fa_stream *t, PyObject *protocol)
 {
     int b = PyObject_IsInstance(protocol, t->loop->st->net.BufferedProtocol);
@@ -1395,60 +1068,6 @@ stream_get_write_buffer_limits(fa_stream *t, PyObject *Py_UNUSED(ignored))
     return Py_BuildValue("(nn)", t->low, t->high);
 }
 
-/* A buffer limit: any real number (asyncio takes floats too), truncated. */
-static Py_ssize_t
-limit_value(PyObject *v)
-{
-    Py_ssize_t r;
-    PyObject *i = PyFloat_Check(v) ? PyNumber_Long(v) : PyNumber_Index(v);
-    if (i == NULL) {
-        return -1;
-    }
-    r = PyLong_AsSsize_t(i);
-    Py_DECREF(i);
-    return r;
-}
-
-static int
-set_limits(fa_stream *t, PyObject *high_obj, PyObject *low_obj)
-{
-    Py_ssize_t high, low;
-    if (high_obj == Py_None) {
-        if (low_obj == Py_None) {
-            high = DEFAULT_HIGH;
-        }
-        else {
-            low = limit_value(low_obj);
-            if (low == -1 && PyErr_Occurred()) {
-                return -1;
-            }
-            high = 4 * low;
-        }
-    }
-    else {
-        high = limit_value(high_obj);
-        if (high == -1 && PyErr_Occurred()) {
-            return -1;
-        }
-    }
-    if (low_obj == Py_None) {
-        low = high >= 0 ? high / 4 : -((-high + 3) / 4); /* Python's high // 4 */
-    }
-    else {
-        low = limit_value(low_obj);
-        if (low == -1 && PyErr_Occurred()) {
-            return -1;
-        }
-    }
-    if (!(high >= low && low >= 0)) {
-        PyErr_Format(PyExc_ValueError, "high (%zd) must be >= low (%zd) must be >= 0", high, low);
-        return -1;
-    }
-    t->high = high;
-    t->low = low;
-    return 0;
-}
-
 static PyObject *
 stream_set_write_buffer_limits(fa_stream *t, PyObject *args, PyObject *kwds)
 {
@@ -1458,7 +1077,8 @@ stream_set_write_buffer_limits(fa_stream *t, PyObject *args, PyObject *kwds)
                                      &low)) {
         return NULL;
     }
-    if (set_limits(t, high, low) < 0 || maybe_pause_protocol(t) < 0) {
+    if (fa_transport_parse_limits(high, low, &t->high, &t->low) < 0 ||
+        maybe_pause_protocol(t) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
@@ -1477,6 +1097,7 @@ stream_make_empty_waiter(fa_stream *t, PyObject *Py_UNUSED(ignored))
         return NULL;
     }
     t->empty_waiter = Py_NewRef(fut);
+    t->fd_lent = 1;
     if (t->wsize == 0) {
         r = PyObject_CallMethod(fut, "set_result", "O", Py_None);
         if (r == NULL) {
@@ -1492,6 +1113,7 @@ static PyObject *
 stream_reset_empty_waiter(fa_stream *t, PyObject *Py_UNUSED(ignored))
 {
     Py_CLEAR(t->empty_waiter);
+    t->fd_lent = 0;
     Py_RETURN_NONE;
 }
 
@@ -1563,72 +1185,20 @@ stream_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     t->loop = (fa_loop *)Py_NewRef(loop);
     t->fd = (int)fd;
     t->mode = mode;
-    t->high = DEFAULT_HIGH;
-    t->low = DEFAULT_HIGH / 4;
+    t->high = FA_DEFAULT_HIGH_WATER;
+    t->low = FA_DEFAULT_HIGH_WATER / 4;
     t->extra = Py_NewRef(extra);
     t->sock = Py_NewRef(sock);
     t->server = server == Py_None ? NULL : Py_NewRef(server);
-    list_add(t);
+    fa_transport_list_add(T(t));
     r = stream_set_protocol(t, protocol);
     if (r == NULL) {
         goto error;
     }
     Py_DECREF(r);
 
-    cb = PyObject_GetAttrString((PyObject *)t, "_read_ready");
-    if (cb == NULL) {
+    if (fa_transport_start(T(t), "_write_ready", mode != MODE_WRITE_PIPE || watch_peer, waiter) < 0) {
         goto error;
-    }
-    t->read_h = fa_handle_new(t->loop, st->HandleType, cb, NULL, NULL);
-    Py_CLEAR(cb);
-    if (t->read_h == NULL) {
-        goto error;
-    }
-    cb = PyObject_GetAttrString((PyObject *)t, "_write_ready");
-    if (cb == NULL) {
-        goto error;
-    }
-    t->write_h = fa_handle_new(t->loop, st->HandleType, cb, NULL, NULL);
-    Py_CLEAR(cb);
-    if (t->write_h == NULL) {
-        goto error;
-    }
-
-    /* asyncio's order: connection_made, then start reading, then the waiter. */
-    cb = PyObject_GetAttrString(protocol, "connection_made");
-    if (cb == NULL) {
-        goto error;
-    }
-    PyObject *cargs = PyTuple_Pack(1, (PyObject *)t);
-    fa_handle *h = cargs == NULL ? NULL : fa_loop_call_soon(t->loop, cb, cargs, NULL);
-    Py_XDECREF(cargs);
-    Py_CLEAR(cb);
-    if (h == NULL) {
-        goto error;
-    }
-    Py_DECREF(h);
-    if (mode != MODE_WRITE_PIPE || watch_peer) {
-        cb = PyObject_GetAttrString((PyObject *)t, "_start_reading");
-        if (cb == NULL) {
-            goto error;
-        }
-        h = fa_loop_call_soon(t->loop, cb, NULL, NULL);
-        Py_CLEAR(cb);
-        if (h == NULL) {
-            goto error;
-        }
-        Py_DECREF(h);
-    }
-    if (waiter != Py_None) {
-        cb = Py_NewRef(st->net.set_result_unless_cancelled);
-        PyObject *wargs = PyTuple_Pack(2, waiter, Py_None);
-        h = wargs == NULL ? NULL : fa_loop_call_soon(t->loop, cb, wargs, NULL);
-        Py_XDECREF(wargs);
-        Py_CLEAR(cb);
-        if (h == NULL) {
-            goto error;
-        }
-        Py_DECREF(h);
     }
     return (PyObject *)t;
 
@@ -1650,76 +1220,34 @@ stream_init(PyObject *self, PyObject *args, PyObject *kwds)
 static int
 stream_traverse(fa_stream *t, visitproc visit, void *arg)
 {
-    Py_VISIT(Py_TYPE(t));
-    Py_VISIT(t->loop);
-    Py_VISIT(t->protocol);
-    Py_VISIT(t->extra);
-    Py_VISIT(t->sock);
     Py_VISIT(t->server);
-    Py_VISIT(t->read_h);
-    Py_VISIT(t->write_h);
     Py_VISIT(t->empty_waiter);
     for (Py_ssize_t i = 0; i < t->wlen; i++) {
         Py_VISIT(t->wbuf[(t->whead + i) % t->wcap].obj);
     }
-    return 0;
+    return fa_transport_traverse_head(T(t), visit, arg);
 }
 
 static int
 stream_clear(fa_stream *t)
 {
-    Py_CLEAR(t->protocol);
-    Py_CLEAR(t->extra);
+    fa_transport_clear_head(T(t));
     Py_CLEAR(t->server);
-    Py_CLEAR(t->read_h);
-    Py_CLEAR(t->write_h);
     Py_CLEAR(t->empty_waiter);
     return 0;
-}
-
-/* An unclosed transport being collected: warn and close its socket, as
- * asyncio's __del__ does. */
-static void
-stream_finalize(fa_stream *t)
-{
-    PyObject *exc;
-    if (t->sock == NULL) {
-        return;
-    }
-    exc = fa_fetch_exception();
-    if (PyErr_ResourceWarning((PyObject *)t, 1, "unclosed transport %R", (PyObject *)t) < 0) {
-        PyErr_WriteUnraisable((PyObject *)t);
-    }
-    if (t->loop != NULL && release_fd(t) < 0) {
-        PyErr_WriteUnraisable((PyObject *)t);
-    }
-    if (exc != NULL) {
-        restore_exception(exc);
-    }
 }
 
 static void
 stream_dealloc(fa_stream *t)
 {
-    PyTypeObject *tp = Py_TYPE(t);
-    if (PyObject_CallFinalizerFromDealloc((PyObject *)t) < 0) {
+    if (fa_transport_dealloc_start(T(t), t->weakreflist) < 0) {
         return; /* resurrected */
-    }
-    PyObject_GC_UnTrack(t);
-    if (t->weakreflist != NULL) {
-        PyObject_ClearWeakRefs((PyObject *)t);
-    }
-    if (t->loop != NULL) {
-        drop_poll(t, NULL);
-        list_remove(t);
     }
     wbuf_clear(t);
     PyMem_Free(t->wbuf);
-    stream_clear(t);
-    Py_CLEAR(t->sock);
-    Py_CLEAR(t->loop);
-    tp->tp_free(t);
-    Py_DECREF(tp);
+    Py_CLEAR(t->server);
+    Py_CLEAR(t->empty_waiter);
+    fa_transport_dealloc_end(T(t));
 }
 
 static PyObject *
@@ -1807,8 +1335,8 @@ static PyMethodDef stream_methods[] = {
     {"abort", (PyCFunction)stream_abort, METH_NOARGS,
      "Close now, dropping buffered data; connection_lost(None) follows."},
     {"is_closing", (PyCFunction)stream_is_closing, METH_NOARGS, NULL},
-    {"get_extra_info", (PyCFunction)(void (*)(void))stream_get_extra_info,
-     METH_FASTCALL | METH_KEYWORDS, "get_extra_info(name, default=None)"},
+    {"get_extra_info", (PyCFunction)(void (*)(void))fa_transport_get_extra_info,
+     METH_VARARGS | METH_KEYWORDS, "get_extra_info(name, default=None)"},
     {"pause_reading", (PyCFunction)stream_pause_reading, METH_NOARGS, NULL},
     {"resume_reading", (PyCFunction)stream_resume_reading, METH_NOARGS, NULL},
     {"is_reading", (PyCFunction)stream_is_reading, METH_NOARGS, NULL},
@@ -1832,7 +1360,7 @@ static PyType_Slot stream_slots[] = {
     {Py_tp_new, stream_new},
     {Py_tp_init, stream_init},
     {Py_tp_dealloc, stream_dealloc},
-    {Py_tp_finalize, stream_finalize},
+    {Py_tp_finalize, fa_transport_finalize},
     {Py_tp_traverse, stream_traverse},
     {Py_tp_clear, stream_clear},
     {Py_tp_repr, stream_repr},
@@ -1851,35 +1379,3 @@ PyType_Spec fa_stream_spec = {
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE,
     .slots = stream_slots,
 };
-
-/* Create the type as a subclass of asyncio.Transport, after checking that
- * BaseTransport's `_extra` slot sits where our extra dict is. */
-PyTypeObject *
-fa_stream_make_type(PyObject *module)
-{
-    PyObject *asyncio, *base, *descr;
-    PyTypeObject *tp = NULL;
-    asyncio = PyImport_ImportModule("asyncio");
-    if (asyncio == NULL) {
-        return NULL;
-    }
-    base = PyObject_GetAttrString(asyncio, "Transport");
-    Py_DECREF(asyncio);
-    if (base == NULL) {
-        return NULL;
-    }
-    descr = PyObject_GetAttrString(base, "_extra");
-    if (descr == NULL || !PyObject_TypeCheck(descr, &PyMemberDescr_Type) ||
-        ((PyMemberDescrObject *)descr)->d_member->offset != offsetof(fa_stream, extra) ||
-        ((PyTypeObject *)base)->tp_basicsize > (Py_ssize_t)sizeof(fa_stream)) {
-        PyErr_Clear();
-        PyErr_SetString(PyExc_ImportError,
-                        "flaskasync: asyncio.Transport's layout is not the one this build expects");
-        goto done;
-    }
-    tp = (PyTypeObject *)PyType_FromModuleAndSpec(module, &fa_stream_spec, base);
-done:
-    Py_XDECREF(descr);
-    Py_DECREF(base);
-    return tp;
-}

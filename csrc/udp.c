@@ -48,7 +48,6 @@
 #include <unistd.h>
 
 #define MAX_DATAGRAM (256 * 1024)    /* asyncio's max_size */
-#define DEFAULT_HIGH (64 * 1024)     /* asyncio's default high-water mark */
 #define LOG_THRESHOLD 5              /* constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES */
 
 typedef struct {
@@ -56,26 +55,13 @@ typedef struct {
     PyObject *addr;                  /* destination, or NULL for None */
 } fa_dgram;
 
-typedef struct fa_udp_s {
-    PyObject_HEAD
-    /* First, where asyncio.BaseTransport's __slots__ puts `_extra` (checked
-     * at import): the type derives from asyncio.DatagramTransport and
-     * asyncio.Transport, and the inherited `_extra` slot is this dict. */
-    PyObject *extra;                 /* dict */
-    fa_loop *loop;
-    PyObject *protocol;              /* NULL once connection_lost ran */
-    PyObject *sock;                  /* socket object; NULL once closed */
+typedef struct {
+    FA_TRANSPORT_HEAD
     PyObject *address;               /* remote_addr, or NULL */
-    fa_handle *read_h;               /* Handle calling self._read_ready */
-    fa_handle *write_h;              /* Handle calling self._sendto_ready */
-    uv_poll_t *poll;                 /* malloc'd, freed by its close callback */
-    int fd;                          /* -1 once closed */
     int sock_fd;                     /* the fd, kept for repr() and _sock_fd */
     int family;                      /* the socket's address family */
     int direct;                      /* recvfrom() here (AF_INET, AF_INET6, AF_UNIX) */
     int connected;                   /* extra['peername'] is set: send(), not sendto() */
-    int events;                      /* events the poll is started for */
-    int self_ref;                    /* holds a reference to itself */
     int started;                     /* reading started after connection_made */
     int paused;                      /* pause_reading() */
     int closing;
@@ -97,8 +83,9 @@ typedef struct fa_udp_s {
     PyObject *last_addr;
 
     PyObject *weakreflist;
-    struct fa_udp_s *prev, *next;    /* st->net.udp_transports, until the socket is closed */
 } fa_udp;
+
+#define T(t) ((fa_transport *)(t))
 
 static char *recv_buf;               /* shared receive buffer (GIL held throughout) */
 
@@ -110,214 +97,21 @@ net(fa_udp *t)
 
 /* ------------------------------------------------------------ helpers */
 
-/* loop.call_exception_handler({'message', 'exception', 'transport',
- * 'protocol'}); an error in the handler call is reported as unraisable. */
-static void
-report(fa_udp *t, const char *message, PyObject *exc)
-{
-    fa_state *st = t->loop->st;
-    PyObject *ctx = PyDict_New(), *msg = PyUnicode_FromString(message), *r = NULL;
-    if (ctx == NULL || msg == NULL || PyDict_SetItem(ctx, st->s_message, msg) < 0 ||
-        (exc != NULL && PyDict_SetItem(ctx, st->s_exception_key, exc) < 0) ||
-        PyDict_SetItemString(ctx, "transport", (PyObject *)t) < 0 ||
-        PyDict_SetItemString(ctx, "protocol", t->protocol != NULL ? t->protocol : Py_None) < 0) {
-        goto done;
-    }
-    r = PyObject_CallMethodOneArg((PyObject *)t->loop, st->s_call_exception_handler, ctx);
-done:
-    if (r == NULL) {
-        PyErr_WriteUnraisable((PyObject *)t);
-    }
-    Py_XDECREF(r);
-    Py_XDECREF(ctx);
-    Py_XDECREF(msg);
-}
 
-/* Re-raise an exception object taken by fa_fetch_exception (steals it). */
-static void
-restore_exception(PyObject *exc)
-{
-    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, PyException_GetTraceback(exc));
-}
-
-/* ------------------------------------------------------------ the poll */
-
-static void
-list_add(fa_udp *t)
-{
-    fa_net_state *n = net(t);
-    fa_udp *head = (fa_udp *)n->udp_transports;
-    t->prev = NULL;
-    t->next = head;
-    if (head != NULL) {
-        head->prev = t;
-    }
-    n->udp_transports = t;
-}
-
-static void
-list_remove(fa_udp *t)
-{
-    fa_net_state *n = net(t);
-    if (t->prev != NULL) {
-        t->prev->next = t->next;
-    }
-    else if (n->udp_transports == t) {
-        n->udp_transports = t->next;
-    }
-    if (t->next != NULL) {
-        t->next->prev = t->prev;
-    }
-    t->prev = t->next = NULL;
-}
-
-/* Close the uv_poll (the fd stays open, owned by the socket object).
- * Returns 1 if the loop took sock over to close it after the poll (see
- * fa_loop_close_poll), else 0. */
-static int
-drop_poll(fa_udp *t, PyObject *sock)
-{
-    fa_loop *loop = t->loop;
-    uv_poll_t *p = t->poll;
-    if (p == NULL) {
-        return 0;
-    }
-    t->poll = NULL;
-    if (t->events) {
-        /* Only on the loop thread: a started poll keeps its transport alive. */
-        uv_poll_stop(p);
-        loop->n_io--;
-        t->events = 0;
-    }
-    return fa_loop_close_poll(loop, p, sock);
-}
-
-/* asyncio refuses to watch a fd a transport uses (add_reader, sock_*):
- * RuntimeError naming the transport.  Returns -1 with it set, else 0. */
-int
-fa_udp_check_fd(fa_loop *loop, int fd)
-{
-    for (fa_udp *t = (fa_udp *)loop->st->net.udp_transports; t != NULL; t = t->next) {
-        if (t->loop == loop && t->fd == fd && t->sock != NULL) {
-            PyErr_Format(PyExc_RuntimeError, "File descriptor %d is used by transport %R", fd,
-                         (PyObject *)t);
-            return -1;
-        }
-    }
-    return 0;
-}
-
-/* loop.close(): stop watching the fds of the loop's datagram transports.
- * A transport that only its watch kept alive is then collected, with a
- * ResourceWarning, as with asyncio's loop.  Idempotent. */
-void
-fa_udp_close_all(fa_loop *loop)
-{
-    fa_net_state *n = &loop->st->net;
-    PyObject *held = PyList_New(0);
-    fa_udp *t = (fa_udp *)n->udp_transports, *next;
-    for (; t != NULL; t = next) {
-        next = t->next;
-        if (t->loop != loop) {
-            continue;
-        }
-        drop_poll(t, NULL);
-        if (t->self_ref) {
-            if (held == NULL || PyList_Append(held, (PyObject *)t) < 0) {
-                PyErr_Clear();
-                continue; /* keep the reference: a leak, not a crash */
-            }
-            t->self_ref = 0;
-            Py_DECREF(t); /* the list holds it until the walk is over */
-        }
-    }
-    Py_XDECREF(held);
-}
-
-static void udp_on_io(uv_poll_t *p, int status, int events);
-
-/* Create the uv_poll on first use. */
-static int
-ensure_poll(fa_udp *t)
-{
-    int rc;
-    if (t->poll != NULL) {
-        return 0;
-    }
-    if (fa_loop_check_closed(t->loop) < 0) {
-        return -1;
-    }
-    t->poll = PyMem_RawMalloc(sizeof(uv_poll_t));
-    if (t->poll == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    rc = uv_poll_init(&t->loop->uv, t->poll, t->fd);
-    if (rc < 0) {
-        PyMem_RawFree(t->poll);
-        t->poll = NULL;
-        if (rc == UV_EEXIST) {
-            PyErr_Format(PyExc_RuntimeError,
-                         "File descriptor %d is used by another watcher of this loop "
-                         "(add_reader/add_writer or a sock_* call in progress)", t->fd);
-            return -1;
-        }
-        return fa_set_uv_error(rc, "uv_poll_init");
-    }
-    t->poll->data = t;
-    return 0;
-}
-
-/* Start or stop the poll to match what the transport waits for, and hold a
- * reference to itself while it waits.  The caller must own a reference
- * (the self-reference may be dropped here).  Returns -1 with an exception. */
+/* Watch the fd for what the transport waits for now (see
+ * fa_transport_watch).  The caller must own a reference.  Returns -1 with
+ * an exception. */
 static int
 update_poll(fa_udp *t)
 {
-    fa_loop *loop = t->loop;
-    int want = 0, r;
-    if (t->fd >= 0) {
-        if (t->started && !t->closing && !t->paused) {
-            want |= UV_READABLE;
-        }
-        if (t->write_armed) {
-            want |= UV_WRITABLE;
-        }
+    int want = 0;
+    if (t->started && !t->closing && !t->paused) {
+        want |= UV_READABLE;
     }
-    if (want != t->events) {
-        if (want) {
-            if (ensure_poll(t) < 0) {
-                return -1;
-            }
-            r = uv_poll_start(t->poll, want, udp_on_io);
-            if (r < 0) {
-                return fa_set_uv_error(r, "uv_poll_start");
-            }
-            if (t->events == 0) {
-                loop->n_io++;
-            }
-        }
-        else {
-            if (t->poll != NULL) {
-                uv_poll_stop(t->poll);
-            }
-            loop->n_io--;
-        }
-        t->events = want;
-        loop->io_dirty = 1;
-        if (loop->is_app && atomic_load(&loop->baton) == 0) {
-            fa_loop_poke(loop);
-        }
+    if (t->write_armed) {
+        want |= UV_WRITABLE;
     }
-    if (want && !t->self_ref) {
-        t->self_ref = 1;
-        Py_INCREF(t);
-    }
-    else if (!want && t->self_ref) {
-        t->self_ref = 0;
-        Py_DECREF(t);
-    }
-    return 0;
+    return fa_transport_watch(T(t), want);
 }
 
 /* update_poll for paths that cannot raise: report the error instead. */
@@ -325,47 +119,7 @@ static void
 update_poll_or_report(fa_udp *t)
 {
     if (update_poll(t) < 0) {
-        PyObject *exc = fa_fetch_exception();
-        report(t, "Fatal error: cannot watch the transport's fd", exc);
-        Py_XDECREF(exc);
-    }
-}
-
-static void
-udp_on_io(uv_poll_t *p, int status, int events)
-{
-    fa_udp *t = (fa_udp *)p->data;
-    fa_loop *loop;
-    if (t == NULL) {
-        return;
-    }
-    loop = t->loop;
-    fa_loop_gil_ensure(loop);
-    if (status < 0) {
-        /* libuv stopped the poll on POLLERR: for UDP, a pending socket
-         * error such as an ICMP port unreachable.  Let both sides retry
-         * their syscall, which returns (and clears) the error; they
-         * restart the poll. */
-        if (t->events) {
-            loop->n_io--;
-            t->events = 0;
-            loop->io_dirty = 1;
-        }
-        events = UV_READABLE | UV_WRITABLE;
-    }
-    if ((events & UV_READABLE) && t->started && !t->closing && !t->paused && t->read_h != NULL &&
-        !t->read_h->queued) {
-        if (fa_loop_push_ready(loop, t->read_h) == 0) {
-            t->read_h->queued = 1;
-        }
-    }
-    if ((events & UV_WRITABLE) && t->write_armed && t->write_h != NULL && !t->write_h->queued) {
-        if (fa_loop_push_ready(loop, t->write_h) == 0) {
-            t->write_h->queued = 1;
-        }
-    }
-    if (PyErr_Occurred()) {
-        PyErr_WriteUnraisable((PyObject *)t);
+        fa_transport_report_current(T(t));
     }
 }
 
@@ -662,7 +416,7 @@ fatal_error(fa_udp *t, PyObject *exc, const char *message)
         }
     }
     else {
-        report(t, message, exc);
+        fa_transport_report(T(t), message, exc);
     }
     return force_close(t, exc);
 }
@@ -732,7 +486,7 @@ call_protocol(fa_udp *t, const char *method, const char *message)
             return -1;
         }
         PyObject *exc = fa_fetch_exception();
-        report(t, message, exc);
+        fa_transport_report(T(t), message, exc);
         Py_XDECREF(exc);
         return 0;
     }
@@ -760,31 +514,6 @@ maybe_resume_protocol(fa_udp *t)
     return call_protocol(t, "resume_writing", "protocol.resume_writing() failed");
 }
 
-/* Stop watching the fd and close the socket object. */
-static int
-release_fd(fa_udp *t)
-{
-    PyObject *sock = t->sock, *r;
-    int handed_over = drop_poll(t, sock);
-    list_remove(t);
-    t->fd = -1;
-    if (sock == NULL) {
-        return 0;
-    }
-    t->sock = NULL;
-    if (handed_over) {
-        Py_DECREF(sock); /* the loop thread closes it after the poll */
-        return 0;
-    }
-    r = PyObject_CallMethod(sock, "close", NULL);
-    Py_DECREF(sock);
-    if (r == NULL) {
-        return -1;
-    }
-    Py_DECREF(r);
-    return 0;
-}
-
 static PyObject *
 udp_call_connection_lost(fa_udp *t, PyObject *exc)
 {
@@ -806,7 +535,7 @@ udp_call_connection_lost(fa_udp *t, PyObject *exc)
         t->conn_lost = 1; /* later sendto() calls are dropped */
     }
     Py_CLEAR(t->protocol);
-    if (release_fd(t) < 0 && err == NULL) {
+    if (fa_transport_release_fd(T(t)) < 0 && err == NULL) {
         err = fa_fetch_exception();
     }
     q_clear(t);
@@ -825,7 +554,7 @@ udp_call_connection_lost(fa_udp *t, PyObject *exc)
     }
     Py_DECREF(t);
     if (err != NULL) {
-        restore_exception(err);
+        fa_restore_exception(err);
         return NULL;
     }
     Py_RETURN_NONE;
@@ -928,7 +657,7 @@ udp_read_ready(fa_udp *t, PyObject *Py_UNUSED(ignored))
     if (r < 0) {
         PyObject *exc = fa_fetch_exception();
         update_poll_or_report(t);
-        restore_exception(exc);
+        fa_restore_exception(exc);
     }
     else {
         update_poll_or_report(t);
@@ -1045,7 +774,7 @@ done:
     if (r < 0) {
         PyObject *exc = fa_fetch_exception();
         update_poll_or_report(t);
-        restore_exception(exc);
+        fa_restore_exception(exc);
     }
     else {
         update_poll_or_report(t);
@@ -1055,16 +784,6 @@ done:
         return NULL;
     }
     Py_RETURN_NONE;
-}
-
-static void
-log_warning(fa_udp *t, const char *message)
-{
-    PyObject *r = PyObject_CallMethod(net(t)->logger, "warning", "s", message);
-    if (r == NULL) {
-        PyErr_WriteUnraisable((PyObject *)t);
-    }
-    Py_XDECREF(r);
 }
 
 /* An immutable copy of data for the queue (a new reference). */
@@ -1149,7 +868,7 @@ udp_sendto(fa_udp *t, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
      * others fail on the closed socket); both drop here. */
     if (t->conn_lost && (t->address != NULL || t->fd < 0)) {
         if (t->conn_lost >= LOG_THRESHOLD) {
-            log_warning(t, "socket.send() raised exception.");
+            fa_transport_log_warning(T(t), "socket.send() raised exception.");
         }
         t->conn_lost++;
         Py_RETURN_NONE;
@@ -1330,24 +1049,6 @@ udp_is_closing(fa_udp *t, PyObject *Py_UNUSED(ignored))
 }
 
 static PyObject *
-udp_get_extra_info(fa_udp *t, PyObject *args, PyObject *kwds)
-{
-    static char *kwlist[] = {"name", "default", NULL};
-    PyObject *name, *deflt = Py_None, *v;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O:get_extra_info", kwlist, &name, &deflt)) {
-        return NULL;
-    }
-    v = PyDict_GetItemWithError(t->extra, name);
-    if (v == NULL) {
-        if (PyErr_Occurred()) {
-            return NULL;
-        }
-        return Py_NewRef(deflt);
-    }
-    return Py_NewRef(v);
-}
-
-static PyObject *
 udp_set_protocol(fa_udp *t, PyObject *protocol)
 {
     Py_XSETREF(t->protocol, Py_NewRef(protocol));
@@ -1372,13 +1073,6 @@ udp_get_write_buffer_limits(fa_udp *t, PyObject *Py_UNUSED(ignored))
     return Py_BuildValue("(nn)", t->low, t->high);
 }
 
-static int
-as_ssize(PyObject *o, Py_ssize_t *out)
-{
-    *out = PyNumber_AsSsize_t(o, PyExc_OverflowError);
-    return *out == -1 && PyErr_Occurred() ? -1 : 0;
-}
-
 /* asyncio's _FlowControlMixin._set_write_buffer_limits. */
 static PyObject *
 udp_set_write_buffer_limits(fa_udp *t, PyObject *args, PyObject *kwds)
@@ -1390,28 +1084,7 @@ udp_set_write_buffer_limits(fa_udp *t, PyObject *args, PyObject *kwds)
                                      &high_obj, &low_obj)) {
         return NULL;
     }
-    if (high_obj == Py_None) {
-        if (low_obj == Py_None) {
-            high = DEFAULT_HIGH;
-        }
-        else {
-            if (as_ssize(low_obj, &low) < 0) {
-                return NULL;
-            }
-            high = 4 * low;
-        }
-    }
-    else if (as_ssize(high_obj, &high) < 0) {
-        return NULL;
-    }
-    if (low_obj == Py_None) {
-        low = high >= 0 ? high / 4 : -((-high + 3) / 4); /* Python's high // 4 */
-    }
-    else if (as_ssize(low_obj, &low) < 0) {
-        return NULL;
-    }
-    if (!(high >= low && low >= 0)) {
-        PyErr_Format(PyExc_ValueError, "high (%zd) must be >= low (%zd) must be >= 0", high, low);
+    if (fa_transport_parse_limits(high_obj, low_obj, &high, &low) < 0) {
         return NULL;
     }
     t->high = high;
@@ -1492,13 +1165,13 @@ udp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     t->fd = t->sock_fd = (int)fd;
     t->family = family;
     t->direct = family == AF_INET || family == AF_INET6 || family == AF_UNIX;
-    t->high = DEFAULT_HIGH;
-    t->low = DEFAULT_HIGH / 4;
+    t->high = FA_DEFAULT_HIGH_WATER;
+    t->low = FA_DEFAULT_HIGH_WATER / 4;
     t->extra = Py_NewRef(extra);
     t->sock = Py_NewRef(sock);
     t->protocol = Py_NewRef(protocol);
     t->address = address == Py_None ? NULL : Py_NewRef(address);
-    list_add(t);
+    fa_transport_list_add(T(t));
     if (peer != NULL) {
         int c = PyObject_IsTrue(peer);
         if (c < 0) {
@@ -1507,58 +1180,8 @@ udp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         t->connected = c;
     }
 
-    cb = PyObject_GetAttrString((PyObject *)t, "_read_ready");
-    if (cb == NULL) {
+    if (fa_transport_start(T(t), "_sendto_ready", 1, waiter) < 0) {
         goto error;
-    }
-    t->read_h = fa_handle_new(t->loop, st->HandleType, cb, NULL, NULL);
-    Py_CLEAR(cb);
-    if (t->read_h == NULL) {
-        goto error;
-    }
-    cb = PyObject_GetAttrString((PyObject *)t, "_sendto_ready");
-    if (cb == NULL) {
-        goto error;
-    }
-    t->write_h = fa_handle_new(t->loop, st->HandleType, cb, NULL, NULL);
-    Py_CLEAR(cb);
-    if (t->write_h == NULL) {
-        goto error;
-    }
-
-    /* asyncio's order: connection_made, then start reading, then the waiter. */
-    cb = PyObject_GetAttrString(protocol, "connection_made");
-    if (cb == NULL) {
-        goto error;
-    }
-    PyObject *cargs = PyTuple_Pack(1, (PyObject *)t);
-    fa_handle *h = cargs == NULL ? NULL : fa_loop_call_soon(t->loop, cb, cargs, NULL);
-    Py_XDECREF(cargs);
-    Py_CLEAR(cb);
-    if (h == NULL) {
-        goto error;
-    }
-    Py_DECREF(h);
-    cb = PyObject_GetAttrString((PyObject *)t, "_start_reading");
-    if (cb == NULL) {
-        goto error;
-    }
-    h = fa_loop_call_soon(t->loop, cb, NULL, NULL);
-    Py_CLEAR(cb);
-    if (h == NULL) {
-        goto error;
-    }
-    Py_DECREF(h);
-    if (waiter != Py_None) {
-        PyObject *wargs = PyTuple_Pack(2, waiter, Py_None);
-        h = wargs == NULL ? NULL
-                          : fa_loop_call_soon(t->loop, st->net.set_result_unless_cancelled, wargs,
-                                              NULL);
-        Py_XDECREF(wargs);
-        if (h == NULL) {
-            goto error;
-        }
-        Py_DECREF(h);
     }
     return (PyObject *)t;
 
@@ -1580,78 +1203,35 @@ udp_init(PyObject *self, PyObject *args, PyObject *kwds)
 static int
 udp_traverse(fa_udp *t, visitproc visit, void *arg)
 {
-    Py_VISIT(Py_TYPE(t));
-    Py_VISIT(t->loop);
-    Py_VISIT(t->protocol);
-    Py_VISIT(t->extra);
-    Py_VISIT(t->sock);
     Py_VISIT(t->address);
-    Py_VISIT(t->read_h);
-    Py_VISIT(t->write_h);
     Py_VISIT(t->last_addr);
     for (Py_ssize_t i = 0; i < t->qlen; i++) {
         fa_dgram *d = &t->q[(t->qhead + i) % t->qcap];
         Py_VISIT(d->data);
         Py_VISIT(d->addr);
     }
-    return 0;
+    return fa_transport_traverse_head(T(t), visit, arg);
 }
 
 static int
 udp_clear(fa_udp *t)
 {
-    Py_CLEAR(t->protocol);
-    Py_CLEAR(t->extra);
+    fa_transport_clear_head(T(t));
     Py_CLEAR(t->address);
-    Py_CLEAR(t->read_h);
-    Py_CLEAR(t->write_h);
     Py_CLEAR(t->last_addr);
     q_clear(t);
     return 0;
 }
 
-/* An unclosed transport being collected: warn and close its socket, as
- * asyncio's __del__ does. */
-static void
-udp_finalize(fa_udp *t)
-{
-    PyObject *exc;
-    if (t->sock == NULL) {
-        return;
-    }
-    exc = fa_fetch_exception();
-    if (PyErr_ResourceWarning((PyObject *)t, 1, "unclosed transport %R", (PyObject *)t) < 0) {
-        PyErr_WriteUnraisable((PyObject *)t);
-    }
-    if (t->loop != NULL && release_fd(t) < 0) {
-        PyErr_WriteUnraisable((PyObject *)t);
-    }
-    if (exc != NULL) {
-        restore_exception(exc);
-    }
-}
-
 static void
 udp_dealloc(fa_udp *t)
 {
-    PyTypeObject *tp = Py_TYPE(t);
-    if (PyObject_CallFinalizerFromDealloc((PyObject *)t) < 0) {
+    if (fa_transport_dealloc_start(T(t), t->weakreflist) < 0) {
         return; /* resurrected */
-    }
-    PyObject_GC_UnTrack(t);
-    if (t->weakreflist != NULL) {
-        PyObject_ClearWeakRefs((PyObject *)t);
-    }
-    if (t->loop != NULL) {
-        drop_poll(t, NULL);
-        list_remove(t);
     }
     udp_clear(t);
     PyMem_Free(t->q);
-    Py_CLEAR(t->sock);
-    Py_CLEAR(t->loop);
-    tp->tp_free(t);
-    Py_DECREF(tp);
+    fa_transport_dealloc_end(T(t));
 }
 
 static PyObject *
@@ -1760,7 +1340,7 @@ static PyMethodDef udp_methods[] = {
     {"pause_reading", (PyCFunction)udp_pause_reading, METH_NOARGS,
      "Stop calling datagram_received until resume_reading()."},
     {"resume_reading", (PyCFunction)udp_resume_reading, METH_NOARGS, NULL},
-    {"get_extra_info", (PyCFunction)(void (*)(void))udp_get_extra_info,
+    {"get_extra_info", (PyCFunction)(void (*)(void))fa_transport_get_extra_info,
      METH_VARARGS | METH_KEYWORDS, "get_extra_info(name, default=None)"},
     {"set_protocol", (PyCFunction)udp_set_protocol, METH_O, NULL},
     {"get_protocol", (PyCFunction)udp_get_protocol, METH_NOARGS, NULL},
@@ -1781,7 +1361,7 @@ static PyType_Slot udp_slots[] = {
     {Py_tp_new, udp_new},
     {Py_tp_init, udp_init},
     {Py_tp_dealloc, udp_dealloc},
-    {Py_tp_finalize, udp_finalize},
+    {Py_tp_finalize, fa_transport_finalize},
     {Py_tp_traverse, udp_traverse},
     {Py_tp_clear, udp_clear},
     {Py_tp_repr, udp_repr},
@@ -1803,59 +1383,15 @@ static PyType_Spec udp_spec = {
 
 /* ------------------------------------------------------------ module */
 
-/* Create the type, deriving from asyncio.DatagramTransport and
- * asyncio.Transport (asyncio's own datagram transport is a Transport), after
- * checking that BaseTransport's `_extra` slot sits where our extra dict is. */
-static PyTypeObject *
-make_type(PyObject *module)
-{
-    PyObject *asyncio, *dgram = NULL, *transport = NULL, *base = NULL, *descr = NULL;
-    PyObject *bases = NULL;
-    PyTypeObject *tp = NULL;
-    asyncio = PyImport_ImportModule("asyncio");
-    if (asyncio == NULL) {
-        return NULL;
-    }
-    dgram = PyObject_GetAttrString(asyncio, "DatagramTransport");
-    transport = dgram == NULL ? NULL : PyObject_GetAttrString(asyncio, "Transport");
-    base = transport == NULL ? NULL : PyObject_GetAttrString(asyncio, "BaseTransport");
-    Py_DECREF(asyncio);
-    if (base == NULL) {
-        goto done;
-    }
-    descr = PyObject_GetAttrString(base, "_extra");
-    if (descr == NULL || !PyObject_TypeCheck(descr, &PyMemberDescr_Type) ||
-        ((PyMemberDescrObject *)descr)->d_member->offset != offsetof(fa_udp, extra) ||
-        ((PyTypeObject *)dgram)->tp_basicsize != ((PyTypeObject *)base)->tp_basicsize ||
-        ((PyTypeObject *)transport)->tp_basicsize != ((PyTypeObject *)base)->tp_basicsize ||
-        ((PyTypeObject *)base)->tp_basicsize > (Py_ssize_t)sizeof(fa_udp)) {
-        PyErr_Clear();
-        PyErr_SetString(PyExc_ImportError,
-                        "flaskasync: asyncio.DatagramTransport's layout is not the one this "
-                        "build expects");
-        goto done;
-    }
-    bases = PyTuple_Pack(2, dgram, transport);
-    if (bases == NULL) {
-        goto done;
-    }
-    tp = (PyTypeObject *)PyType_FromModuleAndSpec(module, &udp_spec, bases);
-done:
-    Py_XDECREF(bases);
-    Py_XDECREF(descr);
-    Py_XDECREF(base);
-    Py_XDECREF(transport);
-    Py_XDECREF(dgram);
-    return tp;
-}
-
 /* Create and register the datagram transport type on the module.
  * Returns 0, or -1 with an exception. */
 int
 fa_udp_init(PyObject *module, fa_state *st)
 {
     fa_net_state *n = &st->net;
-    n->DatagramType = make_type(module);
+    /* asyncio's own datagram transport is a Transport too. */
+    static const char *const bases[] = {"DatagramTransport", "Transport"};
+    n->DatagramType = fa_transport_make_type(module, &udp_spec, bases, 2);
     if (n->DatagramType == NULL ||
         PyModule_AddObjectRef(module, "DatagramTransport", (PyObject *)n->DatagramType) < 0) {
         return -1;

@@ -197,7 +197,7 @@ fa_loop_add_io(fa_loop *self, PyObject *args, int events)
         goto error;
     }
     if (w == NULL || w->poll == NULL || uv_is_closing((uv_handle_t *)w->poll)) {
-        if (fa_stream_check_fd(self, fd) < 0 || fa_udp_check_fd(self, fd) < 0) {
+        if (fa_transport_check_fd(self, fd) < 0) {
             w = NULL;
             goto error;
         }
