@@ -12,10 +12,12 @@ process, so the usual pattern just works::
     async def user(uid):
         return (await client.get(f"/users/{uid}")).json()
 
-(flaskasync's loop does not implement network I/O yet, so this example uses
-a stand-in client built from the same loop-bound parts those libraries
-hold: a Semaphore limiting concurrent "connections", a cache of in-flight
-requests as Futures shared by concurrent callers, and a Lock.)
+This example needs no third-party package: its client keeps a pool of
+real keep-alive TCP connections (asyncio streams) to an upstream service,
+which the app starts on its own loop on first use.  Like httpx's pool, the
+connections, the Semaphore that bounds them and the single-flight cache of
+in-flight requests (Futures shared by concurrent callers) are all bound to
+the one app loop and shared by every request on every thread.
 
     flask --app examples/shared_client:app run --with-threads
 """
@@ -23,6 +25,7 @@ requests as Futures shared by concurrent callers, and a Lock.)
 from __future__ import annotations
 
 import asyncio
+import json
 
 from flask import Flask, jsonify
 
@@ -32,21 +35,47 @@ app = Flask(__name__)
 FlaskAsync(app)
 
 
+async def _upstream(reader, writer):
+    """The upstream service: one line in ("KEY\\n"), one JSON line out, 0.1 s later."""
+    while line := await reader.readline():
+        key = line.decode().strip()
+        await asyncio.sleep(0.1)  # the service's own latency
+        writer.write(json.dumps({"key": key, "value": key.upper()}).encode() + b"\n")
+        await writer.drain()
+    writer.close()
+
+
 class UpstreamClient:
-    """Stands for an async HTTP client with a connection pool."""
+    """An async client with a pool of keep-alive connections."""
 
     def __init__(self, max_connections: int = 4) -> None:
-        self._slots = asyncio.Semaphore(max_connections)  # the "pool"
+        self._slots = asyncio.Semaphore(max_connections)  # bounds the pool
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
         self._inflight: dict[str, asyncio.Future] = {}  # single-flight cache
-        self._stats_lock = asyncio.Lock()
+        self._server: asyncio.Server | None = None
+        self._start_lock = asyncio.Lock()
         self.calls = 0
+        self.connections = 0
+
+    async def _address(self):
+        async with self._start_lock:
+            if self._server is None:
+                self._server = await asyncio.start_server(_upstream, "127.0.0.1", 0)
+        return self._server.sockets[0].getsockname()
 
     async def _fetch(self, key: str) -> dict:
         async with self._slots:
-            async with self._stats_lock:
-                self.calls += 1
-            await asyncio.sleep(0.1)  # the network round trip
-            return {"key": key, "value": key.upper()}
+            if self._idle:
+                reader, writer = self._idle.pop()
+            else:
+                reader, writer = await asyncio.open_connection(*await self._address())
+                self.connections += 1
+            self.calls += 1
+            writer.write(key.encode() + b"\n")
+            await writer.drain()
+            answer = json.loads(await reader.readline())
+            self._idle.append((reader, writer))  # back to the pool, kept alive
+            return answer
 
     async def get(self, key: str) -> dict:
         """Concurrent requests for the same key share one upstream call."""
@@ -68,4 +97,4 @@ async def item(key: str):
 
 @app.get("/stats")
 async def stats():
-    return jsonify(upstream_calls=client.calls)
+    return jsonify(upstream_calls=client.calls, connections=client.connections)

@@ -82,8 +82,13 @@ def test_shared_client_example():
     assert results == [{"key": k, "value": k.upper()} for k in ["a", "b"] * 16]
     # 32 requests from 16 threads: concurrent ones for a key share one
     # upstream call (the Future is shared across threads and requests).
-    calls = app.test_client().get("/stats").get_json()["upstream_calls"]
-    assert 2 <= calls < 16
+    stats = app.test_client().get("/stats").get_json()
+    assert 2 <= stats["upstream_calls"] < 16
+    # Real TCP connections, kept alive and reused across requests and threads.
+    assert 1 <= stats["connections"] <= 4
+    results = list(map(get, ["c", "d", "e"]))
+    assert results == [{"key": k, "value": k.upper()} for k in "cde"]
+    assert app.test_client().get("/stats").get_json()["connections"] <= 4
 
 
 def test_factory_example():
