@@ -469,17 +469,32 @@ fa_transport_dealloc_end(fa_transport *t)
 
 /* ------------------------------------------------------------ limits */
 
-/* A buffer limit: any real number (asyncio takes floats too), truncated. */
+/* A buffer limit: any real number (asyncio takes floats too), truncated;
+ * beyond Py_ssize_t it means "never", so it is clamped. */
 static int
 limit_value(PyObject *v, Py_ssize_t *out)
 {
+    int overflow;
+    long long x;
     PyObject *i = PyFloat_Check(v) ? PyNumber_Long(v) : PyNumber_Index(v);
     if (i == NULL) {
         return -1;
     }
-    *out = PyLong_AsSsize_t(i);
+    x = PyLong_AsLongLongAndOverflow(i, &overflow);
     Py_DECREF(i);
-    return *out == -1 && PyErr_Occurred() ? -1 : 0;
+    if (x == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (overflow > 0 || x > PY_SSIZE_T_MAX) {
+        *out = PY_SSIZE_T_MAX;
+    }
+    else if (overflow < 0 || x < -PY_SSIZE_T_MAX) {
+        *out = -PY_SSIZE_T_MAX;
+    }
+    else {
+        *out = (Py_ssize_t)x;
+    }
+    return 0;
 }
 
 /* set_write_buffer_limits(high=None, low=None) as asyncio computes them:
@@ -498,7 +513,8 @@ fa_transport_parse_limits(PyObject *high_obj, PyObject *low_obj, Py_ssize_t *phi
         }
     }
     else {
-        high = low_obj == Py_None ? FA_DEFAULT_HIGH_WATER : 4 * low;
+        high = low_obj == Py_None ? FA_DEFAULT_HIGH_WATER
+               : (low > PY_SSIZE_T_MAX / 4 ? PY_SSIZE_T_MAX : 4 * low);
     }
     if (low_obj == Py_None) {
         low = high >= 0 ? high / 4 : -((-high + 3) / 4); /* Python's high // 4 */

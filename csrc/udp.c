@@ -458,6 +458,9 @@ schedule_lost(fa_udp *t, PyObject *exc)
 {
     PyObject *cb, *args;
     fa_handle *h;
+    if (fa_loop_check_closed(t->loop) < 0) {
+        return -1; /* as asyncio's call_soon: RuntimeError('Event loop is closed') */
+    }
     cb = PyObject_GetAttrString((PyObject *)t, "_call_connection_lost");
     if (cb == NULL) {
         return -1;

@@ -275,6 +275,9 @@ fa_loop_remove_io(fa_loop *self, PyObject *fdobj, int events)
     if (self->closed) {
         Py_RETURN_FALSE;
     }
+    if (fa_transport_check_fd(self, fd) < 0) {
+        return NULL; /* asyncio: RuntimeError naming the transport */
+    }
     key = PyLong_FromLong(fd);
     if (key == NULL) {
         return NULL;

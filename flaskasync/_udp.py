@@ -29,7 +29,12 @@ _UDP_PROTOS = frozenset((0, socket.IPPROTO_TCP, socket.IPPROTO_UDP))
 class DatagramTransport(_core.DatagramTransport):
     """A UDP or Unix datagram transport (asyncio.DatagramTransport API)."""
 
-    max_size = 256 * 1024  # the largest datagram received, as asyncio's
+    @property
+    def max_size(self) -> int:
+        """The largest datagram received (asyncio's 256 KiB).  Read-only: the
+        receive buffer is the C transport's, so setting it raises instead of
+        being ignored."""
+        return 256 * 1024
 
 
 class DatagramMixin:

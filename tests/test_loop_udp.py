@@ -1194,3 +1194,62 @@ def test_udp_fd_cannot_be_watched_by_add_reader(loop):
             await p.lost
 
     run(loop, main())
+
+
+# ------------------------------------------------ regressions (review)
+
+
+def test_udp_close_after_loop_closed_raises(loop):
+    tr, proto = loop.run_until_complete(endpoint(loop, local_addr=("127.0.0.1", 0)))
+    sock = tr.get_extra_info("socket")
+    loop.close()
+    with pytest.raises(RuntimeError, match="Event loop is closed"):
+        tr.close()
+    del tr, proto
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+        gc.collect()
+    assert sock.fileno() == -1  # collected, socket closed
+
+
+def test_udp_remove_reader_on_transport_fd_raises(loop):
+    async def main():
+        tr, _ = await endpoint(loop, local_addr=("127.0.0.1", 0))
+        fd = tr.get_extra_info("socket").fileno()
+        with pytest.raises(RuntimeError, match="is used by transport"):
+            loop.remove_reader(fd)
+        with pytest.raises(RuntimeError, match="is used by transport"):
+            loop.remove_writer(fd)
+        tr.close()
+        await asyncio.sleep(0)
+
+    run(loop, main())
+
+
+def test_udp_huge_buffer_limits_accepted(loop):
+    async def main():
+        tr, _ = await endpoint(loop, local_addr=("127.0.0.1", 0))
+        tr.set_write_buffer_limits(low=2**62)
+        low, high = tr.get_write_buffer_limits()
+        assert low == 2**62 and high >= 2**62
+        tr.set_write_buffer_limits(high=2**63)
+        assert tr.get_write_buffer_limits()[1] >= 2**63 - 1
+        tr.close()
+        await asyncio.sleep(0)
+
+    run(loop, main())
+
+
+def test_udp_max_size_is_read_only(fa_loop):
+    # flaskasync only: the receive buffer is C's; setting max_size raises
+    # rather than being silently ignored (asyncio reads it per datagram).
+    async def main():
+        tr, _ = await endpoint(fa_loop, local_addr=("127.0.0.1", 0))
+        assert tr.max_size == 256 * 1024
+        with pytest.raises(AttributeError):
+            tr.max_size = 4
+        tr.close()
+        await asyncio.sleep(0)
+
+    run(fa_loop, main())
