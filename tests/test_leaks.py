@@ -529,3 +529,58 @@ def test_leak_pipe_transports(lp):
     fds = _fds()
     check_no_leak(step, n=3000, warmup=300)
     assert _fds() == fds
+
+
+def test_leak_subprocesses(lp):
+    # Pipes, the pidfd watch and the subprocess transport, per process.
+    async def one():
+        proc = await asyncio.create_subprocess_exec(
+            "true", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        out, _ = await proc.communicate(b"x")
+        assert out == b"" and proc.returncode == 0
+
+    def step(k):
+        for _ in range(k):
+            lp.run_until_complete(one())
+
+    _run_once(lp)
+    fds = _fds()
+    check_no_leak(step, n=300, warmup=30)
+    assert _fds() == fds
+
+
+def test_leak_tls_connections(lp):
+    trustme = pytest.importorskip("trustme")
+    import ssl
+
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+
+    class Echo(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            self.transport.write(data)
+            self.transport.close()
+
+    async def main(k, port):
+        for _ in range(k):
+            tr, pr = await lp.create_connection(lambda: _Plain(lp), "127.0.0.1", port,
+                                                ssl=client_ctx, server_hostname="localhost")
+            tr.write(b"ping")
+            await pr.lost
+            tr.close()
+
+    srv = lp.run_until_complete(lp.create_server(Echo, "127.0.0.1", 0, ssl=server_ctx))
+    port = srv.sockets[0].getsockname()[1]
+    fds = _fds()
+    try:
+        check_no_leak(lambda k: lp.run_until_complete(main(k, port)), n=400, warmup=50)
+    finally:
+        srv.close()
+        lp.run_until_complete(srv.wait_closed())
+    assert _fds() <= fds
