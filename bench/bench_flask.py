@@ -46,9 +46,13 @@ import _common
 from _common import pkg_version, write_json
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+# The upstream service /fanout calls (bench_net.py's HTTP server, in a
+# subprocess), started by main() when /fanout is measured.
+UPSTREAM = None
 ROOT = os.path.dirname(HERE)
 
-ROUTES = ["/sync", "/async", "/seed", "/gather10"]
+ROUTES = ["/sync", "/async", "/seed", "/gather10", "/fanout"]
 VARIANTS = {"default": "0", "flaskasync": "1"}
 VARIANT_TITLES = {"default": "Flask default (asgiref)", "flaskasync": "flaskasync (FlaskAsync(app))"}
 TARGETS = [
@@ -148,7 +152,8 @@ class Server:
         self.variant = variant
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = dict(os.environ, FLASKASYNC=VARIANTS[variant], PYTHONUNBUFFERED="1")
+        env = dict(os.environ, FLASKASYNC=VARIANTS[variant], PYTHONUNBUFFERED="1",
+                   UPSTREAM_URL=UPSTREAM.url if UPSTREAM is not None else "")
         cmd = [
             sys.executable, "-m", "gunicorn",
             "-k", "gthread", "--threads", str(threads), "-w", str(workers),
@@ -264,6 +269,26 @@ def main(argv=None) -> int:
     routes = [r.strip() for r in args.routes.split(",") if r.strip()]
     if "/sync" not in routes:
         routes.insert(0, "/sync")
+    if "/fanout" in routes:
+        try:
+            import httpx  # noqa: F401
+        except ImportError:
+            print("bench_flask: httpx is not installed: /fanout skipped", file=sys.stderr)
+            routes.remove("/fanout")
+    if "/fanout" in routes:
+        global UPSTREAM
+        from bench_net import HttpServerProcess
+
+        UPSTREAM = HttpServerProcess()
+        print(f"[upstream] {UPSTREAM.url} ({UPSTREAM.loop_kind})", file=sys.stderr, flush=True)
+        try:
+            return _main(args, argv, variants, routes)
+        finally:
+            UPSTREAM.stop()
+    return _main(args, argv, variants, routes)
+
+
+def _main(args, argv, variants, routes) -> int:
 
     if "flaskasync" in variants:
         try:

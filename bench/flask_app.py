@@ -61,6 +61,38 @@ async def gather10_view():
     return jsonify(n=len(results))
 
 
+UPSTREAM_URL = os.environ.get("UPSTREAM_URL", "")
+_client = None
+
+
+async def _fetch_all(client, n: int = 10) -> int:
+    responses = await asyncio.gather(*(client.get(UPSTREAM_URL) for _ in range(n)))
+    return sum(len(r.json()) for r in responses)
+
+
+@app.get("/fanout")
+async def fanout_view():
+    """A view calling a service: 10 concurrent httpx GETs to a local upstream.
+
+    On flaskasync one AsyncClient (and its keep-alive pool) is created once
+    and shared by every request, as users write it.  Under Flask's default a
+    shared client breaks on the second request ("Event loop is closed"), so
+    each request must make (and close) its own client and connections: the
+    only way that works there.
+    """
+    import httpx
+
+    global _client
+    if USE_FLASKASYNC:
+        if _client is None:
+            _client = httpx.AsyncClient(limits=httpx.Limits(max_keepalive_connections=80))
+        n = await _fetch_all(_client)
+    else:
+        async with httpx.AsyncClient() as client:
+            n = await _fetch_all(client)
+    return jsonify(fields=n)
+
+
 @app.get("/_variant")
 async def variant_view():
     """Which runner served this async view (checked by bench_flask.py before measuring)."""
