@@ -172,6 +172,7 @@ FLASK_ROUTE_TITLES = {
     "/async": "/async: trivial async view",
     "/seed": "/seed: 5 × sleep(0.001), JSON",
     "/gather10": "/gather10: 10 × sleep(0.001)",
+    "/fanout": "/fanout: 10 httpx GETs to a local upstream, gathered",
 }
 FLASK_PLOT_X0 = 250
 FLASK_PLOT_X1 = 700
