@@ -558,10 +558,32 @@ op_clear(fa_op *op)
     return 0;
 }
 
+/* Like a coroutine of an `async def` method: one that was never awaited (nor
+ * closed) warns when collected. */
+static void
+op_finalize(fa_op *op)
+{
+    PyObject *exc;
+    if (op->state != FA_OP_NEW) {
+        return;
+    }
+    exc = fa_fetch_exception();
+    if (PyErr_WarnFormat(PyExc_RuntimeWarning, 1, "coroutine '%s' was never awaited",
+                         op->kind->qualname) < 0) {
+        PyErr_WriteUnraisable((PyObject *)op);
+    }
+    if (exc != NULL) {
+        fa_restore_exception(exc);
+    }
+}
+
 static void
 op_dealloc(fa_op *op)
 {
     PyTypeObject *tp = Py_TYPE(op);
+    if (PyObject_CallFinalizerFromDealloc((PyObject *)op) < 0) {
+        return; /* resurrected */
+    }
     PyObject_GC_UnTrack(op);
     /* Allocated but never submitted (submission failed). */
     PyMem_RawFree(op->req);
@@ -600,6 +622,7 @@ static PyMemberDef op_members[] = {
 static PyType_Slot op_slots[] = {
     {Py_tp_doc, "A network method's coroutine (loop.sock_recv(...), loop.getaddrinfo(...))."},
     {Py_tp_dealloc, op_dealloc},
+    {Py_tp_finalize, op_finalize},
     {Py_tp_traverse, op_traverse},
     {Py_tp_clear, op_clear},
     {Py_tp_repr, op_repr},

@@ -13,6 +13,7 @@ import socket
 import ssl
 import struct
 import tempfile
+import warnings
 import threading
 import time
 
@@ -932,4 +933,25 @@ def test_stopiteration_in_a_sock_method_becomes_runtimeerror(loop):
             run(loop, task, timeout=5)
     finally:
         s.close()
+        b.close()
+
+
+def test_sock_coroutine_never_awaited_warns(loop):
+    # As for any `async def` method: collected without being awaited (or
+    # closed), the coroutine warns; a closed one does not.
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    try:
+        with pytest.warns(RuntimeWarning, match="sock_recv' was never awaited"):
+            coro = loop.sock_recv(a, 10)
+            del coro
+            gc.collect()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            coro = loop.sock_recv(a, 10)
+            coro.close()
+            del coro
+            gc.collect()
+    finally:
+        a.close()
         b.close()
