@@ -413,7 +413,7 @@ gai_step(fa_op *op, PyObject *value)
         PyErr_SetString(PyExc_TypeError, "getaddrinfo() argument 1 must be string or None");
         return -1;
     }
-    if (PyLong_Check(pobj)) {
+    if (PyLong_CheckExact(pobj)) {
         long v = PyLong_AsLong(pobj);
         if (v == -1 && PyErr_Occurred()) {
             goto error;

@@ -305,3 +305,14 @@ def test_dns_no_leak(fa_loop):
     assert fds1 == fds0
     assert handles1 <= handles0
     assert objs1 - objs0 < 100
+
+
+def test_getaddrinfo_port_must_be_exactly_int_or_str(loop):
+    # The socket module takes an int (not a bool or other int subclass), a
+    # str, bytes or None as the port.
+    with pytest.raises(OSError, match="Int or String expected"):
+        loop.run_until_complete(loop.getaddrinfo("127.0.0.1", True))
+    with pytest.raises(OSError, match="Int or String expected"):
+        loop.run_until_complete(loop.getaddrinfo("127.0.0.1", 80.0))
+    infos = loop.run_until_complete(loop.getaddrinfo("127.0.0.1", 80, type=socket.SOCK_STREAM))
+    assert infos[0][4] == ("127.0.0.1", 80)
