@@ -466,6 +466,13 @@ op_close(PyObject *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 op_await(PyObject *self)
 {
+    fa_op *op = (fa_op *)self;
+    if (op->state == FA_OP_RUNNING && op->inner != NULL) {
+        /* As CPython's coroutines: a second awaiter would steal the first
+         * one's wake-up. */
+        PyErr_SetString(PyExc_RuntimeError, "coroutine is being awaited already");
+        return NULL;
+    }
     return Py_NewRef(self);
 }
 

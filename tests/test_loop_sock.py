@@ -955,3 +955,29 @@ def test_sock_coroutine_never_awaited_warns(loop):
     finally:
         a.close()
         b.close()
+
+
+def test_sock_coroutine_awaited_twice_raises(loop):
+    # A second task awaiting the same waiting coroutine gets RuntimeError,
+    # as with any coroutine; the first one still gets the data.
+    a, b = socket.socketpair()
+    a.setblocking(False)
+
+    async def main():
+        coro = loop.sock_recv(a, 10)
+        first = loop.create_task(coro)
+        await asyncio.sleep(0)  # first is now waiting inside coro
+
+        async def second():
+            return await coro
+
+        with pytest.raises(RuntimeError, match="being awaited already"):
+            await second()
+        b.send(b"data")
+        assert await asyncio.wait_for(first, 5) == b"data"
+
+    try:
+        loop.run_until_complete(main())
+    finally:
+        a.close()
+        b.close()
