@@ -576,6 +576,15 @@ stream_read_ready(fa_stream *t, PyObject *Py_UNUSED(ignored))
     else {
         r = read_data(t);
     }
+    /* Re-arm the watch if libuv stopped it on POLLERR: the error (say, a
+     * reset) may sit behind data this recv returned, and is read next. */
+    if (t->events != UV_READABLE || r < 0) {
+        PyObject *exc = r < 0 ? fa_fetch_exception() : NULL;
+        update_poll_or_report(t);
+        if (exc != NULL) {
+            fa_restore_exception(exc);
+        }
+    }
     Py_DECREF(t);
     if (r < 0) {
         return NULL;
@@ -1204,8 +1213,10 @@ stream_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 
 error:
     Py_XDECREF(cb);
-    /* Do not close the caller's socket: the caller still owns it. */
+    /* Do not close the caller's socket: the caller still owns it.  A
+     * callback already scheduled must not watch its fd either. */
     Py_CLEAR(t->sock);
+    t->fd = -1;
     Py_DECREF(t);
     return NULL;
 }

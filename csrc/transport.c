@@ -449,8 +449,21 @@ fa_transport_dealloc_start(fa_transport *t, PyObject *weakreflist)
         PyObject_ClearWeakRefs((PyObject *)t);
     }
     if (t->loop != NULL) {
-        fa_transport_drop_poll(t, NULL);
-        fa_transport_list_remove(t);
+        if (t->sock != NULL) {
+            /* tp_finalize did not run (a Python subclass's __del__ replaced
+             * it): release the fd now, poll first. */
+            PyObject *exc = fa_fetch_exception();
+            if (fa_transport_release_fd(t) < 0) {
+                PyErr_WriteUnraisable((PyObject *)t);
+            }
+            if (exc != NULL) {
+                fa_restore_exception(exc);
+            }
+        }
+        else {
+            fa_transport_drop_poll(t, NULL);
+            fa_transport_list_remove(t);
+        }
     }
     return 0;
 }

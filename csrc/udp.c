@@ -1190,8 +1190,10 @@ udp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 
 error:
     Py_XDECREF(cb);
-    /* Do not close the caller's socket: the caller still owns it. */
+    /* Do not close the caller's socket: the caller still owns it.  A
+     * callback already scheduled must not watch its fd either. */
     Py_CLEAR(t->sock);
+    t->fd = -1;
     Py_DECREF(t);
     return NULL;
 }

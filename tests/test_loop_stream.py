@@ -1974,3 +1974,28 @@ def test_writelines_with_a_bad_item_writes_nothing(loop):
         b.close()
 
     run(loop, main())
+
+
+def test_reset_behind_unread_data_is_reported(loop):
+    # Data and a reset arrive together while the loop is busy: the data is
+    # delivered, then the reset (libuv stops the watch on POLLERR; the
+    # transport must watch again for the error behind the data).
+    async def main():
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        reader, writer = await asyncio.open_connection(*srv.getsockname())
+        peer, _ = srv.accept()
+        writer.write(b"request the server never reads")
+        await writer.drain()
+        time.sleep(0.05)
+        peer.sendall(b"reply")
+        peer.close()  # unread data in its buffer: the kernel sends a reset
+        time.sleep(0.1)  # the loop is busy while both arrive
+        assert await asyncio.wait_for(reader.read(100), 5) == b"reply"
+        with pytest.raises(ConnectionResetError):
+            await asyncio.wait_for(reader.read(100), 5)
+        writer.close()
+        srv.close()
+
+    run(loop, main())
