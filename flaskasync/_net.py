@@ -88,13 +88,16 @@ def _numeric_addrinfo(host, port, family, type_, proto, flowinfo=0, scope_id=0):
     the flowinfo and scope id given with it."""
     if not isinstance(host, (str, bytes, bytearray)) or not host:
         return None
-    if proto == 0:
-        if type_ == socket.SOCK_STREAM:
-            proto = socket.IPPROTO_TCP
-        elif type_ == socket.SOCK_DGRAM:
-            proto = socket.IPPROTO_UDP
-        else:
-            return None
+    # As asyncio: the protocol follows the socket type; any other protocol
+    # is left to getaddrinfo.
+    if proto not in (0, socket.IPPROTO_TCP, socket.IPPROTO_UDP):
+        return None
+    if type_ == socket.SOCK_STREAM:
+        proto = socket.IPPROTO_TCP
+    elif type_ == socket.SOCK_DGRAM:
+        proto = socket.IPPROTO_UDP
+    else:
+        return None
     if port is None:
         port = 0
     elif isinstance(port, bytes) and port == b"":

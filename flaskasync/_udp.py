@@ -19,11 +19,10 @@ import stat
 from asyncio import trsock
 
 from . import _core
-from ._net import _numeric_addrinfo, _set_reuseport
+from ._net import _set_reuseport
 
 logger = logging.getLogger("asyncio")
 
-_UDP_PROTOS = frozenset((0, socket.IPPROTO_TCP, socket.IPPROTO_UDP))
 
 
 class DatagramTransport(_core.DatagramTransport):
@@ -53,17 +52,6 @@ class DatagramMixin:
             except OSError:
                 extra["peername"] = None
         return DatagramTransport(self, sock, protocol, extra, address, waiter)
-
-    async def _resolve_datagram(self, address, family, proto, flags):
-        host, port = address
-        info = None
-        if proto in _UDP_PROTOS:
-            # asyncio's _ipaddr_info: the protocol follows the type.
-            info = _numeric_addrinfo(host, port, family, socket.SOCK_DGRAM, 0)
-        if info is not None:
-            return [info]
-        return await self.getaddrinfo(host, port, family=family, type=socket.SOCK_DGRAM,
-                                      proto=proto, flags=flags)
 
     async def create_datagram_endpoint(self, protocol_factory, local_addr=None, remote_addr=None,
                                        *, family=0, proto=0, flags=0, reuse_port=None,
@@ -115,7 +103,8 @@ class DatagramMixin:
                     if addr is not None:
                         if not (isinstance(addr, tuple) and len(addr) == 2):
                             raise TypeError("2-tuple is expected")
-                        infos = await self._resolve_datagram(addr, family, proto, flags)
+                        infos = await self._resolve(addr, family=family, type=socket.SOCK_DGRAM,
+                                                   proto=proto, flags=flags)
                         if not infos:
                             raise OSError("getaddrinfo() returned empty list")
                         for fam, _, pro, _, address in infos:

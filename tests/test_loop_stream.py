@@ -1999,3 +1999,19 @@ def test_reset_behind_unread_data_is_reported(loop):
         srv.close()
 
     run(loop, main())
+
+
+def test_numeric_host_protocol_follows_socket_type(loop):
+    # asyncio's numeric-address shortcut takes the protocol from the socket
+    # type (proto=IPPROTO_UDP on a stream is made TCP), without a lookup.
+    async def main():
+        srv = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+        port = srv.sockets[0].getsockname()[1]
+        tr, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", port,
+                                             proto=socket.IPPROTO_UDP)
+        assert tr.get_extra_info("socket").proto == socket.IPPROTO_TCP
+        tr.close()
+        srv.close()
+        await srv.wait_closed()
+
+    run(loop, main())
