@@ -48,6 +48,7 @@ typedef struct {
     PyTypeObject *DatagramType;    /* udp.c: DatagramTransport */
     PyObject *s_datagram_received, *s_error_received; /* udp.c: interned names */
     PyObject *udp_max_size;        /* udp.c: 256 KiB, recvfrom()'s argument */
+    int detach_takes_transport;    /* asyncio's Server._detach(transport) (3.13+) */
 } fa_net_state;
 
 /* Per-module state.  Every type is a heap type owned by the module; every
@@ -89,7 +90,7 @@ typedef struct {
         *s_message, *s_exception_key, *s_handle, *s_source_traceback,
         *s_asyncgen_firstiter_hook, *s_asyncgen_finalizer_hook,
         *s_log_slow_callback, *s_slow_callback_duration, *s_set_name,
-        *s_check_debug_callback, *s_future, *s_msg, *s_qualname;
+        *s_check_callback, *s_future, *s_msg, *s_qualname;
 
     fa_net_state net;
 } fa_state;
@@ -154,6 +155,7 @@ struct fa_loop {
     Py_ssize_t n_closing;        /* uv handles waiting for their close callback */
     int io_dirty;                /* a watcher changed since the last uv_run */
     fa_handle *failed;           /* handle whose callback raised KeyboardInterrupt/SystemExit */
+    fa_handle *current;          /* handle whose callback runs now (borrowed), or NULL */
 
     /* Signals: a pipe set as Python's signal wakeup fd while the loop
      * blocks in the main thread, so a signal interrupts the poll. */
@@ -230,8 +232,12 @@ int fa_loop_forked(fa_loop *self);
 
 /* watcher.c */
 extern PyType_Spec fa_watcher_spec;
+/* events: UV_READABLE or UV_WRITABLE, plus FA_IO_UNCHECKED for asyncio's
+ * internal _add_reader & co., which skip the "fd used by a transport" check. */
+#define FA_IO_UNCHECKED 0x100
 PyObject *fa_loop_add_io(fa_loop *self, PyObject *args, int events);
 PyObject *fa_loop_remove_io(fa_loop *self, PyObject *fdobj, int events);
+PyObject *fa_loop_check_fd_no_transport(fa_loop *self, PyObject *fdobj);
 void fa_loop_close_watchers(fa_loop *self);
 
 /* runner.c */
@@ -338,12 +344,17 @@ PyObject *fa_loop_sock_accept(fa_loop *self, PyObject *args, PyObject *kwds);
 PyObject *fa_loop_sock_sendfile(fa_loop *self, PyObject *args, PyObject *kwds);
 
 /* transport.c: what the C transports share.  Every transport struct
- * starts with FA_TRANSPORT_HEAD; `extra` first after the object header,
- * where asyncio.BaseTransport's __slots__ puts `_extra` (checked at import
- * by fa_transport_make_type), so the inherited slot is that dict. */
+ * starts with FA_TRANSPORT_HEAD.  The transports derive from asyncio's
+ * _FlowControlMixin, as the selector loop's do, so the head reproduces the
+ * slots of its Python bases (checked at import by fa_transport_make_type):
+ * BaseTransport's `_extra` is our extra dict; _FlowControlMixin's four
+ * slots are reserved and stay NULL, because getsets of the C types (which
+ * come first in the MRO) answer `_loop`, `_protocol_paused`, `_high_water`
+ * and `_low_water` from the C state. */
 #define FA_TRANSPORT_HEAD                                                             \
     PyObject_HEAD                                                                     \
     PyObject *extra;             /* dict: BaseTransport's _extra slot */              \
+    PyObject *fcm_reserved[4];   /* _FlowControlMixin's slots, unused */              \
     fa_loop *loop;                                                                    \
     PyObject *protocol;          /* NULL once connection_lost ran */                  \
     PyObject *sock;              /* socket or pipe object; NULL once closed */        \

@@ -303,7 +303,7 @@ on_sig_pipe(uv_poll_t *p, int status, int events)
         }
     }
     if (data != NULL) {
-        PyObject *r = PyObject_CallMethod((PyObject *)self, "_dispatch_signals", "O", data);
+        PyObject *r = PyObject_CallMethod((PyObject *)self, "_process_self_data", "O", data);
         if (r == NULL) {
             PyErr_WriteUnraisable((PyObject *)self);
         }
@@ -496,6 +496,7 @@ fa_loop_run_ready(fa_loop *self)
         int r = 0;
         h->queued = 0;
         if (!h->cancelled) {
+            self->current = h;
             if (self->debug) {
                 double t0 = fa_now();
                 double slow = 0.1;
@@ -517,6 +518,7 @@ fa_loop_run_ready(fa_loop *self)
             else {
                 r = fa_handle_run(h);
             }
+            self->current = NULL;
         }
         if (r < 0) {
             Py_XSETREF(self->failed, h);
@@ -1000,8 +1002,7 @@ check_callback(fa_loop *self, PyObject *cb, const char *method)
         return -1;
     }
     if (self->debug) {
-        PyObject *r = PyObject_CallMethod((PyObject *)self, "_check_debug_callback",
-                                          "Os", cb, method);
+        PyObject *r = PyObject_CallMethod((PyObject *)self, "_check_callback", "Os", cb, method);
         if (r == NULL) {
             return -1;
         }
@@ -1361,17 +1362,6 @@ loop_get_debug(fa_loop *self, PyObject *Py_UNUSED(ignored))
 }
 
 static PyObject *
-loop_set_debug(fa_loop *self, PyObject *enabled)
-{
-    int v = PyObject_IsTrue(enabled);
-    if (v < 0) {
-        return NULL;
-    }
-    self->debug = v;
-    Py_RETURN_NONE;
-}
-
-static PyObject *
 loop_add_reader(fa_loop *self, PyObject *args)
 {
     return fa_loop_add_io(self, args, UV_READABLE);
@@ -1393,6 +1383,32 @@ static PyObject *
 loop_remove_writer(fa_loop *self, PyObject *fd)
 {
     return fa_loop_remove_io(self, fd, UV_WRITABLE);
+}
+
+/* asyncio's internal fd watching (listening sockets, pidfds): no check
+ * that the fd belongs to no transport. */
+static PyObject *
+loop_add_reader_unchecked(fa_loop *self, PyObject *args)
+{
+    return fa_loop_add_io(self, args, UV_READABLE | FA_IO_UNCHECKED);
+}
+
+static PyObject *
+loop_add_writer_unchecked(fa_loop *self, PyObject *args)
+{
+    return fa_loop_add_io(self, args, UV_WRITABLE | FA_IO_UNCHECKED);
+}
+
+static PyObject *
+loop_remove_reader_unchecked(fa_loop *self, PyObject *fd)
+{
+    return fa_loop_remove_io(self, fd, UV_READABLE | FA_IO_UNCHECKED);
+}
+
+static PyObject *
+loop_remove_writer_unchecked(fa_loop *self, PyObject *fd)
+{
+    return fa_loop_remove_io(self, fd, UV_WRITABLE | FA_IO_UNCHECKED);
 }
 
 /* ------------------------------------------------------ life and death */
@@ -1713,7 +1729,48 @@ loop_get_timer_count(fa_loop *self, void *Py_UNUSED(c))
     return PyLong_FromSsize_t(self->heap_len);
 }
 
+static PyObject *
+loop_get_debug_attr(fa_loop *self, void *Py_UNUSED(c))
+{
+    return PyBool_FromLong(self->debug);
+}
+
+static int
+loop_set_debug_attr(fa_loop *self, PyObject *value, void *Py_UNUSED(c))
+{
+    int v;
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "cannot delete _debug");
+        return -1;
+    }
+    v = PyObject_IsTrue(value);
+    if (v < 0) {
+        return -1;
+    }
+    self->debug = v;
+    return 0;
+}
+
+static PyObject *
+loop_get_current_handle(fa_loop *self, void *Py_UNUSED(c))
+{
+    return Py_NewRef(self->current != NULL ? (PyObject *)self->current : Py_None);
+}
+
+/* The finalizer as a method: flaskasync.Loop inherits asyncio's
+ * BaseEventLoop, whose __del__ would otherwise replace it. */
+static PyObject *
+loop_del_method(fa_loop *self, PyObject *Py_UNUSED(ignored))
+{
+    loop_finalize(self);
+    Py_RETURN_NONE;
+}
+
 static PyGetSetDef loop_getset[] = {
+    {"_debug", (getter)loop_get_debug_attr, (setter)loop_set_debug_attr,
+     "The debug mode flag (asyncio's BaseEventLoop attribute).", NULL},
+    {"_current_handle", (getter)loop_get_current_handle, NULL,
+     "The Handle whose callback is running, or None.", NULL},
     {"_closed", (getter)loop_get_closed, NULL, NULL, NULL},
     {"_thread_id", (getter)loop_get_thread_id, NULL, NULL, NULL},
     {"_stopping", (getter)loop_get_stopping, NULL, NULL, NULL},
@@ -1762,7 +1819,8 @@ static PyMethodDef loop_methods[] = {
     {"get_task_factory", (PyCFunction)loop_get_task_factory, METH_NOARGS,
      "Return the task factory, or None."},
     {"get_debug", (PyCFunction)loop_get_debug, METH_NOARGS, "Return the debug mode flag."},
-    {"_set_debug_flag", (PyCFunction)loop_set_debug, METH_O, "Set the C debug flag."},
+    {"__del__", (PyCFunction)loop_del_method, METH_NOARGS,
+     "Finalizer: warn about an unclosed loop and close it."},
     {"_signal_fd", (PyCFunction)loop_signal_fd, METH_NOARGS,
      "Write end of the loop's signal pipe (for signal.set_wakeup_fd)."},
     {"_set_signal_dispatch", (PyCFunction)loop_set_signal_dispatch, METH_O,
@@ -1775,6 +1833,16 @@ static PyMethodDef loop_methods[] = {
      "remove_reader(fd) -> bool: stop watching fd for reading."},
     {"remove_writer", (PyCFunction)loop_remove_writer, METH_O,
      "remove_writer(fd) -> bool: stop watching fd for writing."},
+    {"_add_reader", (PyCFunction)loop_add_reader_unchecked, METH_VARARGS,
+     "add_reader() without the check that fd belongs to no transport (asyncio internal)."},
+    {"_add_writer", (PyCFunction)loop_add_writer_unchecked, METH_VARARGS,
+     "add_writer() without the transport check (asyncio internal)."},
+    {"_remove_reader", (PyCFunction)loop_remove_reader_unchecked, METH_O,
+     "remove_reader() without the transport check (asyncio internal)."},
+    {"_remove_writer", (PyCFunction)loop_remove_writer_unchecked, METH_O,
+     "remove_writer() without the transport check (asyncio internal)."},
+    {"_check_fd_no_transport", (PyCFunction)fa_loop_check_fd_no_transport, METH_O,
+     "Raise RuntimeError if fd belongs to a live transport."},
     /* Network methods (dns.c, sock.c): each returns a coroutine. */
     {"getaddrinfo", (PyCFunction)(void (*)(void))fa_loop_getaddrinfo,
      METH_VARARGS | METH_KEYWORDS,

@@ -237,7 +237,7 @@ module_exec(PyObject *module)
         intern(&st->s_log_slow_callback, "_log_slow_callback") < 0 ||
         intern(&st->s_slow_callback_duration, "slow_callback_duration") < 0 ||
         intern(&st->s_set_name, "set_name") < 0 ||
-        intern(&st->s_check_debug_callback, "_check_debug_callback") < 0 ||
+        intern(&st->s_check_callback, "_check_callback") < 0 ||
         intern(&st->s_future, "future") < 0 || intern(&st->s_msg, "msg") < 0 ||
         intern(&st->s_qualname, "__qualname__") < 0) {
         return -1;
@@ -339,7 +339,7 @@ module_clear(PyObject *module)
         &st->s_message, &st->s_exception_key, &st->s_handle, &st->s_source_traceback,
         &st->s_asyncgen_firstiter_hook, &st->s_asyncgen_finalizer_hook,
         &st->s_log_slow_callback, &st->s_slow_callback_duration, &st->s_set_name,
-        &st->s_check_debug_callback, &st->s_future, &st->s_msg, &st->s_qualname,
+        &st->s_check_callback, &st->s_future, &st->s_msg, &st->s_qualname,
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         Py_CLEAR(*names[i]);

@@ -707,8 +707,27 @@ fa_net_init(PyObject *module, fa_state *st)
     if (n->minus_one == NULL) {
         return -1;
     }
-    static const char *const stream_bases[] = {"Transport"};
-    n->StreamType = fa_transport_make_type(module, &fa_stream_spec, stream_bases, 1);
+    /* A stream transport of a server tells the server it is gone with
+     * Server._detach(), which takes the transport from Python 3.13 on. */
+    {
+        PyObject *server, *detach, *code, *argc;
+        if (net_attr(&server, "asyncio.base_events", "Server") < 0) {
+            return -1;
+        }
+        detach = PyObject_GetAttrString(server, "_detach");
+        Py_DECREF(server);
+        code = detach ? PyObject_GetAttrString(detach, "__code__") : NULL;
+        Py_XDECREF(detach);
+        argc = code ? PyObject_GetAttrString(code, "co_argcount") : NULL;
+        Py_XDECREF(code);
+        if (argc == NULL) {
+            return -1;
+        }
+        n->detach_takes_transport = PyLong_AsLong(argc) >= 2;
+        Py_DECREF(argc);
+    }
+    static const char *const stream_bases[] = {"_FlowControlMixin", "Transport"};
+    n->StreamType = fa_transport_make_type(module, &fa_stream_spec, stream_bases, 2);
     if (n->StreamType == NULL ||
         PyModule_AddObjectRef(module, "StreamTransport", (PyObject *)n->StreamType) < 0) {
         return -1;

@@ -345,6 +345,26 @@ call_protocol(fa_stream *t, const char *method, PyObject *arg, const char *messa
     return 0;
 }
 
+/* server._attach() / server._detach(): with the transport as argument from
+ * Python 3.13 on, as asyncio's transports call them.  Returns -1 with an
+ * exception. */
+static int
+server_call(fa_stream *t, const char *method)
+{
+    PyObject *r;
+    if (t->loop->st->net.detach_takes_transport) {
+        r = PyObject_CallMethod(t->server, method, "O", (PyObject *)t);
+    }
+    else {
+        r = PyObject_CallMethod(t->server, method, NULL);
+    }
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
 static int
 maybe_pause_protocol(fa_stream *t)
 {
@@ -961,12 +981,13 @@ stream_call_connection_lost(fa_stream *t, PyObject *exc)
     if (t->server != NULL) {
         PyObject *server = t->server;
         t->server = NULL;
-        r = PyObject_CallMethod(server, "_detach", NULL);
-        Py_DECREF(server);
-        if (r == NULL && err == NULL) {
+        t->server = server;
+        if (server_call(t, "_detach") < 0 && err == NULL) {
             err = fa_fetch_exception();
         }
-        Py_XDECREF(r);
+        PyErr_Clear();
+        t->server = NULL;
+        Py_DECREF(server);
     }
     if (t->self_ref) {
         t->self_ref = 0;
@@ -1205,13 +1226,29 @@ stream_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         goto error;
     }
     Py_DECREF(r);
-
+    /* As asyncio's transport __init__: tell the server first (a server
+     * closed meanwhile refuses the connection before anything is
+     * scheduled). */
+    if (t->server != NULL && server_call(t, "_attach") < 0) {
+        Py_CLEAR(t->server);
+        goto error;
+    }
     if (fa_transport_start(T(t), "_write_ready", mode != MODE_WRITE_PIPE || watch_peer, waiter) < 0) {
         goto error;
     }
     return (PyObject *)t;
 
 error:
+    if (t->server != NULL) {
+        PyObject *exc = fa_fetch_exception();
+        if (server_call(t, "_detach") < 0) {
+            PyErr_WriteUnraisable((PyObject *)t);
+        }
+        Py_CLEAR(t->server);
+        if (exc != NULL) {
+            fa_restore_exception(exc);
+        }
+    }
     Py_XDECREF(cb);
     /* Do not close the caller's socket: the caller still owns it.  A
      * callback already scheduled must not watch its fd either. */
@@ -1267,6 +1304,28 @@ stream_get_sock(fa_stream *t, void *Py_UNUSED(c))
     return Py_NewRef(t->sock != NULL ? t->sock : Py_None);
 }
 
+/* tp_finalize: as asyncio's __del__, warn and close the socket of an
+ * unclosed transport; from Python 3.13 on also tell its server it is gone
+ * (Server._detach(transport)), so that wait_closed() does not wait for it. */
+static void
+stream_finalize(PyObject *self)
+{
+    fa_stream *t = (fa_stream *)self;
+    int was_open = t->sock != NULL;
+    fa_transport_finalize(self);
+    if (was_open && t->server != NULL && t->loop != NULL &&
+        t->loop->st->net.detach_takes_transport) {
+        PyObject *exc = fa_fetch_exception();
+        if (server_call(t, "_detach") < 0) {
+            PyErr_WriteUnraisable(self);
+        }
+        Py_CLEAR(t->server);
+        if (exc != NULL) {
+            fa_restore_exception(exc);
+        }
+    }
+}
+
 static PyObject *
 stream_get_fd(fa_stream *t, void *Py_UNUSED(c))
 {
@@ -1316,7 +1375,40 @@ stream_get_protocol_paused(fa_stream *t, void *Py_UNUSED(c))
     return PyBool_FromLong(t->protocol_paused);
 }
 
+static PyObject *
+stream_get_high_water(fa_stream *t, void *Py_UNUSED(c))
+{
+    return PyLong_FromSsize_t(t->high);
+}
+
+static PyObject *
+stream_get_low_water(fa_stream *t, void *Py_UNUSED(c))
+{
+    return PyLong_FromSsize_t(t->low);
+}
+
+/* _FlowControlMixin's methods, for code that calls them on a transport. */
+static PyObject *
+stream_maybe_pause_method(fa_stream *t, PyObject *Py_UNUSED(ignored))
+{
+    if (maybe_pause_protocol(t) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+stream_maybe_resume_method(fa_stream *t, PyObject *Py_UNUSED(ignored))
+{
+    if (maybe_resume_protocol(t) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyGetSetDef stream_getset[] = {
+    {"_high_water", (getter)stream_get_high_water, NULL, "the write buffer's high-water mark", NULL},
+    {"_low_water", (getter)stream_get_low_water, NULL, "the write buffer's low-water mark", NULL},
     {"_protocol_paused", (getter)stream_get_protocol_paused, NULL,
      "pause_writing() was called and resume_writing() not yet", NULL},
     {"_sock", (getter)stream_get_sock, NULL, "the socket or pipe (None once closed)", NULL},
@@ -1355,6 +1447,8 @@ static PyMethodDef stream_methods[] = {
     {"get_protocol", (PyCFunction)stream_get_protocol, METH_NOARGS, NULL},
     {"get_write_buffer_size", (PyCFunction)stream_get_write_buffer_size, METH_NOARGS, NULL},
     {"get_write_buffer_limits", (PyCFunction)stream_get_write_buffer_limits, METH_NOARGS, NULL},
+    {"_maybe_pause_protocol", (PyCFunction)stream_maybe_pause_method, METH_NOARGS, NULL},
+    {"_maybe_resume_protocol", (PyCFunction)stream_maybe_resume_method, METH_NOARGS, NULL},
     {"set_write_buffer_limits", (PyCFunction)(void (*)(void))stream_set_write_buffer_limits,
      METH_VARARGS | METH_KEYWORDS, "set_write_buffer_limits(high=None, low=None)"},
     {"_force_close", (PyCFunction)stream_force_close, METH_O, NULL},
@@ -1371,7 +1465,7 @@ static PyType_Slot stream_slots[] = {
     {Py_tp_new, stream_new},
     {Py_tp_init, stream_init},
     {Py_tp_dealloc, stream_dealloc},
-    {Py_tp_finalize, fa_transport_finalize},
+    {Py_tp_finalize, stream_finalize},
     {Py_tp_traverse, stream_traverse},
     {Py_tp_clear, stream_clear},
     {Py_tp_repr, stream_repr},

@@ -399,6 +399,9 @@ fa_transport_traverse_head(fa_transport *t, visitproc visit, void *arg)
     Py_VISIT(t->loop);
     Py_VISIT(t->protocol);
     Py_VISIT(t->extra);
+    for (int i = 0; i < 4; i++) {
+        Py_VISIT(t->fcm_reserved[i]);
+    }
     Py_VISIT(t->sock);
     Py_VISIT(t->read_h);
     Py_VISIT(t->write_h);
@@ -410,6 +413,9 @@ fa_transport_clear_head(fa_transport *t)
 {
     Py_CLEAR(t->protocol);
     Py_CLEAR(t->extra);
+    for (int i = 0; i < 4; i++) {
+        Py_CLEAR(t->fcm_reserved[i]);
+    }
     Py_CLEAR(t->read_h);
     Py_CLEAR(t->write_h);
 }
@@ -543,48 +549,87 @@ fa_transport_parse_limits(PyObject *high_obj, PyObject *low_obj, Py_ssize_t *phi
 
 /* ------------------------------------------------------------ the type */
 
-/* Create a transport type deriving from the named asyncio classes, after
- * checking that asyncio.BaseTransport's `_extra` slot sits where
- * FA_TRANSPORT_HEAD puts `extra` (so the inherited slot is that dict). */
+/* asyncio.transports' slots and where FA_TRANSPORT_HEAD keeps room for
+ * them: BaseTransport's `_extra` is our extra dict; _FlowControlMixin's four
+ * slots (laid out in sorted name order by CPython) fall in fcm_reserved. */
+static const struct {
+    const char *owner, *name;
+    Py_ssize_t lo, hi;           /* the slot's offset must be in [lo, hi] */
+} slot_layout[] = {
+    {"BaseTransport", "_extra", offsetof(fa_transport, extra), offsetof(fa_transport, extra)},
+    {"_FlowControlMixin", "_loop", offsetof(fa_transport, fcm_reserved[0]),
+     offsetof(fa_transport, fcm_reserved[3])},
+    {"_FlowControlMixin", "_protocol_paused", offsetof(fa_transport, fcm_reserved[0]),
+     offsetof(fa_transport, fcm_reserved[3])},
+    {"_FlowControlMixin", "_high_water", offsetof(fa_transport, fcm_reserved[0]),
+     offsetof(fa_transport, fcm_reserved[3])},
+    {"_FlowControlMixin", "_low_water", offsetof(fa_transport, fcm_reserved[0]),
+     offsetof(fa_transport, fcm_reserved[3])},
+};
+
+/* Check that the slots of asyncio's transport classes sit where
+ * FA_TRANSPORT_HEAD expects them.  Returns -1 with ImportError if a Python
+ * version laid them out differently. */
+static int
+check_slot_layout(PyObject *transports)
+{
+    for (size_t i = 0; i < sizeof(slot_layout) / sizeof(slot_layout[0]); i++) {
+        PyObject *owner = PyObject_GetAttrString(transports, slot_layout[i].owner);
+        PyObject *descr = owner ? PyObject_GetAttrString(owner, slot_layout[i].name) : NULL;
+        int ok = descr != NULL && PyObject_TypeCheck(descr, &PyMemberDescr_Type);
+        if (ok) {
+            Py_ssize_t off = ((PyMemberDescrObject *)descr)->d_member->offset;
+            ok = off >= slot_layout[i].lo && off <= slot_layout[i].hi;
+        }
+        Py_XDECREF(descr);
+        Py_XDECREF(owner);
+        if (!ok) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_ImportError,
+                         "flaskasync: asyncio.transports.%s.%s is not laid out as this build "
+                         "of flaskasync expects (a Python version it does not support?)",
+                         slot_layout[i].owner, slot_layout[i].name);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Create a transport type deriving from the named classes of
+ * asyncio.transports, after checking their slot layout. */
 PyTypeObject *
 fa_transport_make_type(PyObject *module, PyType_Spec *spec, const char *const *bases_names,
                        int nbases)
 {
-    PyObject *asyncio, *bases = NULL, *descr = NULL, *base0;
+    PyObject *transports, *bases = NULL;
     PyTypeObject *tp = NULL;
-    asyncio = PyImport_ImportModule("asyncio");
-    if (asyncio == NULL) {
+    transports = PyImport_ImportModule("asyncio.transports");
+    if (transports == NULL) {
         return NULL;
+    }
+    if (check_slot_layout(transports) < 0) {
+        goto done;
     }
     bases = PyTuple_New(nbases);
     if (bases == NULL) {
         goto done;
     }
     for (int i = 0; i < nbases; i++) {
-        PyObject *b = PyObject_GetAttrString(asyncio, bases_names[i]);
+        PyObject *b = PyObject_GetAttrString(transports, bases_names[i]);
         if (b == NULL) {
             goto done;
         }
         PyTuple_SET_ITEM(bases, i, b);
-        if (((PyTypeObject *)b)->tp_basicsize > spec->basicsize) {
-            PyErr_SetString(PyExc_ImportError, "flaskasync: asyncio transport layout changed");
+        if (!PyType_Check(b) || ((PyTypeObject *)b)->tp_basicsize > spec->basicsize) {
+            PyErr_Format(PyExc_ImportError,
+                         "flaskasync: asyncio.transports.%s is larger than this build of "
+                         "flaskasync expects", bases_names[i]);
             goto done;
         }
     }
-    base0 = PyTuple_GET_ITEM(bases, 0);
-    descr = PyObject_GetAttrString(base0, "_extra");
-    if (descr == NULL || !PyObject_TypeCheck(descr, &PyMemberDescr_Type) ||
-        ((PyMemberDescrObject *)descr)->d_member->offset != offsetof(fa_transport, extra)) {
-        PyErr_Clear();
-        PyErr_SetString(PyExc_ImportError,
-                        "flaskasync: asyncio.BaseTransport's layout is not the one this build "
-                        "expects");
-        goto done;
-    }
     tp = (PyTypeObject *)PyType_FromModuleAndSpec(module, spec, bases);
 done:
-    Py_XDECREF(descr);
     Py_XDECREF(bases);
-    Py_DECREF(asyncio);
+    Py_DECREF(transports);
     return tp;
 }

@@ -1294,6 +1294,37 @@ udp_get_protocol_paused(fa_udp *t, void *Py_UNUSED(c))
 }
 
 static PyObject *
+udp_get_high_water(fa_udp *t, void *Py_UNUSED(c))
+{
+    return PyLong_FromSsize_t(t->high);
+}
+
+static PyObject *
+udp_get_low_water(fa_udp *t, void *Py_UNUSED(c))
+{
+    return PyLong_FromSsize_t(t->low);
+}
+
+/* _FlowControlMixin's methods, for code that calls them on a transport. */
+static PyObject *
+udp_maybe_pause_method(fa_udp *t, PyObject *Py_UNUSED(ignored))
+{
+    if (maybe_pause_protocol(t) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+udp_maybe_resume_method(fa_udp *t, PyObject *Py_UNUSED(ignored))
+{
+    if (maybe_resume_protocol(t) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
 udp_get_buffer(fa_udp *t, void *Py_UNUSED(c))
 {
     /* A copy of asyncio's private deque of (data, addr), as a list. */
@@ -1322,6 +1353,8 @@ static PyGetSetDef udp_getset[] = {
     {"_address", (getter)udp_get_address, NULL, "remote_addr, or None", NULL},
     {"_buffer_size", (getter)udp_get_buffer_size, NULL, "bytes waiting to be sent", NULL},
     {"_conn_lost", (getter)udp_get_conn_lost, NULL, NULL, NULL},
+    {"_high_water", (getter)udp_get_high_water, NULL, "the write buffer's high-water mark", NULL},
+    {"_low_water", (getter)udp_get_low_water, NULL, "the write buffer's low-water mark", NULL},
     {"_protocol_paused", (getter)udp_get_protocol_paused, NULL, NULL, NULL},
     {"_buffer", (getter)udp_get_buffer, NULL, "a copy of the queued (data, addr) pairs", NULL},
     {NULL},
@@ -1351,6 +1384,8 @@ static PyMethodDef udp_methods[] = {
     {"get_protocol", (PyCFunction)udp_get_protocol, METH_NOARGS, NULL},
     {"get_write_buffer_size", (PyCFunction)udp_get_write_buffer_size, METH_NOARGS, NULL},
     {"get_write_buffer_limits", (PyCFunction)udp_get_write_buffer_limits, METH_NOARGS, NULL},
+    {"_maybe_pause_protocol", (PyCFunction)udp_maybe_pause_method, METH_NOARGS, NULL},
+    {"_maybe_resume_protocol", (PyCFunction)udp_maybe_resume_method, METH_NOARGS, NULL},
     {"set_write_buffer_limits", (PyCFunction)(void (*)(void))udp_set_write_buffer_limits,
      METH_VARARGS | METH_KEYWORDS, "set_write_buffer_limits(high=None, low=None)"},
     {"_force_close", (PyCFunction)udp_force_close, METH_O, NULL},
@@ -1395,7 +1430,7 @@ fa_udp_init(PyObject *module, fa_state *st)
 {
     fa_net_state *n = &st->net;
     /* asyncio's own datagram transport is a Transport too. */
-    static const char *const bases[] = {"DatagramTransport", "Transport"};
+    static const char *const bases[] = {"_FlowControlMixin", "DatagramTransport"};
     n->DatagramType = fa_transport_make_type(module, &udp_spec, bases, 2);
     if (n->DatagramType == NULL ||
         PyModule_AddObjectRef(module, "DatagramTransport", (PyObject *)n->DatagramType) < 0) {

@@ -155,6 +155,8 @@ cancel_handle(fa_handle *h)
 PyObject *
 fa_loop_add_io(fa_loop *self, PyObject *args, int events)
 {
+    int check = !(events & FA_IO_UNCHECKED);
+    events &= ~FA_IO_UNCHECKED;
     const char *method = events == UV_READABLE ? "add_reader" : "add_writer";
     PyObject *fdobj, *cb, *cbargs = NULL, *key = NULL;
     fa_watcher *w = NULL;
@@ -197,7 +199,7 @@ fa_loop_add_io(fa_loop *self, PyObject *args, int events)
         goto error;
     }
     if (w == NULL || w->poll == NULL || uv_is_closing((uv_handle_t *)w->poll)) {
-        if (fa_transport_check_fd(self, fd) < 0) {
+        if (check && fa_transport_check_fd(self, fd) < 0) {
             w = NULL;
             goto error;
         }
@@ -268,14 +270,16 @@ fa_loop_remove_io(fa_loop *self, PyObject *fdobj, int events)
     PyObject *key;
     fa_watcher *w;
     fa_handle *h;
+    int check = !(events & FA_IO_UNCHECKED);
     int fd = to_fd(fdobj);
+    events &= ~FA_IO_UNCHECKED;
     if (fd < 0) {
         return NULL;
     }
     if (self->closed) {
         Py_RETURN_FALSE;
     }
-    if (fa_transport_check_fd(self, fd) < 0) {
+    if (check && fa_transport_check_fd(self, fd) < 0) {
         return NULL; /* asyncio: RuntimeError naming the transport */
     }
     key = PyLong_FromLong(fd);
@@ -318,6 +322,17 @@ fa_loop_remove_io(fa_loop *self, PyObject *fdobj, int events)
     Py_DECREF(w);
     Py_DECREF(key);
     Py_RETURN_TRUE;
+}
+
+/* _check_fd_no_transport(fd): asyncio's _ensure_fd_no_transport. */
+PyObject *
+fa_loop_check_fd_no_transport(fa_loop *self, PyObject *fdobj)
+{
+    int fd = to_fd(fdobj);
+    if (fd < 0 || fa_transport_check_fd(self, fd) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
 }
 
 void

@@ -20,7 +20,7 @@ import inspect
 
 from . import _core
 from ._core import Handle, TimerHandle, gather, get_loop, run
-from .loop import EventLoopPolicy, Loop, new_event_loop
+from .loop import Loop, new_event_loop
 
 __all__ = [
     "run",
@@ -76,6 +76,10 @@ def async_to_sync(fn):
 
 
 def __getattr__(name):
+    if name == "EventLoopPolicy":  # built on first use (deprecated API on 3.14+)
+        from . import loop
+
+        return loop.EventLoopPolicy
     # The Flask integration is imported on first use so that the loop and
     # the runner can be used without importing Flask.
     if name in ("FlaskAsync", "Flask", "async_route", "spawn", "ViewTimeout"):
