@@ -138,11 +138,12 @@ def test_tls_round_trip(loop, server_ctx, client_ctx):
         sp = sf.made[0]
         assert bytes(sp.data) == b"hello tls world"
         assert sp.events == ["made", "data"]
-        await close_server(srv)
+        srv.close()
         tr.close()
         assert tr.is_closing()
         assert await p.lost is None
         assert await sp.lost is None
+        await srv.wait_closed()
         await asyncio.sleep(0.01)
         assert p.lost_calls == [None]
         assert p.events[0] == "made" and p.events[-1] == "lost"

@@ -17,6 +17,8 @@ import uuid
 
 import pytest
 
+import asyncio_ref
+
 
 # Helpers are defined here, not imported from conftest.
 
@@ -146,20 +148,34 @@ def test_unix_round_trip(loop, tmpdir_path):
     run(loop, main())
 
 
-def test_unix_socket_file_not_removed_on_close(loop, tmpdir_path):
-    # Python 3.11: closing the server leaves the socket file (3.13 added
-    # cleanup_socket=True).
+def test_unix_socket_file_on_close(loop, tmpdir_path):
+    # Closing the server leaves the socket file on 3.11 and 3.12; from 3.13
+    # on it is removed (cleanup_socket=True by default).
     path = os.path.join(tmpdir_path, "sock")
 
     async def main():
         srv = await loop.create_unix_server(lambda: Proto(loop), path)
         srv.close()
         await srv.wait_closed()
-        assert os.path.exists(path)
+        assert os.path.exists(path) is not asyncio_ref.UNIX_SERVER_UNLINKS_SOCKET
+        if os.path.exists(path):
+            assert stat.S_ISSOCK(os.stat(path).st_mode)
+            # Nothing listens any more.
+            with pytest.raises(ConnectionRefusedError):
+                await loop.create_unix_connection(lambda: Proto(loop), path)
+
+    run(loop, main())
+
+
+@pytest.mark.skipif(not asyncio_ref.UNIX_SERVER_UNLINKS_SOCKET, reason="cleanup_socket is 3.13+")
+def test_unix_server_cleanup_socket_false_keeps_the_file(loop, tmpdir_path):
+    path = os.path.join(tmpdir_path, "sock")
+
+    async def main():
+        srv = await loop.create_unix_server(lambda: Proto(loop), path, cleanup_socket=False)
+        srv.close()
+        await srv.wait_closed()
         assert stat.S_ISSOCK(os.stat(path).st_mode)
-        # Nothing listens any more.
-        with pytest.raises(ConnectionRefusedError):
-            await loop.create_unix_connection(lambda: Proto(loop), path)
 
     run(loop, main())
 
@@ -437,15 +453,17 @@ def test_unix_server_close_keeps_connections(loop, tmpdir_path):
 
     async def main():
         sf = Factory(Echo, loop)
-        async with await loop.create_unix_server(sf, path) as srv:
-            tr, p = await loop.create_unix_connection(lambda: Proto(loop), path)
-            await until(lambda: sf.made)
+        srv = await loop.create_unix_server(sf, path)
+        tr, p = await loop.create_unix_connection(lambda: Proto(loop), path)
+        await until(lambda: sf.made)
+        srv.close()
         assert not srv.is_serving()
         tr.write(b"after server close")
         await until(lambda: len(p.data) == 18)
         tr.close()
         await p.lost
         await sf.made[0].lost
+        await asyncio.wait_for(srv.wait_closed(), 1)
 
     run(loop, main())
 
