@@ -564,7 +564,11 @@ async def _drain(loop, rx, n):
     return got
 
 
-def test_udp_send_queue_flow_control_and_close_drains(loop):
+def test_udp_send_queue_flow_control_and_close_drains(loop, loop_kind, request):
+    asyncio_ref.asyncio_bug(
+        request, loop_kind, asyncio_ref.PY >= (3, 13),
+        "3.13 counts 8 header bytes per datagram when queueing it but not when sending it, "
+        "so the buffer size never drains to 0 and resume_writing() is never called")
     async def main():
         with tempfile.TemporaryDirectory() as d:
             rx, path = _unix_receiver(d)
