@@ -155,7 +155,7 @@ struct fa_loop {
     Py_ssize_t n_closing;        /* uv handles waiting for their close callback */
     int io_dirty;                /* a watcher changed since the last uv_run */
     fa_handle *failed;           /* handle whose callback raised KeyboardInterrupt/SystemExit */
-    fa_handle *current;          /* handle whose callback runs now (borrowed), or NULL */
+    fa_handle *current;          /* debug mode: the handle running now (borrowed) */
 
     /* Signals: a pipe set as Python's signal wakeup fd while the loop
      * blocks in the main thread, so a signal interrupts the poll. */

@@ -496,11 +496,14 @@ fa_loop_run_ready(fa_loop *self)
         int r = 0;
         h->queued = 0;
         if (!h->cancelled) {
-            self->current = h;
             if (self->debug) {
+                /* As asyncio: the running handle is recorded (for the
+                 * exception handler's handle_traceback) in debug mode. */
                 double t0 = fa_now();
                 double slow = 0.1;
+                self->current = h;
                 r = fa_handle_run(h);
+                self->current = NULL;
                 double dt = fa_now() - t0;
                 if (r == 0) {
                     PyObject *v = PyObject_GetAttr((PyObject *)self,
@@ -518,7 +521,6 @@ fa_loop_run_ready(fa_loop *self)
             else {
                 r = fa_handle_run(h);
             }
-            self->current = NULL;
         }
         if (r < 0) {
             Py_XSETREF(self->failed, h);

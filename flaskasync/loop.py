@@ -188,7 +188,7 @@ def _not_implemented(owner: str, name: str):
 #: (AttributeError on a missing _selector or _ready); they raise
 #: NotImplementedError naming themselves instead.
 SELECTOR_INTERNALS = (
-    "_run_once", "_add_callback", "_timer_handle_cancelled", "_process_events",
+    "_run_once", "_add_callback", "_call_soon", "_timer_handle_cancelled", "_process_events",
     "_make_self_pipe", "_close_self_pipe", "_read_from_self", "_write_to_self",
     "_run_forever_setup", "_run_forever_cleanup", "_sock_recv", "_sock_recv_into",
     "_sock_recvfrom", "_sock_recvfrom_into", "_sock_sendall", "_sock_sendto",
