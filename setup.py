@@ -11,16 +11,19 @@ import subprocess
 import sys
 
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext as _build_ext
+
+MIN_LIBUV = "1.40"
 
 NO_LIBUV = """
-flaskasync needs libuv (>= 1.40) and its headers to build its C core, and
-pkg-config to find them. None were found.
+flaskasync needs libuv (>= {min}) and its headers to build its C core, and
+pkg-config to find them: {problem}
 
   Debian/Ubuntu:  apt-get install libuv1-dev pkg-config
   Fedora/RHEL:    dnf install libuv-devel pkgconf-pkg-config
-  macOS:          brew install libuv pkg-config
 
-Then run the install again.
+Then run the install again. (A manylinux wheel of flaskasync carries its
+own libuv and needs neither.)
 """
 
 
@@ -36,23 +39,41 @@ def pkg_config(*args):
 
 
 def libuv_flags():
-    if pkg_config("--atleast-version=1.40") is None:
-        sys.exit(NO_LIBUV)
-    cflags = pkg_config("--cflags") or []
-    # Link the shared library: Debian's static libuv_a.a is not built with
-    # -fPIC and cannot go into an extension module.
-    libs = pkg_config("--libs") or ["-luv"]
-    return cflags, libs
+    if shutil.which("pkg-config") is None:
+        problem = "pkg-config is not on PATH."
+    elif (version := pkg_config("--modversion")) is None:
+        problem = "pkg-config finds no libuv (no libuv.pc on its search path)."
+    elif pkg_config(f"--atleast-version={MIN_LIBUV}") is None:
+        problem = f"pkg-config finds libuv {' '.join(version)}, older than {MIN_LIBUV}."
+    else:
+        cflags = pkg_config("--cflags") or []
+        # Link the shared library: Debian's static libuv_a.a is not built with
+        # -fPIC and cannot go into an extension module.  A wheel gets its own
+        # copy of libuv.so.1 from auditwheel (scripts/wheel.sh).
+        libs = pkg_config("--libs") or ["-luv"]
+        return cflags, libs
+    sys.exit(NO_LIBUV.format(min=MIN_LIBUV, problem=problem))
+
+
+class build_ext(_build_ext):
+    """Look libuv up when the extension is built, not whenever setup.py is
+    read: making an sdist or reading metadata needs no libuv."""
+
+    def build_extensions(self):
+        cflags, libs = libuv_flags()
+        for ext in self.extensions:
+            ext.extra_compile_args = [*ext.extra_compile_args, *cflags]
+            ext.extra_link_args = [*libs, *ext.extra_link_args]
+        super().build_extensions()
 
 
 def flag(name):
     return os.environ.get(name, "") not in ("", "0")
 
 
-cflags, libs = libuv_flags()
 extra_compile = ["-std=c11", "-Wall", "-Wextra", "-Wno-missing-field-initializers",
-                 "-Wno-unused-parameter", "-fno-strict-aliasing", *cflags]
-extra_link = [*libs]
+                 "-Wno-unused-parameter", "-fno-strict-aliasing"]
+extra_link = []
 macros = []
 if flag("FLASKASYNC_WERROR"):
     extra_compile.append("-Werror")
@@ -69,6 +90,7 @@ if flag("FLASKASYNC_SANITIZE"):
 sources = sorted(os.path.join("csrc", f) for f in os.listdir("csrc") if f.endswith(".c"))
 
 setup(
+    cmdclass={"build_ext": build_ext},
     ext_modules=[
         Extension(
             "flaskasync._core",
