@@ -11,7 +11,6 @@ import subprocess
 import sys
 
 from setuptools import Extension, setup
-from setuptools.command.build_ext import build_ext as _build_ext
 
 MIN_LIBUV = "1.40"
 
@@ -55,25 +54,16 @@ def libuv_flags():
     sys.exit(NO_LIBUV.format(min=MIN_LIBUV, problem=problem))
 
 
-class build_ext(_build_ext):
-    """Look libuv up when the extension is built, not whenever setup.py is
-    read: making an sdist or reading metadata needs no libuv."""
-
-    def build_extensions(self):
-        cflags, libs = libuv_flags()
-        for ext in self.extensions:
-            ext.extra_compile_args = [*ext.extra_compile_args, *cflags]
-            ext.extra_link_args = [*libs, *ext.extra_link_args]
-        super().build_extensions()
-
-
 def flag(name):
     return os.environ.get(name, "") not in ("", "0")
 
 
+# Checked when setup.py is read, so that pip stops at its first step
+# ("Getting requirements to build wheel") with this message alone.
+cflags, libs = libuv_flags()
 extra_compile = ["-std=c11", "-Wall", "-Wextra", "-Wno-missing-field-initializers",
-                 "-Wno-unused-parameter", "-fno-strict-aliasing"]
-extra_link = []
+                 "-Wno-unused-parameter", "-fno-strict-aliasing", *cflags]
+extra_link = [*libs]
 macros = []
 if flag("FLASKASYNC_WERROR"):
     extra_compile.append("-Werror")
@@ -90,7 +80,6 @@ if flag("FLASKASYNC_SANITIZE"):
 sources = sorted(os.path.join("csrc", f) for f in os.listdir("csrc") if f.endswith(".c"))
 
 setup(
-    cmdclass={"build_ext": build_ext},
     ext_modules=[
         Extension(
             "flaskasync._core",

@@ -100,15 +100,15 @@ def test_missing_pkg_config_stops_the_build_with_one_message(tmp_path):
     _assert_one_clear_message(rc, output, "pkg-config is not on PATH")
 
 
-def test_metadata_needs_no_libuv(tmp_path):
-    """An sdist or a metadata query does not look for libuv."""
-    empty = tmp_path / "no-pc"
-    empty.mkdir()
-    env = dict(os.environ, PKG_CONFIG_LIBDIR=str(empty), PKG_CONFIG_PATH=str(empty))
-    out = subprocess.run([sys.executable, "setup.py", "--name"], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split()[-1] == "flaskasync"
+def test_too_old_libuv_stops_the_build_with_one_message(tmp_path):
+    pcdir = tmp_path / "pc"
+    pcdir.mkdir()
+    (pcdir / "libuv.pc").write_text(
+        "prefix=/nonexistent\nName: libuv\nDescription: old\nVersion: 1.30.2\n"
+        "Libs: -L${prefix}/lib -luv\nCflags: -I${prefix}/include\n")
+    env = dict(os.environ, PKG_CONFIG_LIBDIR=str(pcdir), PKG_CONFIG_PATH=str(pcdir))
+    rc, output = _setup_py_build_ext(tmp_path, env)
+    _assert_one_clear_message(rc, output, "pkg-config finds libuv 1.30.2, older than 1.40")
 
 
 def _resolve(spec):
