@@ -7,8 +7,10 @@
 #   make test PYTHON=python3.13    a command; PYTHON=/path/to/python a path
 # Each interpreter gets its own virtualenv (.venv-3.13, ...), so switching
 # versions never rebuilds another.  scripts/python.sh resolves the name.
+# PYTEST_ARGS=... is added to make test's pytest command line.
 PORT ?= 5000
 PYTHON ?=
+PYTEST_ARGS ?=
 
 ifeq ($(strip $(PYTHON)),)
 VENV := .venv
@@ -28,7 +30,7 @@ serve:
 
 test:
 	./scripts/bootstrap.sh
-	$(VENV)/bin/python -m pytest tests -q
+	$(VENV)/bin/python -m pytest tests -q $(PYTEST_ARGS)
 
 # The loop, runner and gather tests against an ASan+UBSan build of the C
 # core (built in build/asan or build/asan-X.Y, not in the source tree).
