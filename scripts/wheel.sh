@@ -36,7 +36,7 @@ plain=$(ls "$out"/flaskasync-*-"$tag"-"$tag"-linux_*.whl)
 echo "wheel: built $plain (from $(ls "$out"/*.tar.gz))"
 auditwheel show "$plain"
 rm -f dist/flaskasync-*-"$tag"-"$tag"-manylinux*.whl
-auditwheel repair -w dist "$plain" 2>&1 | grep -v '^INFO:auditwheel.main_repair:$' || true
+auditwheel repair -w dist "$plain"
 repaired=$(ls dist/flaskasync-*-"$tag"-"$tag"-manylinux*.whl 2>/dev/null || true)
 if [ -z "$repaired" ]; then
     echo "wheel: auditwheel did not produce a manylinux wheel" >&2
