@@ -12,15 +12,17 @@ import sys
 
 from setuptools import Extension, setup
 
+MIN_LIBUV = "1.40"
+
 NO_LIBUV = """
-flaskasync needs libuv (>= 1.40) and its headers to build its C core, and
-pkg-config to find them. None were found.
+flaskasync needs libuv (>= {min}) and its headers to build its C core, and
+pkg-config to find them: {problem}
 
   Debian/Ubuntu:  apt-get install libuv1-dev pkg-config
   Fedora/RHEL:    dnf install libuv-devel pkgconf-pkg-config
-  macOS:          brew install libuv pkg-config
 
-Then run the install again.
+Then run the install again. (A manylinux wheel of flaskasync carries its
+own libuv and needs neither.)
 """
 
 
@@ -36,19 +38,28 @@ def pkg_config(*args):
 
 
 def libuv_flags():
-    if pkg_config("--atleast-version=1.40") is None:
-        sys.exit(NO_LIBUV)
-    cflags = pkg_config("--cflags") or []
-    # Link the shared library: Debian's static libuv_a.a is not built with
-    # -fPIC and cannot go into an extension module.
-    libs = pkg_config("--libs") or ["-luv"]
-    return cflags, libs
+    if shutil.which("pkg-config") is None:
+        problem = "pkg-config is not on PATH."
+    elif (version := pkg_config("--modversion")) is None:
+        problem = "pkg-config finds no libuv (no libuv.pc on its search path)."
+    elif pkg_config(f"--atleast-version={MIN_LIBUV}") is None:
+        problem = f"pkg-config finds libuv {' '.join(version)}, older than {MIN_LIBUV}."
+    else:
+        cflags = pkg_config("--cflags") or []
+        # Link the shared library: Debian's static libuv_a.a is not built with
+        # -fPIC and cannot go into an extension module.  A wheel gets its own
+        # copy of libuv.so.1 from auditwheel (scripts/wheel.sh).
+        libs = pkg_config("--libs") or ["-luv"]
+        return cflags, libs
+    sys.exit(NO_LIBUV.format(min=MIN_LIBUV, problem=problem))
 
 
 def flag(name):
     return os.environ.get(name, "") not in ("", "0")
 
 
+# Checked when setup.py is read, so that pip stops at its first step
+# ("Getting requirements to build wheel") with this message alone.
 cflags, libs = libuv_flags()
 extra_compile = ["-std=c11", "-Wall", "-Wextra", "-Wno-missing-field-initializers",
                  "-Wno-unused-parameter", "-fno-strict-aliasing", *cflags]
