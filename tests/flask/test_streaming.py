@@ -288,3 +288,24 @@ def test_cancel_mode_cancels_tasks_left_by_the_stream():
     assert state == []
     response.close()  # as a WSGI server does at the end of the response
     assert state == ["child cancelled"]
+
+
+def test_steps_are_not_tasks_of_the_stream_scope(app):
+    # Each chunk is one flaskasync.run(..., context=) in the stream's
+    # Context; those tasks are the stream's own, not tasks its generator
+    # left behind (a long stream must not accumulate them).
+    made = []
+
+    async def gen():
+        made.append(asyncio.create_task(asyncio.sleep(0)))
+        for i in range(200):
+            await asyncio.sleep(0)
+            yield "x"
+
+    with app.test_request_context("/s"):
+        stream = app.make_response(gen()).response
+    assert "".join(stream) == "x" * 200
+    assert stream._scope.children == made
+    stream.close()
+    assert stream._scope.children == [] and made[0].done()
+
