@@ -46,6 +46,7 @@ class AsyncStream:
 
     def __init__(self, owner: Any, aiterable: AsyncIterable, where: Optional[str] = None,
                  cancel_leftovers: bool = False) -> None:
+        _tasks.app_loop()  # supervise the tasks the iterator creates
         self._owner = owner
         self._aiter = type(aiterable).__aiter__(aiterable)
         self._finished = False

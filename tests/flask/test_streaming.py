@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import subprocess
+import sys
+import textwrap
 
 import flask
 import pytest
@@ -309,3 +312,36 @@ def test_steps_are_not_tasks_of_the_stream_scope(app):
     stream.close()
     assert stream._scope.children == [] and made[0].done()
 
+
+def test_stream_from_a_sync_view_supervises_its_tasks_from_the_first_request():
+    # A fresh process whose first (and only) request is a sync view
+    # returning an async generator: the tasks the generator creates are
+    # supervised all the same (their failure is logged through app.logger).
+    code = textwrap.dedent(
+        """
+        import asyncio, flask, flaskasync
+        app = flask.Flask("first-stream")
+        flaskasync.FlaskAsync(app)
+
+        @app.get("/")
+        def view():
+            async def gen():
+                async def fails():
+                    raise ValueError("failed in the stream's task")
+
+                asyncio.create_task(fails())
+                await asyncio.sleep(0.01)
+                yield "x"
+
+            return gen()
+
+        response = app.test_client().get("/")
+        print(response.get_data(as_text=True))
+        response.close()
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "x"
+    assert "failed and nobody awaited it (created by the response stream for GET /)" in out.stderr
+    assert "ValueError: failed in the stream's task" in out.stderr
