@@ -82,7 +82,10 @@ _MISSING = object()
 _NO_CONFIG: dict = {}
 _has_request_context = flask.has_request_context
 _LoopState = _tasks._LoopState
-_current_app_or_none = functools.partial(_flaskcompat.app_in, None)
+
+
+def _current_app_or_none():
+    return _flaskcompat.app_in(None)
 
 
 def _shutdown_timeout_of(app) -> Optional[float]:
