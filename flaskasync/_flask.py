@@ -151,8 +151,10 @@ def _view_timed_out(scope: Scope, timeout: float) -> ViewTimeout:
     return ViewTimeout(timeout, label)
 
 
-def _run_call(coro, func, app, timeout=_MISSING):
-    """Run the coroutine of one of Flask's async calls (func) for app.
+def _supervise(coro, func, app, timeout=_MISSING):
+    """The supervised coroutine for one of Flask's async calls (func) for
+    app, and the name of its task.  How it is awaited is up to the caller:
+    :func:`_run_call` runs it with flaskasync.run from a WSGI thread.
 
     timeout: _MISSING for the app's FLASKASYNC_TIMEOUT when func is the
     request's view, else seconds or None."""
@@ -170,11 +172,14 @@ def _run_call(coro, func, app, timeout=_MISSING):
             coro.close()
             raise
     scope = Scope(app, not config.get("FLASKASYNC_BACKGROUND_TASKS", True), False, func)
-    job = scoped(coro, scope, timeout, _view_timed_out)
     # The task is named after the function: the view's name, not "scoped".
     name = getattr(func, "__qualname__", None)
-    if type(name) is not str:
-        name = None
+    return scoped(coro, scope, timeout, _view_timed_out), name if type(name) is str else None
+
+
+def _run_call(coro, func, app, timeout=_MISSING):
+    """Run the coroutine of one of Flask's async calls from a WSGI thread."""
+    job, name = _supervise(coro, func, app, timeout)
     if _flaskcompat.STREAM_WITH_CONTEXT_PUSHES_EARLY:
         return _flaskcompat.run_keeping_push_tokens(run, job, name=name)
     return run(job, name=name)
