@@ -28,18 +28,18 @@ class FlaskChanged(ImportError):
     """The installed Flask lacks an internal flaskasync relies on."""
 
 
-def _version() -> tuple:
+def _version() -> "tuple[tuple, str]":
     try:
         text = metadata.version("flask")
     except metadata.PackageNotFoundError:  # not installed as a distribution
-        return (99, 0)  # assume a current Flask
+        return (99, 0), "unknown version"  # assume a current Flask
     parts = text.split(".")[:2]
-    return tuple(int("".join(c for c in p if c.isdigit()) or 0) for p in parts)
+    return tuple(int("".join(c for c in p if c.isdigit()) or 0) for p in parts), text
 
 
 #: (major, minor) of the installed Flask.
-FLASK_VERSION: tuple = _version()
-_VERSION_TEXT = ".".join(map(str, FLASK_VERSION))
+FLASK_VERSION: tuple
+FLASK_VERSION, _VERSION_TEXT = _version()
 
 
 def _changed(what: str) -> FlaskChanged:
