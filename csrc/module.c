@@ -102,10 +102,18 @@ mod_has_app_loop(PyObject *module, PyObject *Py_UNUSED(ignored))
 
 static PyMethodDef module_methods[] = {
     {"run", (PyCFunction)(void (*)(void))fa_run, METH_FASTCALL | METH_KEYWORDS,
-     "run(coro, *, timeout=None)\n--\n\n"
+     "run(coro, *, timeout=None, name=None, context=None)\n--\n\n"
      "Run a coroutine on the process's app loop from synchronous code and\n"
      "return its result (or raise its exception).  With timeout, the task is\n"
-     "cancelled after that many seconds and TimeoutError is raised."},
+     "cancelled after that many seconds and TimeoutError is raised.\n\n"
+     "name (a str) names the task; by default it is the coroutine's\n"
+     "__qualname__.\n\n"
+     "By default the task runs in a copy of the caller's contextvars.Context\n"
+     "and the context variables it sets are copied back into the caller's\n"
+     "context when it is done.  With context (a contextvars.Context), the\n"
+     "task runs in that Context, as asyncio.Runner.run(context=) does: what\n"
+     "it sets stays in that Context and nothing is copied back to the caller.\n"
+     "That Context must not be entered elsewhere while the task runs."},
     {"gather", (PyCFunction)(void (*)(void))fa_gather, METH_FASTCALL | METH_KEYWORDS,
      "gather(*aws, return_exceptions=False)\n--\n\n"
      "Run awaitables concurrently; asyncio.gather semantics."},

@@ -30,6 +30,7 @@ typedef struct fa_job_s {
     fa_loop *loop;
     PyObject *coro;
     PyObject *ctx;
+    PyObject *name;         /* run(name=): the task's name, or NULL */
     PyObject *task;
     PyObject *timeout_handle;
     PyObject *error;        /* exception raised while starting the task */
@@ -37,6 +38,7 @@ typedef struct fa_job_s {
     int has_timeout;
     int timed_out;
     int abandoned;          /* the caller left (KeyboardInterrupt) before start */
+    int copy_back;          /* ctx is a copy of the caller's: copy changes back */
     atomic_int posted;
     sem_t sem;
     /* Jobs whose caller waits, linked from the loop (GIL-protected), so
@@ -58,6 +60,7 @@ job_traverse(fa_job *j, visitproc visit, void *arg)
     Py_VISIT((PyObject *)j->loop);
     Py_VISIT(j->coro);
     Py_VISIT(j->ctx);
+    Py_VISIT(j->name);
     Py_VISIT(j->task);
     Py_VISIT(j->timeout_handle);
     Py_VISIT(j->error);
@@ -70,6 +73,7 @@ job_clear(fa_job *j)
     Py_CLEAR(j->loop);
     Py_CLEAR(j->coro);
     Py_CLEAR(j->ctx);
+    Py_CLEAR(j->name);
     Py_CLEAR(j->task);
     Py_CLEAR(j->timeout_handle);
     Py_CLEAR(j->error);
@@ -237,12 +241,16 @@ static int
 job_start_task(fa_job *j)
 {
     fa_loop *loop = j->loop;
-    /* Name the task after the coroutine ("notify", "Index.get"): more useful
-     * in logs than "Task-N", and it spares 3.11's eager name formatting. */
-    PyObject *name = PyObject_GetAttr(j->coro, loop->st->s_qualname);
-    if (name == NULL || !PyUnicode_Check(name)) {
-        PyErr_Clear();
-        Py_CLEAR(name);
+    PyObject *name = Py_XNewRef(j->name);
+    if (name == NULL) {
+        /* Without run(name=), name the task after the coroutine ("notify",
+         * "Index.get"): more useful in logs than "Task-N", and it spares
+         * 3.11's eager name formatting. */
+        name = PyObject_GetAttr(j->coro, loop->st->s_qualname);
+        if (name == NULL || !PyUnicode_Check(name)) {
+            PyErr_Clear();
+            Py_CLEAR(name);
+        }
     }
     j->task = fa_loop_create_task(loop, j->coro, name, j->ctx);
     Py_XDECREF(name);
@@ -704,7 +712,8 @@ PyObject *
 fa_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     fa_state *st = fa_get_state(module);
-    PyObject *coro, *timeout = Py_None, *running, *res = NULL;
+    PyObject *coro, *timeout = Py_None, *name = Py_None, *context = Py_None;
+    PyObject *running, *res = NULL;
     fa_job *j = NULL;
     fa_loop *L;
     int r;
@@ -722,11 +731,28 @@ fa_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
             if (PyUnicode_CompareWithASCIIString(k, "timeout") == 0) {
                 timeout = args[nargs + i];
             }
+            else if (PyUnicode_CompareWithASCIIString(k, "name") == 0) {
+                name = args[nargs + i];
+            }
+            else if (PyUnicode_CompareWithASCIIString(k, "context") == 0) {
+                context = args[nargs + i];
+            }
             else {
                 PyErr_Format(PyExc_TypeError, "run() got an unexpected keyword argument '%U'", k);
                 return NULL;
             }
         }
+    }
+    /* Checked before the coroutine: a bad argument leaves it unstarted, as
+     * a bad timeout does (the caller still owns it). */
+    if (name != Py_None && !PyUnicode_Check(name)) {
+        PyErr_Format(PyExc_TypeError, "run(): name must be a str or None, got %R", name);
+        return NULL;
+    }
+    if (context != Py_None && !PyContext_CheckExact(context)) {
+        PyErr_Format(PyExc_TypeError,
+                     "run(): context must be a contextvars.Context or None, got %R", context);
+        return NULL;
     }
     if (!PyCoro_CheckExact(coro)) {
         PyObject *ok = PyObject_CallOneArg(st->iscoroutine, coro);
@@ -766,11 +792,13 @@ fa_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
     j->loop = (fa_loop *)Py_NewRef(L);
     j->coro = Py_NewRef(coro);
     j->ctx = NULL;
+    j->name = name == Py_None ? NULL : Py_NewRef(name);
     j->task = NULL;
     j->timeout_handle = NULL;
     j->error = NULL;
     j->timed_out = 0;
     j->abandoned = 0;
+    j->copy_back = context == Py_None;
     j->has_timeout = 0;
     j->timeout = 0.0;
     j->prev = j->next = NULL;
@@ -792,7 +820,10 @@ fa_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
         }
         j->has_timeout = 1;
     }
-    j->ctx = PyContext_CopyCurrent();
+    /* run(context=) runs the task in that Context, as asyncio.Runner.run
+     * does, and copies nothing back; otherwise in a copy of the caller's,
+     * whose changes are copied back when the task is done. */
+    j->ctx = j->copy_back ? PyContext_CopyCurrent() : Py_NewRef(context);
     if (j->ctx == NULL) {
         goto done;
     }
@@ -844,7 +875,7 @@ fa_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
     res = job_result(j);
 
 copy_back:
-    if (j->task != NULL) {
+    if (j->task != NULL && j->copy_back) {
         PyObject *type, *value, *tb;
         PyErr_Fetch(&type, &value, &tb);
         if (copy_context_back(j->ctx) < 0) {

@@ -13,13 +13,11 @@ the WSGI worker thread that needs it.  The same pieces work without Flask:
 
 from __future__ import annotations
 
-import asyncio
 import atexit
-import functools
-import inspect
 
 from . import _core
 from ._core import Handle, TimerHandle, gather, get_loop, run
+from ._tasks import async_to_sync
 from .loop import Loop, new_event_loop
 
 __all__ = [
@@ -42,37 +40,11 @@ __all__ = [
 __version__ = "0.1.0"
 
 # Stop the app loop's home thread before the interpreter finalizes.  atexit
-# runs handlers last-registered-first, so the Flask integration's graceful
-# shutdown of background tasks (registered later) runs before this.
+# runs handlers last-registered-first, so the graceful shutdown of
+# background tasks (flaskasync._tasks, registered later) runs before this.
 atexit.register(_core._shutdown)
 
-
-async def _await(awaitable):
-    return await awaitable
-
-
-def async_to_sync(fn):
-    """Return a synchronous wrapper of the async callable fn.
-
-    A drop-in for ``asgiref.sync.async_to_sync``: each call runs
-    ``fn(*args, **kwargs)`` on the app loop with :func:`run` and returns its
-    result.  The wrapper keeps ``__name__``, ``__doc__`` and ``__wrapped__``.
-    """
-    if not callable(fn):
-        raise TypeError(f"async_to_sync() expects an async callable, got {fn!r}")
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        aw = fn(*args, **kwargs)
-        if not asyncio.iscoroutine(aw):
-            if not inspect.isawaitable(aw):
-                raise TypeError(
-                    f"async_to_sync(): {fn!r} returned {aw!r}, which is not awaitable"
-                )
-            aw = _await(aw)
-        return run(aw)
-
-    return wrapper
+_FLASK_NAMES = ("FlaskAsync", "Flask", "async_route", "ViewTimeout")
 
 
 def __getattr__(name):
@@ -82,8 +54,19 @@ def __getattr__(name):
         return loop.EventLoopPolicy
     # The Flask integration is imported on first use so that the loop and
     # the runner can be used without importing Flask.
-    if name in ("FlaskAsync", "Flask", "async_route", "spawn", "ViewTimeout"):
+    if name in _FLASK_NAMES:
         from . import _flask
 
         return getattr(_flask, name)
+    if name == "spawn":
+        # spawn itself needs no Flask, but with Flask installed the
+        # integration tells it which app a task belongs to (for its logger).
+        try:
+            from . import _flask  # noqa: F401
+        except ModuleNotFoundError as exc:
+            if exc.name != "flask":
+                raise
+        from ._tasks import spawn
+
+        return spawn
     raise AttributeError(f"module 'flaskasync' has no attribute {name!r}")

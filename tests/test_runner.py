@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import inspect
 import os
 import signal
 import socket
@@ -283,6 +284,135 @@ def test_contextvars_isolated_between_threads():
     for t in threads:
         t.join(10)
     assert results == {i: (f"t{i}", f"t{i}-inside") for i in range(8)}
+
+
+# ------------------------------------------------- run(name=, context=)
+
+
+async def task_name():
+    return asyncio.current_task().get_name()
+
+
+def test_name_names_the_task():
+    assert flaskasync.run(task_name(), name="job-1") == "job-1"
+    # Without it, the task is named after the coroutine.
+    assert flaskasync.run(task_name()) == "task_name"
+    assert flaskasync.run(task_name(), name=None) == "task_name"
+
+
+def test_name_with_a_task_factory():
+    lp = flaskasync.get_loop()
+    made = []
+
+    def factory(loop, coro, **kwargs):
+        task = asyncio.Task(coro, loop=loop, **kwargs)
+        made.append(task)
+        return task
+
+    old = lp.get_task_factory()
+    lp.set_task_factory(factory)
+    try:
+        assert flaskasync.run(task_name(), name="through-factory") == "through-factory"
+    finally:
+        lp.set_task_factory(old)
+    assert len(made) == 1
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"name": 5}, "name must be a str or None, got 5"),
+        ({"name": b"x"}, "name must be a str or None"),
+        ({"context": {}}, r"context must be a contextvars.Context or None, got \{\}"),
+        ({"context": contextvars.ContextVar("v")}, "context must be a contextvars.Context"),
+        ({"nme": "x"}, "unexpected keyword argument 'nme'"),
+    ],
+)
+def test_name_and_context_bad_types(kwargs, message):
+    c = trivial()
+    with pytest.raises(TypeError, match=message):
+        flaskasync.run(c, **kwargs)
+    # The coroutine was not started: the caller still owns it.
+    assert inspect.getcoroutinestate(c) == inspect.CORO_CREATED
+    c.close()
+
+
+def _context_outcome(run):
+    """What a coroutine run by run(coro, context=ctx) sees and leaves behind."""
+
+    def body():
+        var.set("caller")
+        ctx = contextvars.copy_context()
+        ctx.run(var.set, "given")
+
+        async def child():
+            return var.get()
+
+        async def main():
+            seen = var.get()
+            await asyncio.sleep(0.001)
+            var.set("set inside")
+            in_task = await asyncio.create_task(child())
+            return seen, in_task
+
+        result = run(main(), ctx)
+        return result, ctx[var], var.get()
+
+    return contextvars.copy_context().run(body)
+
+
+def test_context_runs_in_it_and_copies_nothing_back():
+    got = _context_outcome(lambda coro, ctx: flaskasync.run(coro, context=ctx))
+    assert got == (("given", "set inside"), "set inside", "caller")
+    # asyncio.Runner.run(context=) does the same.
+    with asyncio.Runner() as runner:
+        reference = _context_outcome(lambda coro, ctx: runner.run(coro, context=ctx))
+    assert got == reference
+
+
+def test_context_on_exception_copies_nothing_back():
+    def body():
+        ctx = contextvars.copy_context()
+
+        async def main():
+            var.set("before raise")
+            raise ValueError("in the given context")
+
+        with pytest.raises(ValueError, match="in the given context"):
+            flaskasync.run(main(), context=ctx)
+        return ctx[var], var.get()
+
+    assert contextvars.copy_context().run(body) == ("before raise", "unset")
+
+
+def test_context_shared_by_successive_runs():
+    # One Context for several run() calls (as a streamed response uses it):
+    # a variable set in one is seen, and its token reset, in the next.
+    ctx = contextvars.copy_context()
+
+    async def set_it():
+        return var.set("first")
+
+    async def reset_it(token):
+        seen = var.get()
+        var.reset(token)
+        return seen, var.get()
+
+    token = flaskasync.run(set_it(), context=ctx, name="set")
+    assert flaskasync.run(reset_it(token), context=ctx) == ("first", "unset")
+    assert var.get() == "unset"
+
+
+def test_context_with_timeout():
+    ctx = contextvars.copy_context()
+
+    async def slow():
+        var.set("started")
+        await asyncio.sleep(10)
+
+    with pytest.raises(TimeoutError):
+        flaskasync.run(slow(), timeout=0.01, context=ctx, name="slow")
+    assert ctx[var] == "started"
 
 
 # ------------------------------------------------------------ app loop

@@ -8,7 +8,7 @@ import flask
 import pytest
 
 import flaskasync
-from flaskasync import _flask as fa_flask
+from flaskasync import _tasks
 
 from fa_helpers import make_app
 
@@ -34,6 +34,6 @@ async def _cancel_all(tasks):
 def _no_leftover_background_tasks():
     """Cancel background tasks a test leaves behind, so tests stay independent."""
     yield
-    leftovers = [t for t in list(fa_flask._background) if not t.done()]
+    leftovers = [t for t in list(_tasks._background) if not t.done()]
     if leftovers:
         flaskasync.run(_cancel_all(leftovers))

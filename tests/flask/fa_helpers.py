@@ -8,9 +8,9 @@ import flask
 import pytest
 
 from flaskasync import FlaskAsync
-from flaskasync import _flask as fa_flask
+from flaskasync import _flaskcompat
 
-FLASK_VERSION = fa_flask._FLASK_VERSION
+FLASK_VERSION = _flaskcompat.FLASK_VERSION
 requires_flask_23 = pytest.mark.skipif(
     FLASK_VERSION < (2, 3), reason="Flask < 2.3 does not send signals to async receivers"
 )

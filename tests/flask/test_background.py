@@ -16,7 +16,7 @@ import weakref
 import pytest
 
 import flaskasync
-from flaskasync import _flask as fa_flask
+from flaskasync import _tasks
 from fa_helpers import make_app, wait_for
 
 
@@ -182,7 +182,7 @@ def test_awaited_or_gathered_failures_are_not_logged_twice(app, client, caplog):
     @app.get("/await-later")
     async def await_later():
         # A background task awaited by another request when it fails.
-        task = next(t for t in fa_flask._background if t.get_name() == name)
+        task = next(t for t in _tasks._background if t.get_name() == name)
         try:
             await task
         except ValueError:
@@ -214,10 +214,10 @@ def test_background_tasks_are_strongly_referenced(app, client):
         gc.collect()
     task = refs["task"]()
     assert task is not None and not task.done()
-    assert task in fa_flask._background
+    assert task in _tasks._background
     flaskasync.get_loop().call_soon_threadsafe(task.cancel)
     wait_for(lambda: task.done())
-    wait_for(lambda: task not in fa_flask._background)
+    wait_for(lambda: task not in _tasks._background)
 
 
 def test_cancel_leftovers_config_is_flasks_behaviour(caplog):
@@ -357,7 +357,7 @@ def test_background_task_failing_during_shutdown_is_logged():
 def test_forked_child_gets_a_fresh_app_loop():
     code = """
         import asyncio, os, flask, flaskasync
-        from flaskasync import _flask as fa_flask
+        from flaskasync import _tasks
         app = flask.Flask("forky")
         flaskasync.FlaskAsync(app)
 
@@ -368,17 +368,17 @@ def test_forked_child_gets_a_fresh_app_loop():
             return str(id(asyncio.get_running_loop()))
 
         parent_loop = app.test_client().get("/").get_data(as_text=True)
-        assert len(fa_flask._background) == 1
+        assert len(_tasks._background) == 1
         pid = os.fork()
         if pid == 0:
-            ok = not fa_flask._background
+            ok = not _tasks._background
             child_loop = app.test_client().get("/").get_data(as_text=True)
-            ok = ok and child_loop != parent_loop and len(fa_flask._background) == 1
+            ok = ok and child_loop != parent_loop and len(_tasks._background) == 1
             print("child ok" if ok else "child bad", flush=True)
             os._exit(0)
         os.waitpid(pid, 0)
         print("parent", app.test_client().get("/").get_data(as_text=True) == parent_loop)
-        fa_flask._LoopState.loop = None  # skip the 5 s grace for the sleeps
+        _tasks._LoopState.loop = None  # skip the 5 s grace for the sleeps
     """
     out, _ = run_script(code)
     assert out.returncode == 0, out.stderr
@@ -404,4 +404,4 @@ def test_finished_tasks_are_not_kept(app, client):
     time.sleep(0.01)
     gc.collect()
     assert [r for r in refs if r() is not None] == []
-    assert not fa_flask._background
+    assert not _tasks._background

@@ -14,6 +14,7 @@ import pytest
 import flaskasync
 from flaskasync import FlaskAsync
 from flaskasync import _flask as fa_flask
+from flaskasync import _tasks
 
 from fa_helpers import make_app
 
@@ -38,7 +39,7 @@ def test_lazy_exports_are_the_flask_module_names():
     assert flaskasync.FlaskAsync is fa_flask.FlaskAsync
     assert flaskasync.Flask is fa_flask.Flask
     assert flaskasync.async_route is fa_flask.async_route
-    assert flaskasync.spawn is fa_flask.spawn
+    assert flaskasync.spawn is fa_flask.spawn is _tasks.spawn
 
 
 def test_extension_one_line(client, app):
@@ -175,7 +176,7 @@ def test_debug_mode_config():
 
         assert app.test_client().get("/").get_json() == {"debug": True}
     finally:
-        fa_flask._LoopState.want_debug = False
+        _tasks._LoopState.want_debug = False
         loop.set_debug(before)
 
 
@@ -247,3 +248,47 @@ def test_nested_sync_call_from_async_code_is_a_clear_error(app, client):
     assert client.get("/render-sync").get_data(as_text=True) == "async"
     with pytest.raises(RuntimeError, match="async_processor synchronously from async code"):
         client.get("/render")
+
+
+def test_supervision_and_streaming_need_no_flask():
+    code = textwrap.dedent(
+        """
+        import sys
+        sys.modules["flask"] = None  # importing it now fails
+        import asyncio, flaskasync
+        from flaskasync import _streaming, _tasks
+
+        async def agen():
+            yield "a"
+            yield "b"
+
+        async def later():
+            await asyncio.sleep(0.01)
+            return "spawned"
+
+        task = flaskasync.spawn(later())
+        body = "".join(_streaming.AsyncStream(None, agen()))
+        add = flaskasync.async_to_sync(asyncio.sleep)
+        print(body, add(0, "ok"), flaskasync.run(asyncio.wait_for(task, None)))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["ab", "ok", "spawned"]
+
+
+def test_a_changed_flask_internal_is_a_clear_import_error():
+    code = textwrap.dedent(
+        """
+        import flask.globals
+        del flask.globals._cv_app  # what a future Flask might do
+        try:
+            import flaskasync._flask
+        except ImportError as exc:
+            print(type(exc).__name__, exc)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("FlaskChanged flaskasync does not support this Flask")
+    assert "flask.globals has no _cv_app" in out.stdout

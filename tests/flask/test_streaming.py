@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import subprocess
+import sys
+import textwrap
 
 import flask
 import pytest
@@ -288,3 +291,57 @@ def test_cancel_mode_cancels_tasks_left_by_the_stream():
     assert state == []
     response.close()  # as a WSGI server does at the end of the response
     assert state == ["child cancelled"]
+
+
+def test_steps_are_not_tasks_of_the_stream_scope(app):
+    # Each chunk is one flaskasync.run(..., context=) in the stream's
+    # Context; those tasks are the stream's own, not tasks its generator
+    # left behind (a long stream must not accumulate them).
+    made = []
+
+    async def gen():
+        made.append(asyncio.create_task(asyncio.sleep(0)))
+        for i in range(200):
+            await asyncio.sleep(0)
+            yield "x"
+
+    with app.test_request_context("/s"):
+        stream = app.make_response(gen()).response
+    assert "".join(stream) == "x" * 200
+    assert stream._scope.children == made
+    stream.close()
+    assert stream._scope.children == [] and made[0].done()
+
+
+def test_stream_from_a_sync_view_supervises_its_tasks_from_the_first_request():
+    # A fresh process whose first (and only) request is a sync view
+    # returning an async generator: the tasks the generator creates are
+    # supervised all the same (their failure is logged through app.logger).
+    code = textwrap.dedent(
+        """
+        import asyncio, flask, flaskasync
+        app = flask.Flask("first-stream")
+        flaskasync.FlaskAsync(app)
+
+        @app.get("/")
+        def view():
+            async def gen():
+                async def fails():
+                    raise ValueError("failed in the stream's task")
+
+                asyncio.create_task(fails())
+                await asyncio.sleep(0.01)
+                yield "x"
+
+            return gen()
+
+        response = app.test_client().get("/")
+        print(response.get_data(as_text=True))
+        response.close()
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "x"
+    assert "failed and nobody awaited it (created by the response stream for GET /)" in out.stderr
+    assert "ValueError: failed in the stream's task" in out.stderr
