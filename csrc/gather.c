@@ -40,6 +40,9 @@ gather_state(PyObject *o)
     return NULL;
 }
 
+/* The type is visited exactly once along the chain (the 3.9+ rule for heap
+ * types): by the base when it is a heap type (asyncio.Future from 3.12 on),
+ * else here. */
 static int
 gather_traverse(PyObject *self, visitproc visit, void *arg)
 {
@@ -47,8 +50,9 @@ gather_traverse(PyObject *self, visitproc visit, void *arg)
     PyTypeObject *base = Py_TYPE(self)->tp_base;
     Py_VISIT(f->children);
     Py_VISIT(f->loop);
-    /* Heap types must visit their type; the base (a static type) does not. */
-    Py_VISIT(Py_TYPE(self));
+    if (!(base->tp_flags & Py_TPFLAGS_HEAPTYPE)) {
+        Py_VISIT(Py_TYPE(self));
+    }
     return base->tp_traverse(self, visit, arg);
 }
 
@@ -65,16 +69,25 @@ static void
 gather_dealloc(PyObject *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
+    PyTypeObject *base = tp->tp_base;
     gather_fields *f = GF(self);
-    /* The base only finalizes exact Futures; a subclass must do it. */
+    /* An instance owns a reference to its heap type.  A heap base's dealloc
+     * (asyncio.Future from 3.12 on) drops it; a static base's (3.11) does
+     * not, so it is ours to drop, after the base is done with the object.
+     * Read before: the base's dealloc may free the type. */
+    int drop_type = !(base->tp_flags & Py_TPFLAGS_HEAPTYPE);
+    /* The base finalizes only exact Futures up to 3.11; a second call of
+     * the finalizer is a no-op (the object is marked finalized). */
     if (PyObject_CallFinalizerFromDealloc(self) < 0) {
         return;
     }
     PyObject_GC_UnTrack(self);
     Py_CLEAR(f->children);
     Py_CLEAR(f->loop);
-    tp->tp_base->tp_dealloc(self);
-    Py_DECREF(tp);
+    base->tp_dealloc(self);
+    if (drop_type) {
+        Py_DECREF(tp);
+    }
 }
 
 static PyObject *
