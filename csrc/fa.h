@@ -5,7 +5,6 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <structmember.h>
 #include <uv.h>
 #include <pthread.h>
 #include <semaphore.h>
@@ -17,6 +16,64 @@
 #else
 #define FA_ASSERT(x) ((void)0)
 #endif
+
+/* ------------------------------------------------ Python versions
+ * What differs between the C APIs of the Pythons we build for (3.11 and
+ * newer) is bridged here, in one place; the rest of csrc/ is written
+ * against the current API. */
+
+#if PY_VERSION_HEX < 0x030C0000
+/* 3.12 moved the member types into Python.h, with a Py_ prefix, and
+ * deprecated structmember.h. */
+#include <structmember.h>
+#define Py_T_BOOL T_BOOL
+#define Py_T_PYSSIZET T_PYSSIZET
+#define Py_READONLY READONLY
+#endif
+
+/* The exception being raised, taken out of the error indicator (which is
+ * left clear): a new reference, normalized, its traceback attached; NULL
+ * if none was set.  PyErr_GetRaisedException() from 3.12 on; 3.11 has only
+ * the (type, value, traceback) triple, deprecated since. */
+static inline PyObject *
+fa_fetch_exception(void)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyErr_GetRaisedException();
+#else
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (type == NULL) {
+        return NULL;
+    }
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL) {
+        PyException_SetTraceback(value, tb);
+    }
+    Py_DECREF(type);
+    Py_XDECREF(tb);
+    return value;
+#endif
+}
+
+/* Make exc (a reference taken by fa_fetch_exception, stolen) the exception
+ * being raised again, with its traceback.  NULL clears the indicator, as
+ * PyErr_SetRaisedException(NULL) does: the usual save/restore around code
+ * that must not disturb an exception in flight is
+ *     PyObject *exc = fa_fetch_exception(); ...; fa_restore_exception(exc); */
+static inline void
+fa_restore_exception(PyObject *exc)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(exc);
+#else
+    if (exc == NULL) {
+        PyErr_Restore(NULL, NULL, NULL);
+        return;
+    }
+    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, PyException_GetTraceback(exc));
+#endif
+}
 
 typedef struct fa_loop fa_loop;
 typedef struct fa_handle fa_handle;
@@ -196,7 +253,6 @@ extern PyModuleDef fa_module_def;
 extern atomic_ulong fa_fork_generation;
 int fa_set_uv_error(int err, const char *what);
 int fa_is_fatal_exception(void);
-PyObject *fa_fetch_exception(void);
 
 /* handle.c */
 extern PyType_Spec fa_handle_spec;
@@ -373,7 +429,6 @@ int fa_transport_release_fd(fa_transport *t);
 void fa_transport_report(fa_transport *t, const char *message, PyObject *exc);
 void fa_transport_report_current(fa_transport *t);
 void fa_transport_log_warning(fa_transport *t, const char *message);
-void fa_restore_exception(PyObject *exc);
 int fa_transport_parse_limits(PyObject *high, PyObject *low, Py_ssize_t *phigh, Py_ssize_t *plow);
 PyTypeObject *fa_transport_make_type(PyObject *module, PyType_Spec *spec,
                                      const char *const *bases_names, int nbases);

@@ -639,8 +639,7 @@ fa_gather(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *k
 error:
     /* Don't leave orphan tasks behind: cancel what we created. */
     if (children != NULL) {
-        PyObject *type, *value, *tb;
-        PyErr_Fetch(&type, &value, &tb);
+        PyObject *exc = fa_fetch_exception();
         for (Py_ssize_t i = 0; i < PyList_GET_SIZE(children); i++) {
             PyObject *fut = PyList_GET_ITEM(children, i);
             if (fut != NULL && fut != args[i]) {
@@ -649,7 +648,7 @@ error:
                 PyErr_Clear();
             }
         }
-        PyErr_Restore(type, value, tb);
+        fa_restore_exception(exc);
     }
     Py_XDECREF(cb);
     Py_XDECREF(outer);

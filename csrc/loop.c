@@ -543,8 +543,7 @@ fa_loop_failure_is_task_outcome(fa_loop *self)
         Py_XDECREF(h);
         return 0;
     }
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
+    PyObject *exc = fa_fetch_exception();
     owner = h->callback ? PyObject_GetAttrString(h->callback, "__self__") : NULL;
     if (owner != NULL && PyObject_TypeCheck(owner, (PyTypeObject *)self->st->TaskType)) {
         done = PyObject_CallMethodNoArgs(owner, self->st->s_done);
@@ -555,12 +554,10 @@ fa_loop_failure_is_task_outcome(fa_loop *self)
     PyErr_Clear();
     Py_DECREF(h);
     if (outcome) {
-        Py_XDECREF(type);
-        Py_XDECREF(value);
-        Py_XDECREF(tb);
+        Py_XDECREF(exc);
         return 1;
     }
-    PyErr_Restore(type, value, tb);
+    fa_restore_exception(exc);
     return 0;
 }
 
@@ -647,8 +644,7 @@ void
 fa_loop_leave(fa_loop *self)
 {
     fa_state *st = self->st;
-    PyObject *type, *value, *tb, *r;
-    PyErr_Fetch(&type, &value, &tb);
+    PyObject *exc = fa_fetch_exception(), *r;
     uninstall_wakeup(self);
     self->stopping = 0;
     self->thread_id = 0;
@@ -667,7 +663,7 @@ fa_loop_leave(fa_loop *self)
         Py_XDECREF(r);
         Py_DECREF(hooks);
     }
-    PyErr_Restore(type, value, tb);
+    fa_restore_exception(exc);
 }
 
 /* Was this loop created before a fork() that led to this process?  Its
@@ -828,8 +824,7 @@ loop_run_until_complete(fa_loop *self, PyObject *future)
     if (r == NULL) {
         /* As asyncio: don't log "exception was never retrieved" for a task
          * we created, then re-raise. */
-        PyObject *type, *value, *tb;
-        PyErr_Fetch(&type, &value, &tb);
+        PyObject *exc = fa_fetch_exception();
         if (new_task) {
             PyObject *d = PyObject_CallMethodNoArgs(fut, st->s_done);
             if (d != NULL && PyObject_IsTrue(d)) {
@@ -846,7 +841,7 @@ loop_run_until_complete(fa_loop *self, PyObject *future)
         PyObject *rm = PyObject_CallMethodOneArg(fut, st->s_remove_done_callback, cb);
         Py_XDECREF(rm);
         PyErr_Clear();
-        PyErr_Restore(type, value, tb);
+        fa_restore_exception(exc);
         goto done;
     }
     Py_CLEAR(r);
@@ -1624,11 +1619,11 @@ loop_clear(fa_loop *self)
 static void
 loop_finalize(fa_loop *self)
 {
-    PyObject *type, *value, *tb, *r;
+    PyObject *exc, *r;
     if (self->closed || self->thread_id != 0) {
         return;
     }
-    PyErr_Fetch(&type, &value, &tb);
+    exc = fa_fetch_exception();
     if (self->fork_gen == atomic_load(&fa_fork_generation)) {
         if (PyErr_ResourceWarning((PyObject *)self, 1, "unclosed event loop %R", self) < 0) {
             PyErr_WriteUnraisable((PyObject *)self);
@@ -1639,7 +1634,7 @@ loop_finalize(fa_loop *self)
         }
         Py_XDECREF(r);
     }
-    PyErr_Restore(type, value, tb);
+    fa_restore_exception(exc);
 }
 
 static void

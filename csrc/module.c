@@ -28,22 +28,6 @@ fa_set_uv_error(int err, const char *what)
     return -1;
 }
 
-/* The exception now set, normalized, with its traceback attached; the
- * error indicator is cleared.  Returns a new reference (NULL if none). */
-PyObject *
-fa_fetch_exception(void)
-{
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    PyErr_NormalizeException(&type, &value, &tb);
-    if (tb != NULL && value != NULL) {
-        PyException_SetTraceback(value, tb);
-    }
-    Py_XDECREF(type);
-    Py_XDECREF(tb);
-    return value;
-}
-
 int
 fa_is_fatal_exception(void)
 {

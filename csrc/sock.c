@@ -311,12 +311,11 @@ wait_fd(fa_op *op, int events)
     r = cb ? PyObject_CallMethodOneArg(fut, op->loop->st->s_add_done_callback, cb) : NULL;
     Py_XDECREF(cb);
     if (r == NULL) {
-        PyObject *type, *value, *tb;
-        PyErr_Fetch(&type, &value, &tb);
+        PyObject *exc = fa_fetch_exception();
         if (unwatch(op) < 0) {
             PyErr_Clear();
         }
-        PyErr_Restore(type, value, tb);
+        fa_restore_exception(exc);
         return -1;
     }
     Py_DECREF(r);

@@ -1328,7 +1328,7 @@ static PyGetSetDef udp_getset[] = {
 };
 
 static PyMemberDef udp_members[] = {
-    {"__weaklistoffset__", T_PYSSIZET, offsetof(fa_udp, weakreflist), READONLY, NULL},
+    {"__weaklistoffset__", Py_T_PYSSIZET, offsetof(fa_udp, weakreflist), Py_READONLY, NULL},
     {NULL},
 };
 

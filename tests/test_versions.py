@@ -194,3 +194,81 @@ def test_gathering_future_type_survives_many_gathers():
         flaskasync.run(m())
     gc.collect()
     assert sys.getrefcount(tp) == before
+
+
+# ---------------------------------------------------------------------------
+# No deprecated C API.  Compilers do not flag these (CPython's headers do
+# not mark them), so the sources are read: each name may appear only in the
+# 3.11 branch of csrc/fa.h's compatibility section (`#if PY_VERSION_HEX <
+# 0x030C0000`, or the `#else` of a `>=` test), the one place that bridges
+# versions.
+
+CSRC = __import__("pathlib").Path(__file__).resolve().parent.parent / "csrc"
+
+DEPRECATED_C_API = {
+    # deprecated in 3.12
+    "PyErr_Fetch": "PyErr_GetRaisedException",
+    "PyErr_Restore": "PyErr_SetRaisedException",
+    "PyErr_NormalizeException": "PyErr_GetRaisedException",
+    "structmember.h": "Python.h's Py_T_* and Py_READONLY",
+    "T_OBJECT": "a getter (T_OBJECT's None for NULL) or Py_T_OBJECT_EX",
+    "PyUnicode_READY": "nothing (unneeded since 3.12)",
+    # deprecated in 3.13, removed in 3.15
+    "PyImport_ImportModuleNoBlock": "PyImport_ImportModule",
+    "PyWeakref_GetObject": "PyWeakref_GetRef",
+    "PyWeakref_GET_OBJECT": "PyWeakref_GetRef",
+    "Py_UNICODE": "wchar_t",
+    "PyUnicode_AsEncodedObject": "PyCodec_Encode",
+    "PyUnicode_AsDecodedObject": "PyCodec_Decode",
+    # deprecated with no removal date, or private API that moves
+    "Py_TPFLAGS_HAVE_FINALIZE": "nothing (unneeded since 3.8)",
+    "PySlice_GetIndicesEx": "PySlice_Unpack + PySlice_AdjustIndices",
+    "PyErr_Display": "PyErr_DisplayException",
+    "PyThread_create_key": "PyThread_tss_alloc",
+    "_Py_HashDouble": "PyObject_Hash of a float",
+    "_PyObject_LookupAttr": "PyObject_GetOptionalAttr (3.13)",
+    "_PyThreadState_UncheckedGet": "PyThreadState_GetUnchecked (3.13)",
+    "_PyDict_GetItemStringWithError": "PyDict_GetItemStringRef (3.13)",
+}
+
+
+def _old_python_lines(path):
+    """Line numbers of path's text that only 3.11 compiles."""
+    import re
+
+    old, stack = set(), []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        s = line.strip()
+        m = re.match(r"#\s*if\s+PY_VERSION_HEX\s*(<|>=)\s*0x030C0000", s)
+        if m:
+            stack.append(m.group(1) == "<")
+            continue
+        if s.startswith("#if"):
+            stack.append(None)
+            continue
+        if s.startswith("#else") and stack:
+            if stack[-1] is not None:
+                stack[-1] = not stack[-1]
+            continue
+        if s.startswith("#endif") and stack:
+            stack.pop()
+            continue
+        if any(x is True for x in stack):
+            old.add(n)
+    return old
+
+
+def test_no_deprecated_c_api():
+    import re
+
+    found = []
+    for path in sorted(CSRC.glob("*.[ch]")):
+        old = _old_python_lines(path) if path.name == "fa.h" else set()
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("//")[0]
+            if code.lstrip().startswith(("/*", "*")):
+                continue  # a comment may name an old API
+            for name, instead in DEPRECATED_C_API.items():
+                if re.search(rf"(?<![\w.]){re.escape(name)}(?![\w])", code) and n not in old:
+                    found.append(f"{path.name}:{n}: {name} (use {instead})")
+    assert not found, "deprecated C API:\n" + "\n".join(found)
