@@ -75,6 +75,13 @@ fa_restore_exception(PyObject *exc)
 #endif
 }
 
+/* Behaviour of the socket module that changed with the version, followed
+ * by dns.c (plain C conditions there, so every branch compiles everywhere):
+ * from 3.12 on (gh-74895), socket.getaddrinfo() hands an int port that does
+ * not fit a C long to getaddrinfo() as its decimal digits (which then
+ * fails with gaierror, or wraps), where 3.11 raises OverflowError. */
+#define FA_GAI_BIG_PORT_AS_DIGITS (PY_VERSION_HEX >= 0x030C0000)
+
 typedef struct fa_loop fa_loop;
 typedef struct fa_handle fa_handle;
 typedef struct fa_op fa_op;
@@ -131,6 +138,11 @@ typedef struct {
     PyObject *extract_stack;       /* asyncio.format_helpers.extract_stack */
     PyObject *isawaitable;         /* inspect.isawaitable */
     PyObject *set_wakeup_fd;       /* signal.set_wakeup_fd */
+    PyObject *base_create_task;    /* asyncio.BaseEventLoop.create_task (a function) */
+    /* Keyword names of Task(coro, loop=, name=, context=) and of
+     * create_task(coro, name=, context=). */
+    PyObject *kw_loop, *kw_loop_name, *kw_loop_context, *kw_loop_name_context;
+    PyObject *kw_name, *kw_context, *kw_name_context;
     unsigned long main_ident;      /* thread id of the main thread */
 
     PyObject *loop_class;          /* the Python flaskasync.Loop, set by the shim */

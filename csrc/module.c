@@ -181,6 +181,29 @@ module_exec(PyObject *module)
         return -1;
     }
     {
+        PyObject *base = NULL;
+        if (get_attr(&base, "asyncio", "BaseEventLoop") < 0) {
+            return -1;
+        }
+        st->base_create_task = PyObject_GetAttrString(base, "create_task");
+        Py_DECREF(base);
+        if (st->base_create_task == NULL) {
+            return -1;
+        }
+    }
+    st->kw_loop = Py_BuildValue("(s)", "loop");
+    st->kw_loop_name = Py_BuildValue("(ss)", "loop", "name");
+    st->kw_loop_context = Py_BuildValue("(ss)", "loop", "context");
+    st->kw_loop_name_context = Py_BuildValue("(sss)", "loop", "name", "context");
+    st->kw_name = Py_BuildValue("(s)", "name");
+    st->kw_context = Py_BuildValue("(s)", "context");
+    st->kw_name_context = Py_BuildValue("(ss)", "name", "context");
+    if (st->kw_loop == NULL || st->kw_loop_name == NULL || st->kw_loop_context == NULL ||
+        st->kw_loop_name_context == NULL || st->kw_name == NULL || st->kw_context == NULL ||
+        st->kw_name_context == NULL) {
+        return -1;
+    }
+    {
         PyObject *mt = NULL, *ident = NULL;
         if (get_attr(&mt, "threading", "main_thread") < 0) {
             return -1;
@@ -313,6 +336,14 @@ module_clear(PyObject *module)
     Py_CLEAR(st->extract_stack);
     Py_CLEAR(st->isawaitable);
     Py_CLEAR(st->set_wakeup_fd);
+    Py_CLEAR(st->base_create_task);
+    Py_CLEAR(st->kw_loop);
+    Py_CLEAR(st->kw_loop_name);
+    Py_CLEAR(st->kw_loop_context);
+    Py_CLEAR(st->kw_loop_name_context);
+    Py_CLEAR(st->kw_name);
+    Py_CLEAR(st->kw_context);
+    Py_CLEAR(st->kw_name_context);
     fa_net_clear(st);
     PyObject **names[] = {
         &st->s_call_soon, &st->s_done, &st->s_result, &st->s_exception, &st->s_cancel,

@@ -272,3 +272,186 @@ def test_no_deprecated_c_api():
                 if re.search(rf"(?<![\w.]){re.escape(name)}(?![\w])", code) and n not in old:
                     found.append(f"{path.name}:{n}: {name} (use {instead})")
     assert not found, "deprecated C API:\n" + "\n".join(found)
+
+
+# ---------------------------------------------------------------------------
+# create_task: which keywords it takes, what it passes to a task factory and
+# to Task, how it names the task, and eager tasks (3.12+).  All changed
+# between 3.11, 3.12, 3.13's releases and 3.14; each test runs one scenario
+# on flaskasync's loop and on this interpreter's asyncio loop and compares.
+
+
+def _on_both(scenario):
+    """scenario(loop) -> outcome, run on a fresh loop of each kind."""
+    out = {}
+    for kind, factory in (("asyncio", asyncio.new_event_loop), ("flaskasync", flaskasync.new_event_loop)):
+        lp = factory()
+        try:
+            out[kind] = scenario(lp)
+        finally:
+            lp.run_until_complete(lp.shutdown_asyncgens())
+            lp.close()
+    return out["flaskasync"], out["asyncio"]
+
+
+def _outcome(fn):
+    try:
+        return ("ok", fn())
+    except Exception as e:  # noqa: BLE001
+        return ("raised", type(e).__name__)
+
+
+async def _named():
+    # The name the task has when it first runs (gh-128308: an eager task's
+    # name used to be set after its first step).
+    return asyncio.current_task().get_name()
+
+
+def test_create_task_with_a_factory_taking_kwargs():
+    def scenario(lp):
+        seen = []
+
+        def factory(loop, coro, **kwargs):
+            seen.append(sorted(kwargs))
+            return asyncio.Task(coro, loop=loop, **kwargs)
+
+        lp.set_task_factory(factory)
+        assert lp.get_task_factory() is factory
+        ctx = __import__("contextvars").copy_context()
+        tasks = [
+            lp.create_task(_named()),
+            lp.create_task(_named(), name="n"),
+            lp.create_task(_named(), context=ctx),
+            lp.create_task(_named(), name="m", context=ctx),
+        ]
+        first = lp.run_until_complete(asyncio.gather(*tasks))
+        # Unnamed tasks get Task-<n>: compare the shape, not the counter.
+        strip = lambda s: "Task-N" if s.startswith("Task-") else s  # noqa: E731
+        return seen, [strip(n) for n in first], [strip(t.get_name()) for t in tasks]
+
+    assert _on_both(scenario)[0] == _on_both(scenario)[1]
+
+
+def test_create_task_with_a_two_argument_factory():
+    def scenario(lp):
+        lp.set_task_factory(lambda loop, coro: asyncio.Task(coro, loop=loop))
+
+        def make():
+            t = lp.create_task(_named(), name="x")
+            return lp.run_until_complete(t), t.get_name()
+
+        out = _outcome(make)
+        lp.run_until_complete(asyncio.sleep(0))
+        return out
+
+    with __import__("warnings").catch_warnings():
+        __import__("warnings").simplefilter("ignore", RuntimeWarning)  # a refused coroutine
+        fa, ref = _on_both(scenario)
+    assert fa == ref
+
+
+def test_create_task_unknown_keyword():
+    """eager_start= is a create_task keyword from 3.14 on; before, a TypeError."""
+
+    def scenario(lp):
+        ran = []
+
+        async def coro():
+            ran.append("started")
+            await asyncio.sleep(0)
+            return "done"
+
+        async def main():
+            try:
+                t = lp.create_task(coro(), eager_start=True)
+            except TypeError:
+                return ("TypeError", list(ran))
+            early = list(ran)  # an eager task has run its first step already
+            return ("ok", early, await t)
+
+        with __import__("warnings").catch_warnings():
+            __import__("warnings").simplefilter("ignore", RuntimeWarning)
+            return lp.run_until_complete(main())
+
+    fa, ref = _on_both(scenario)
+    assert fa == ref
+
+
+needs_eager = pytest.mark.skipif(
+    not hasattr(asyncio, "eager_task_factory"), reason="eager tasks are new in Python 3.12"
+)
+
+
+@needs_eager
+def test_eager_task_factory():
+    def scenario(lp):
+        lp.set_task_factory(asyncio.eager_task_factory)
+        log = []
+
+        async def quick(i):
+            log.append(("quick", i))
+            return i
+
+        async def slow(i):
+            log.append(("slow start", i))
+            await asyncio.sleep(0)
+            log.append(("slow end", i))
+            return i
+
+        async def main():
+            me = asyncio.current_task()
+            q = lp.create_task(quick(1))
+            done_at_once = q.done()  # finished inside create_task
+            s = asyncio.create_task(slow(2), name="s")
+            log.append(("after create", s.done()))
+            async with asyncio.TaskGroup() as tg:
+                g = tg.create_task(quick(3))
+            gathered = await flaskasync.gather(quick(4), slow(5))
+            assert asyncio.current_task() is me
+            return done_at_once, await q, await s, g.result(), gathered, s.get_name()
+
+        return lp.run_until_complete(main()), log
+
+    fa, ref = _on_both(scenario)
+    assert fa == ref
+
+
+@needs_eager
+def test_eager_task_name_and_current_task():
+    def scenario(lp):
+        lp.set_task_factory(asyncio.eager_task_factory)
+
+        async def inner():
+            name = asyncio.current_task().get_name()
+            # 3.12/3.13 name an eager task after its first step (gh-128308).
+            name = "Task-N" if name.startswith("Task-") else name
+            return name, asyncio.current_task() in asyncio.all_tasks()
+
+        async def main():
+            t = asyncio.create_task(inner(), name="eager-one")
+            return await t, t.get_name()
+
+        return lp.run_until_complete(main())
+
+    fa, ref = _on_both(scenario)
+    assert fa == ref
+
+
+@needs_eager
+def test_task_constructed_with_eager_start():
+    def scenario(lp):
+        async def inner(log):
+            log.append(asyncio.current_task() is not None)
+            await asyncio.sleep(0)
+            return "r"
+
+        async def main():
+            log = []
+            t = asyncio.Task(inner(log), loop=lp, eager_start=True)
+            started = list(log)
+            return started, await t
+
+        return lp.run_until_complete(main())
+
+    fa, ref = _on_both(scenario)
+    assert fa == ref
