@@ -82,6 +82,12 @@ fa_restore_exception(PyObject *exc)
  * fails with gaierror, or wraps), where 3.11 raises OverflowError. */
 #define FA_GAI_BIG_PORT_AS_DIGITS (PY_VERSION_HEX >= 0x030C0000)
 
+/* From 3.12 on, asyncio.gather() handles the children that are already done
+ * when it is called (finished futures, eager tasks that completed) at once,
+ * after creating the outer future, instead of through done callbacks a loop
+ * iteration later: a gather of finished children is finished on return. */
+#define FA_GATHER_DONE_CHILDREN_AT_ONCE (PY_VERSION_HEX >= 0x030C0000)
+
 typedef struct fa_loop fa_loop;
 typedef struct fa_handle fa_handle;
 typedef struct fa_op fa_op;
@@ -139,6 +145,10 @@ typedef struct {
     PyObject *isawaitable;         /* inspect.isawaitable */
     PyObject *set_wakeup_fd;       /* signal.set_wakeup_fd */
     PyObject *base_create_task;    /* asyncio.BaseEventLoop.create_task (a function) */
+    PyObject *current_task;        /* asyncio.current_task */
+    /* asyncio.futures.future_add_to_awaited_by / future_discard_from_awaited_by,
+     * the call-graph bookkeeping of 3.14's asyncio; NULL before 3.14. */
+    PyObject *add_awaited_by, *discard_awaited_by;
     /* Keyword names of Task(coro, loop=, name=, context=) and of
      * create_task(coro, name=, context=). */
     PyObject *kw_loop, *kw_loop_name, *kw_loop_context, *kw_loop_name_context;

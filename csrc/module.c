@@ -191,6 +191,19 @@ module_exec(PyObject *module)
             return -1;
         }
     }
+    if (get_attr(&st->current_task, "asyncio", "current_task") < 0) {
+        return -1;
+    }
+    /* Present from 3.14 on: looked up by name, not by version number. */
+    if (get_attr(&st->add_awaited_by, "asyncio.futures", "future_add_to_awaited_by") < 0 ||
+        get_attr(&st->discard_awaited_by, "asyncio.futures", "future_discard_from_awaited_by") < 0) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            return -1;
+        }
+        PyErr_Clear();
+        Py_CLEAR(st->add_awaited_by);
+        Py_CLEAR(st->discard_awaited_by);
+    }
     st->kw_loop = Py_BuildValue("(s)", "loop");
     st->kw_loop_name = Py_BuildValue("(ss)", "loop", "name");
     st->kw_loop_context = Py_BuildValue("(ss)", "loop", "context");
@@ -337,6 +350,9 @@ module_clear(PyObject *module)
     Py_CLEAR(st->isawaitable);
     Py_CLEAR(st->set_wakeup_fd);
     Py_CLEAR(st->base_create_task);
+    Py_CLEAR(st->current_task);
+    Py_CLEAR(st->add_awaited_by);
+    Py_CLEAR(st->discard_awaited_by);
     Py_CLEAR(st->kw_loop);
     Py_CLEAR(st->kw_loop_name);
     Py_CLEAR(st->kw_loop_context);
