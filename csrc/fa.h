@@ -88,6 +88,15 @@ fa_restore_exception(PyObject *exc)
  * iteration later: a gather of finished children is finished on return. */
 #define FA_GATHER_DONE_CHILDREN_AT_ONCE (PY_VERSION_HEX >= 0x030C0000)
 
+/* From 3.13 on (gh-113812), DatagramTransport.sendto() sends an empty
+ * datagram (3.11 and 3.12 drop it), and the write buffer size counts 8
+ * bytes of header per queued datagram, so that empty ones count too.
+ * (Early 3.13 releases forget to take the 8 bytes off again when the
+ * datagram goes out, so resume_writing() never comes: gh-135444, fixed in
+ * later 3.13 releases and 3.14.  The fixed accounting is the one here.) */
+#define FA_DGRAM_SEND_EMPTY (PY_VERSION_HEX >= 0x030D0000)
+#define FA_DGRAM_HEADER_SIZE (PY_VERSION_HEX >= 0x030D0000 ? 8 : 0)
+
 typedef struct fa_loop fa_loop;
 typedef struct fa_handle fa_handle;
 typedef struct fa_op fa_op;

@@ -171,7 +171,7 @@ q_push(fa_udp *t, PyObject *data, PyObject *addr)
     d->data = data;
     d->addr = addr;
     t->qlen++;
-    t->qsize += PyBytes_GET_SIZE(data);
+    t->qsize += PyBytes_GET_SIZE(data) + FA_DGRAM_HEADER_SIZE;
     return 0;
 }
 
@@ -188,7 +188,7 @@ q_push_front(fa_udp *t, PyObject *data, PyObject *addr)
     t->q[t->qhead].data = data;
     t->q[t->qhead].addr = addr;
     t->qlen++;
-    t->qsize += PyBytes_GET_SIZE(data);
+    t->qsize += PyBytes_GET_SIZE(data) + FA_DGRAM_HEADER_SIZE;
     return 0;
 }
 
@@ -202,7 +202,7 @@ q_pop(fa_udp *t, PyObject **data, PyObject **addr)
     d->data = d->addr = NULL;
     t->qhead = (t->qhead + 1) % t->qcap;
     t->qlen--;
-    t->qsize -= PyBytes_GET_SIZE(*data);
+    t->qsize -= PyBytes_GET_SIZE(*data) + FA_DGRAM_HEADER_SIZE;
     if (t->qlen == 0) {
         t->qhead = 0;
     }
@@ -849,9 +849,11 @@ udp_sendto(fa_udp *t, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
                      Py_TYPE(data)->tp_name);
         return NULL;
     }
-    truth = PyObject_IsTrue(data);
-    if (truth <= 0) {
-        return truth < 0 ? NULL : Py_NewRef(Py_None); /* 3.11 sends nothing for b"" */
+    if (!FA_DGRAM_SEND_EMPTY) {
+        truth = PyObject_IsTrue(data);
+        if (truth <= 0) {
+            return truth < 0 ? NULL : Py_NewRef(Py_None); /* before 3.13: nothing for b"" */
+        }
     }
     if (t->address != NULL) {
         if (addr != Py_None) {

@@ -6,9 +6,18 @@
 #   scripts/asan.sh                      # all core test files
 #   scripts/asan.sh tests/test_loop_udp.py -k flaskasync   # chosen tests
 #   FLASKASYNC_ASAN_DIR=build/asan2 scripts/asan.sh ...    # a second build dir
+#   PYTHON=.venv-3.13/bin/python scripts/asan.sh          # another interpreter
+#
+# PYTHON is the interpreter to build for and test with (default: .venv's);
+# it needs pytest and the test extras (`pip install -e '.[test]'`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
+py=${PYTHON:-$root/.venv/bin/python}
+case $py in
+    */*) py=$(cd "$(dirname "$py")" && pwd)/$(basename "$py") ;;  # absolute: we cd below
+    *) py=$(command -v "$py") ;;
+esac
 out=${FLASKASYNC_ASAN_DIR:-build/asan}
 rm -rf "$out" && mkdir -p "$out"
 cp -r csrc flaskasync tests setup.py pyproject.toml README.md "$out"/
@@ -18,7 +27,7 @@ if [ $# -eq 0 ]; then
     set -- tests/test_loop_*.py tests/test_gather.py tests/test_runner.py tests/test_leaks.py
 fi
 FLASKASYNC_SANITIZE=1 FLASKASYNC_DEBUG=1 FLASKASYNC_WERROR=1 \
-    "$root/.venv/bin/python" setup.py -q build_ext --inplace 2>&1 | grep -v -i "betaconfiguration\|warnings.warn" || true
+    "$py" setup.py -q build_ext --inplace 2>&1 | grep -v -i "betaconfiguration\|warnings.warn" || true
 ls flaskasync/_core*.so >/dev/null
 # use_sigaltstack=0: gcc 12's ASan reports its own thread teardown
 # (sigaltstack) as stack-use-after-scope on glibc 2.36.
@@ -28,9 +37,9 @@ export LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=lib
 export ASAN_OPTIONS=detect_leaks=0:use_sigaltstack=0:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export PYTHONPATH="$PWD"
-"$root/.venv/bin/python" -c "
+"$py" -c "
 import flaskasync._core as c, os, sys
 assert c.__file__.startswith(os.getcwd()), c.__file__
-print('ASan build:', c.__file__)"
-"$root/.venv/bin/python" -m pytest -q -p no:cacheprovider \
+print('ASan build:', c.__file__, 'Python', sys.version.split()[0])"
+"$py" -m pytest -q -p no:cacheprovider \
     "$@"

@@ -14,6 +14,7 @@ import hashlib
 import os
 import socket
 import struct
+import sys
 import tempfile
 import time
 import warnings
@@ -383,9 +384,17 @@ def test_write_str_type_error(loop):
     run(loop, main())
 
 
+def _is_asyncio(loop):
+    return type(loop).__module__.startswith("asyncio")
+
+
 def test_write_copies_buffered_data(loop):
     # Data left in the transport's buffer must be a copy: mutating the
-    # caller's bytearray afterwards changes nothing.
+    # caller's bytearray afterwards changes nothing.  (flaskasync's
+    # guarantee; asyncio's own 3.12+ transport keeps a view instead.)
+    if sys.version_info >= (3, 12) and _is_asyncio(loop):
+        pytest.xfail("3.12's zero-copy write (GH-91166) buffers a view of the caller's bytearray")
+
     async def main():
         async with tcp_conn(loop) as c:
             stall(c)
@@ -441,6 +450,10 @@ def test_write_eof_after_buffered_data(loop):
 
 
 def test_write_after_close_is_ignored(loop):
+    if sys.version_info >= (3, 12) and _is_asyncio(loop):
+        pytest.xfail("3.12+: writelines() after close() calls the cleared _write_ready "
+                     "and raises TypeError (gh-136234)")
+
     async def main():
         async with tcp_conn(loop) as c:
             c.ctr.write(b"first")

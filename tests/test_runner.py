@@ -677,6 +677,9 @@ def test_async_to_sync_from_threads():
 # ------------------------------------------------------------------ fork
 
 
+# The app loop's home thread exists when we fork, which is the point: 3.12+
+# warn about forking a multi-threaded process (the child re-creates the loop).
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_fork_child_gets_new_working_loop():
     parent_loop = flaskasync.get_loop()
     assert flaskasync.run(asyncio.sleep(0.001, "parent")) == "parent"
@@ -722,6 +725,9 @@ def test_fork_child_gets_new_working_loop():
     assert flaskasync.run(asyncio.sleep(0.001, "parent again")) == "parent again"
 
 
+# The app loop's home thread exists when we fork, which is the point: 3.12+
+# warn about forking a multi-threaded process (the child re-creates the loop).
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_fork_child_home_thread_services_background_tasks():
     # The child calls run() many times, with a background task: the child's
     # home thread must exist too.

@@ -455,3 +455,31 @@ def test_task_constructed_with_eager_start():
 
     fa, ref = _on_both(scenario)
     assert fa == ref
+
+
+@needs_eager
+def test_run_with_an_eager_task_factory_on_the_app_loop():
+    lp = flaskasync.get_loop()
+    previous = lp.get_task_factory()
+    lp.set_task_factory(asyncio.eager_task_factory)
+    try:
+        log = []
+
+        async def quick():
+            log.append(("quick", asyncio.current_task() is not None))
+            return "quick"
+
+        async def slow():
+            log.append(("slow", asyncio.current_task() is not None))
+            await asyncio.sleep(0.001)
+            return "slow"
+
+        assert flaskasync.run(quick()) == "quick"
+        assert flaskasync.run(slow(), timeout=5) == "slow"
+        async def both():
+            return await flaskasync.gather(quick(), slow())
+
+        assert flaskasync.run(both(), timeout=5) == ["quick", "slow"]
+        assert log == [("quick", True), ("slow", True)] * 2
+    finally:
+        lp.set_task_factory(previous)
