@@ -150,6 +150,9 @@ typedef struct {
     PyObject *get_asyncgen_hooks;  /* sys.get_asyncgen_hooks */
     PyObject *set_asyncgen_hooks;  /* sys.set_asyncgen_hooks */
     PyObject *format_cb_source;    /* asyncio.format_helpers._format_callback_source */
+    PyObject *kw_debug;            /* ("debug",) when format_cb_source takes debug=
+                                    * (3.13: a callback's arguments are shown only in
+                                    * debug mode), else NULL */
     PyObject *extract_stack;       /* asyncio.format_helpers.extract_stack */
     PyObject *isawaitable;         /* inspect.isawaitable */
     PyObject *set_wakeup_fd;       /* signal.set_wakeup_fd */
@@ -287,6 +290,7 @@ int fa_is_fatal_exception(void);
 
 /* handle.c */
 extern PyType_Spec fa_handle_spec;
+PyObject *fa_format_callback(fa_handle *h);
 extern PyType_Spec fa_timer_handle_spec;
 fa_handle *fa_handle_new(fa_loop *loop, PyTypeObject *tp, PyObject *callback,
                          PyObject *args, PyObject *context);

@@ -91,6 +91,17 @@ handle_dealloc(fa_handle *h)
     Py_DECREF(tp);
 }
 
+/* format_helpers._format_callback_source(callback, args[, debug=loop's
+ * debug flag]), as asyncio.Handle formats itself on this Python. */
+PyObject *
+fa_format_callback(fa_handle *h)
+{
+    fa_state *st = h->loop->st;
+    PyObject *argv[3] = {h->callback, h->args ? h->args : Py_None,
+                         h->loop->debug ? Py_True : Py_False};
+    return PyObject_Vectorcall(st->format_cb_source, argv, 2, st->kw_debug);
+}
+
 /* Route the exception currently set to the loop's exception handler, as
  * asyncio.Handle._run does.  Returns -1 only for KeyboardInterrupt and
  * SystemExit (and failures raising them), which must propagate. */
@@ -107,8 +118,7 @@ handle_report_exception(fa_handle *h)
         return -1;
     }
     value = fa_fetch_exception();
-    cbrepr = PyObject_CallFunctionObjArgs(st->format_cb_source, h->callback,
-                                          h->args ? h->args : Py_None, NULL);
+    cbrepr = fa_format_callback(h);
     if (cbrepr == NULL) {
         goto error;
     }
@@ -282,8 +292,7 @@ handle_repr(fa_handle *h)
         Py_DECREF(item);
     }
     if (h->callback != NULL && h->callback != Py_None && h->loop != NULL) {
-        cb = PyObject_CallFunctionObjArgs(h->loop->st->format_cb_source, h->callback,
-                                          h->args ? h->args : Py_None, NULL);
+        cb = fa_format_callback(h);
         if (cb == NULL || PyList_Append(parts, cb) < 0) {
             goto done;
         }

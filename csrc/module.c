@@ -191,6 +191,28 @@ module_exec(PyObject *module)
             return -1;
         }
     }
+    {
+        /* 3.13 formats a callback's arguments only in debug mode, and
+         * _format_callback_source grew a debug= keyword for it: asked of
+         * the function itself, since security releases may have it too. */
+        PyObject *sig = NULL, *params = NULL;
+        int has = -1;
+        st->kw_debug = Py_BuildValue("(s)", "debug");
+        if (st->kw_debug != NULL && get_attr(&sig, "inspect", "signature") == 0) {
+            Py_SETREF(sig, PyObject_CallOneArg(sig, st->format_cb_source));
+            params = sig != NULL ? PyObject_GetAttrString(sig, "parameters") : NULL;
+            has = params != NULL ? PySequence_Contains(params, PyTuple_GET_ITEM(st->kw_debug, 0))
+                                 : -1;
+        }
+        Py_XDECREF(params);
+        Py_XDECREF(sig);
+        if (has < 0) {
+            return -1;
+        }
+        if (!has) {
+            Py_CLEAR(st->kw_debug);
+        }
+    }
     if (get_attr(&st->current_task, "asyncio", "current_task") < 0) {
         return -1;
     }
@@ -346,6 +368,7 @@ module_clear(PyObject *module)
     Py_CLEAR(st->get_asyncgen_hooks);
     Py_CLEAR(st->set_asyncgen_hooks);
     Py_CLEAR(st->format_cb_source);
+    Py_CLEAR(st->kw_debug);
     Py_CLEAR(st->extract_stack);
     Py_CLEAR(st->isawaitable);
     Py_CLEAR(st->set_wakeup_fd);

@@ -483,3 +483,31 @@ def test_run_with_an_eager_task_factory_on_the_app_loop():
         assert log == [("quick", True), ("slow", True)] * 2
     finally:
         lp.set_task_factory(previous)
+
+
+# ---------------------------------------------------------------------------
+# A callback's arguments in "Exception in callback ..." and Handle repr():
+# 3.13 shows them only in debug mode (they may hold secrets).
+
+
+def _boom(*args):
+    raise ValueError("boom")
+
+
+@pytest.mark.parametrize("debug", [False, True], ids=["normal", "debug"])
+def test_callback_formatting_follows_asyncio(debug):
+    import re
+
+    def scenario(lp):
+        lp.set_debug(debug)
+        messages = []
+        lp.set_exception_handler(lambda _loop, ctx: messages.append(ctx["message"]))
+        h = lp.call_soon(_boom, 1, "two")
+        text = repr(h)
+        lp.run_until_complete(asyncio.sleep(0))
+        # Addresses and source locations differ between runs, not versions.
+        strip = lambda s: re.sub(r" at 0x[0-9a-f]+| at /\S+| created at \S+|>$", "", s)  # noqa: E731
+        return strip(messages[0]), strip(text).split()[:2]
+
+    fa, ref = _on_both(scenario)
+    assert fa == ref
