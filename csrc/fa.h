@@ -94,6 +94,12 @@ fa_restore_exception(PyObject *exc)
  * (Early 3.13 releases forget to take the 8 bytes off again when the
  * datagram goes out, so resume_writing() never comes: gh-135444, fixed in
  * later 3.13 releases and 3.14.  The fixed accounting is the one here.) */
+/* From 3.13 on (gh-82500), the Unix loop's sock_sendfile() clamps the
+ * block size it hands to os.sendfile(), so a count beyond a C ssize_t means
+ * "the whole file"; 3.11 and 3.12 pass it as is and os.sendfile() raises
+ * OverflowError. */
+#define FA_SENDFILE_BIG_COUNT_OK (PY_VERSION_HEX >= 0x030D0000)
+
 #define FA_DGRAM_SEND_EMPTY (PY_VERSION_HEX >= 0x030D0000)
 #define FA_DGRAM_HEADER_SIZE (PY_VERSION_HEX >= 0x030D0000 ? 8 : 0)
 
