@@ -1264,9 +1264,10 @@ new_task(fa_loop *self, PyObject *coro, PyObject *name, PyObject *context)
  * reads self._check_closed() and self._task_factory, which CLoop provides.
  * args[0] and args[1] are self and the coroutine, then the keyword values. */
 static PyObject *
-create_task_by_asyncio(fa_loop *self, PyObject *const *args, Py_ssize_t nkw, PyObject *kwnames)
+create_task_by_asyncio(fa_loop *self, PyObject *const *args, Py_ssize_t nargs, Py_ssize_t nkw,
+                       PyObject *kwnames)
 {
-    return PyObject_Vectorcall(self->st->base_create_task, args, 2, nkw > 0 ? kwnames : NULL);
+    return PyObject_Vectorcall(self->st->base_create_task, args, nargs, nkw > 0 ? kwnames : NULL);
 }
 
 /* loop.create_task(coro, name=name, context=context) for the C callers
@@ -1298,7 +1299,7 @@ fa_loop_create_task(fa_loop *self, PyObject *coro, PyObject *name, PyObject *con
     }
     PyObject *kwn = name != NULL ? (context != NULL ? st->kw_name_context : st->kw_name)
                                  : (context != NULL ? st->kw_context : NULL);
-    return create_task_by_asyncio(self, argv, nk, kwn);
+    return create_task_by_asyncio(self, argv, 2, nk, kwn);
 }
 
 /* create_task(coro, **kwargs): the fast path in C when asyncio would call
@@ -1308,12 +1309,9 @@ loop_create_task(fa_loop *self, PyObject *const *args, Py_ssize_t nargs, PyObjec
 {
     PyObject *name = NULL, *context = NULL;
     Py_ssize_t nkw = kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0;
-    int plain = self->task_factory == NULL;
-    if (nargs != 1) {
-        PyErr_Format(PyExc_TypeError, "create_task() takes exactly one positional "
-                     "argument (the coroutine), got %zd", nargs);
-        return NULL;
-    }
+    /* Anything but one positional coroutine (coro=..., none, too many) is
+     * asyncio's to accept or refuse. */
+    int plain = self->task_factory == NULL && nargs == 1;
     for (Py_ssize_t i = 0; i < nkw && plain; i++) {
         PyObject *k = PyTuple_GET_ITEM(kwnames, i);
         if (PyUnicode_CompareWithASCIIString(k, "name") == 0) {
@@ -1333,19 +1331,20 @@ loop_create_task(fa_loop *self, PyObject *const *args, Py_ssize_t nargs, PyObjec
         return new_task(self, args[0], name == Py_None ? NULL : name,
                         context == Py_None ? NULL : context);
     }
-    /* self, coro, then the keyword values, as a vectorcall wants them. */
+    /* self, the positional arguments, then the keyword values, as a
+     * vectorcall wants them. */
     PyObject *small[8], **argv = small;
-    if (2 + nkw > (Py_ssize_t)(sizeof(small) / sizeof(small[0]))) {
-        argv = PyMem_New(PyObject *, 2 + nkw);
+    if (1 + nargs + nkw > (Py_ssize_t)(sizeof(small) / sizeof(small[0]))) {
+        argv = PyMem_New(PyObject *, 1 + nargs + nkw);
         if (argv == NULL) {
             return PyErr_NoMemory();
         }
     }
     argv[0] = (PyObject *)self;
-    for (Py_ssize_t i = 0; i < 1 + nkw; i++) {
+    for (Py_ssize_t i = 0; i < nargs + nkw; i++) {
         argv[1 + i] = args[i];
     }
-    PyObject *task = create_task_by_asyncio(self, argv, nkw, kwnames);
+    PyObject *task = create_task_by_asyncio(self, argv, 1 + nargs, nkw, kwnames);
     if (argv != small) {
         PyMem_Free(argv);
     }
