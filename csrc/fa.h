@@ -18,9 +18,13 @@
 #endif
 
 /* ------------------------------------------------ Python versions
- * What differs between the C APIs of the Pythons we build for (3.11 and
- * newer) is bridged here, in one place; the rest of csrc/ is written
- * against the current API. */
+ * What differs between the Pythons we build for (3.11 and newer) is here,
+ * in one place: the C API bridges (the rest of csrc/ is written against
+ * the current API), then the asyncio/socket behaviours that changed with a
+ * release, as FA_* constants that the code tests with plain C conditions.
+ * What can be asked of the running interpreter instead (a function's
+ * signature, an attribute that a release added) is asked at import, in
+ * module.c. */
 
 #if PY_VERSION_HEX < 0x030C0000
 /* 3.12 moved the member types into Python.h, with a Py_ prefix, and
@@ -75,9 +79,24 @@ fa_restore_exception(PyObject *exc)
 #endif
 }
 
-/* Behaviour of the socket module that changed with the version, followed
- * by dns.c (plain C conditions there, so every branch compiles everywhere):
- * from 3.12 on (gh-74895), socket.getaddrinfo() hands an int port that does
+/* Whether this thread's async generator hooks are (firstiter, finalizer),
+ * read from the thread state where 3.11 and 3.12 keep them: 1 or 0.  -1
+ * where that cannot be known without a call (3.13 moved the fields out of
+ * the public struct). */
+static inline int
+fa_asyncgen_hooks_are(PyObject *firstiter, PyObject *finalizer)
+{
+#if PY_VERSION_HEX < 0x030D0000
+    PyThreadState *ts = PyThreadState_Get();
+    return ts->async_gen_firstiter == firstiter && ts->async_gen_finalizer == finalizer;
+#else
+    (void)firstiter;
+    (void)finalizer;
+    return -1;
+#endif
+}
+
+/* From 3.12 on (gh-74895), socket.getaddrinfo() hands an int port that does
  * not fit a C long to getaddrinfo() as its decimal digits (which then
  * fails with gaierror, or wraps), where 3.11 raises OverflowError. */
 #define FA_GAI_BIG_PORT_AS_DIGITS (PY_VERSION_HEX >= 0x030C0000)
@@ -88,18 +107,18 @@ fa_restore_exception(PyObject *exc)
  * iteration later: a gather of finished children is finished on return. */
 #define FA_GATHER_DONE_CHILDREN_AT_ONCE (PY_VERSION_HEX >= 0x030C0000)
 
-/* From 3.13 on (gh-113812), DatagramTransport.sendto() sends an empty
- * datagram (3.11 and 3.12 drop it), and the write buffer size counts 8
- * bytes of header per queued datagram, so that empty ones count too.
- * (Early 3.13 releases forget to take the 8 bytes off again when the
- * datagram goes out, so resume_writing() never comes: gh-135444, fixed in
- * later 3.13 releases and 3.14.  The fixed accounting is the one here.) */
 /* From 3.13 on (gh-82500), the Unix loop's sock_sendfile() clamps the
  * block size it hands to os.sendfile(), so a count beyond a C ssize_t means
  * "the whole file"; 3.11 and 3.12 pass it as is and os.sendfile() raises
  * OverflowError. */
 #define FA_SENDFILE_BIG_COUNT_OK (PY_VERSION_HEX >= 0x030D0000)
 
+/* From 3.13 on (gh-113812), DatagramTransport.sendto() sends an empty
+ * datagram (3.11 and 3.12 drop it), and the write buffer size counts 8
+ * bytes of header per queued datagram, so that empty ones count too.
+ * (Early 3.13 releases forget to take the 8 bytes off again when the
+ * datagram goes out, so resume_writing() never comes: gh-135444, fixed in
+ * later 3.13 releases and 3.14.  The fixed accounting is the one here.) */
 #define FA_DGRAM_SEND_EMPTY (PY_VERSION_HEX >= 0x030D0000)
 #define FA_DGRAM_HEADER_SIZE (PY_VERSION_HEX >= 0x030D0000 ? 8 : 0)
 

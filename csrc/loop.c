@@ -561,21 +561,14 @@ fa_loop_failure_is_task_outcome(fa_loop *self)
     return 0;
 }
 
-/* Make this thread the one running the loop: running-loop slot, asyncgen
- * hooks and thread id, as BaseEventLoop.run_forever does. */
-/* Does this thread already have our asyncgen hooks installed?  Reads the
- * thread state directly (3.9-3.12 keep the hooks there) to spare a call. */
+/* Does this thread already have our asyncgen hooks installed?  Known
+ * without a call where the thread state shows them (up to 3.12); otherwise
+ * they are installed again. */
 static int
 hooks_are_ours(fa_loop *self)
 {
-#if PY_VERSION_HEX < 0x030D0000
-    PyThreadState *ts = PyThreadState_Get();
-    return self->hook_first != NULL && ts->async_gen_firstiter == self->hook_first &&
-           ts->async_gen_finalizer == self->hook_fin;
-#else
-    (void)self;
-    return 0;
-#endif
+    return self->hook_first != NULL &&
+           fa_asyncgen_hooks_are(self->hook_first, self->hook_fin) == 1;
 }
 
 /* Make this thread the one running the loop: running-loop slot, asyncgen

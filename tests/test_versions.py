@@ -511,3 +511,14 @@ def test_callback_formatting_follows_asyncio(debug):
 
     fa, ref = _on_both(scenario)
     assert fa == ref
+
+
+def test_version_conditions_live_in_fa_h():
+    """Every difference between Python versions is bridged in csrc/fa.h."""
+    found = [
+        f"{p.name}:{n}"
+        for p in sorted(CSRC.glob("*.c"))
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if "PY_VERSION_HEX" in line
+    ]
+    assert not found, f"version tests outside fa.h: {found}"
