@@ -522,3 +522,55 @@ def test_version_conditions_live_in_fa_h():
         if "PY_VERSION_HEX" in line
     ]
     assert not found, f"version tests outside fa.h: {found}"
+
+
+def test_gather_call_graph_bookkeeping_path():
+    """3.14's gather records each pending child as awaited by the current
+    task and discards it when the child is done.  flaskasync.gather does
+    that when asyncio.futures has the two functions; on an older Python
+    the path is exercised with recording stand-ins, installed before
+    flaskasync is imported (in a subprocess)."""
+    import subprocess
+    import textwrap
+
+    code = textwrap.dedent('''
+        import asyncio, asyncio.futures, json, sys
+        calls = []
+        if not hasattr(asyncio.futures, "future_add_to_awaited_by"):
+            asyncio.futures.future_add_to_awaited_by = lambda f, w: calls.append(("add", f, w))
+            asyncio.futures.future_discard_from_awaited_by = lambda f, w: calls.append(("discard", f, w))
+            stand_ins = True
+        else:
+            stand_ins = False
+        import flaskasync
+
+        async def child(i):
+            await asyncio.sleep(0)
+            return i
+
+        async def main():
+            me = asyncio.current_task()
+            done = asyncio.get_running_loop().create_future()
+            done.set_result("d")
+            t1, t2 = asyncio.ensure_future(child(1)), asyncio.ensure_future(child(2))
+            res = await flaskasync.gather(t1, t2, done)
+            adds = [c[2] is me for c in calls if c[0] == "add"]
+            discards = [c[2] is me for c in calls if c[0] == "discard"]
+            return res, adds, discards
+
+        loop = flaskasync.new_event_loop()
+        res, adds, discards = loop.run_until_complete(main())
+        loop.close()
+        print(json.dumps({"stand_ins": stand_ins, "res": res, "adds": adds, "discards": discards}))
+    ''')
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    got = __import__("json").loads(out.stdout)
+    assert got["res"] == [1, 2, "d"]
+    if got["stand_ins"]:
+        # Each pending child is added once (before 3.12 the finished one is
+        # pending too: its callback comes later); every child is discarded
+        # when its callback runs, as asyncio's does.
+        pending = 2 if sys.version_info >= (3, 12) else 3
+        assert got["adds"] == [True] * pending
+        assert got["discards"] == [True, True, True]
