@@ -380,7 +380,7 @@ gai_step(fa_op *op, PyObject *value)
     fa_loop *loop = op->loop;
     fa_state *st = loop->st;
     PyObject *hobj = op->argv[GAI_HOST], *pobj = op->argv[GAI_PORT];
-    PyObject *idna = NULL;
+    PyObject *idna = NULL, *pdigits = NULL;
     const char *host = NULL, *port = NULL;
     char pbuf[32];
     int family, type, proto, flags, r;
@@ -416,10 +416,20 @@ gai_step(fa_op *op, PyObject *value)
     if (PyLong_CheckExact(pobj)) {
         long v = PyLong_AsLong(pobj);
         if (v == -1 && PyErr_Occurred()) {
-            goto error;
+            if (!FA_GAI_BIG_PORT_AS_DIGITS || !PyErr_ExceptionMatches(PyExc_OverflowError)) {
+                goto error;
+            }
+            PyErr_Clear();
+            pdigits = PyObject_Str(pobj);
+            port = pdigits != NULL ? PyUnicode_AsUTF8(pdigits) : NULL;
+            if (port == NULL) {
+                goto error;
+            }
         }
-        PyOS_snprintf(pbuf, sizeof(pbuf), "%ld", v);
-        port = pbuf;
+        else {
+            PyOS_snprintf(pbuf, sizeof(pbuf), "%ld", v);
+            port = pbuf;
+        }
     }
     else if (PyUnicode_Check(pobj)) {
         port = PyUnicode_AsUTF8(pobj);
@@ -457,6 +467,7 @@ gai_step(fa_op *op, PyObject *value)
     r = uv_getaddrinfo(&loop->uv, (uv_getaddrinfo_t *)op->req, on_getaddrinfo, host, port,
                        &hints);
     Py_CLEAR(idna);
+    Py_CLEAR(pdigits);
     if (r < 0) {
         /* UV_EINVAL here comes from libuv's IDNA step, which rejects names
          * longer than 255 bytes and bytes that are not UTF-8; getaddrinfo()
@@ -470,6 +481,7 @@ gai_step(fa_op *op, PyObject *value)
 
 error:
     Py_XDECREF(idna);
+    Py_XDECREF(pdigits);
     return -1;
 }
 

@@ -5,7 +5,6 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <structmember.h>
 #include <uv.h>
 #include <pthread.h>
 #include <semaphore.h>
@@ -17,6 +16,111 @@
 #else
 #define FA_ASSERT(x) ((void)0)
 #endif
+
+/* ------------------------------------------------ Python versions
+ * What differs between the Pythons we build for (3.11 and newer) is here,
+ * in one place: the C API bridges (the rest of csrc/ is written against
+ * the current API), then the asyncio/socket behaviours that changed with a
+ * release, as FA_* constants that the code tests with plain C conditions.
+ * What can be asked of the running interpreter instead (a function's
+ * signature, an attribute that a release added) is asked at import, in
+ * module.c. */
+
+#if PY_VERSION_HEX < 0x030C0000
+/* 3.12 moved the member types into Python.h, with a Py_ prefix, and
+ * deprecated structmember.h. */
+#include <structmember.h>
+#define Py_T_BOOL T_BOOL
+#define Py_T_PYSSIZET T_PYSSIZET
+#define Py_READONLY READONLY
+#endif
+
+/* The exception being raised, taken out of the error indicator (which is
+ * left clear): a new reference, normalized, its traceback attached; NULL
+ * if none was set.  PyErr_GetRaisedException() from 3.12 on; 3.11 has only
+ * the (type, value, traceback) triple, deprecated since. */
+static inline PyObject *
+fa_fetch_exception(void)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyErr_GetRaisedException();
+#else
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (type == NULL) {
+        return NULL;
+    }
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL) {
+        PyException_SetTraceback(value, tb);
+    }
+    Py_DECREF(type);
+    Py_XDECREF(tb);
+    return value;
+#endif
+}
+
+/* Make exc (a reference taken by fa_fetch_exception, stolen) the exception
+ * being raised again, with its traceback.  NULL clears the indicator, as
+ * PyErr_SetRaisedException(NULL) does: the usual save/restore around code
+ * that must not disturb an exception in flight is
+ *     PyObject *exc = fa_fetch_exception(); ...; fa_restore_exception(exc); */
+static inline void
+fa_restore_exception(PyObject *exc)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(exc);
+#else
+    if (exc == NULL) {
+        PyErr_Restore(NULL, NULL, NULL);
+        return;
+    }
+    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, PyException_GetTraceback(exc));
+#endif
+}
+
+/* Whether this thread's async generator hooks are (firstiter, finalizer),
+ * read from the thread state where 3.11 and 3.12 keep them: 1 or 0.  -1
+ * where that cannot be known without a call (3.13 moved the fields out of
+ * the public struct). */
+static inline int
+fa_asyncgen_hooks_are(PyObject *firstiter, PyObject *finalizer)
+{
+#if PY_VERSION_HEX < 0x030D0000
+    PyThreadState *ts = PyThreadState_Get();
+    return ts->async_gen_firstiter == firstiter && ts->async_gen_finalizer == finalizer;
+#else
+    (void)firstiter;
+    (void)finalizer;
+    return -1;
+#endif
+}
+
+/* From 3.12 on (gh-74895), socket.getaddrinfo() hands an int port that does
+ * not fit a C long to getaddrinfo() as its decimal digits (which then
+ * fails with gaierror, or wraps), where 3.11 raises OverflowError. */
+#define FA_GAI_BIG_PORT_AS_DIGITS (PY_VERSION_HEX >= 0x030C0000)
+
+/* From 3.12 on, asyncio.gather() handles the children that are already done
+ * when it is called (finished futures, eager tasks that completed) at once,
+ * after creating the outer future, instead of through done callbacks a loop
+ * iteration later: a gather of finished children is finished on return. */
+#define FA_GATHER_DONE_CHILDREN_AT_ONCE (PY_VERSION_HEX >= 0x030C0000)
+
+/* From 3.13 on (gh-82500), the Unix loop's sock_sendfile() clamps the
+ * block size it hands to os.sendfile(), so a count beyond a C ssize_t means
+ * "the whole file"; 3.11 and 3.12 pass it as is and os.sendfile() raises
+ * OverflowError. */
+#define FA_SENDFILE_BIG_COUNT_OK (PY_VERSION_HEX >= 0x030D0000)
+
+/* From 3.13 on (gh-113812), DatagramTransport.sendto() sends an empty
+ * datagram (3.11 and 3.12 drop it), and the write buffer size counts 8
+ * bytes of header per queued datagram, so that empty ones count too.
+ * (Early 3.13 releases forget to take the 8 bytes off again when the
+ * datagram goes out, so resume_writing() never comes: gh-135444, fixed in
+ * later 3.13 releases and 3.14.  The fixed accounting is the one here.) */
+#define FA_DGRAM_SEND_EMPTY (PY_VERSION_HEX >= 0x030D0000)
+#define FA_DGRAM_HEADER_SIZE (PY_VERSION_HEX >= 0x030D0000 ? 8 : 0)
 
 typedef struct fa_loop fa_loop;
 typedef struct fa_handle fa_handle;
@@ -72,9 +176,21 @@ typedef struct {
     PyObject *get_asyncgen_hooks;  /* sys.get_asyncgen_hooks */
     PyObject *set_asyncgen_hooks;  /* sys.set_asyncgen_hooks */
     PyObject *format_cb_source;    /* asyncio.format_helpers._format_callback_source */
+    PyObject *kw_debug;            /* ("debug",) when format_cb_source takes debug=
+                                    * (3.13: a callback's arguments are shown only in
+                                    * debug mode), else NULL */
     PyObject *extract_stack;       /* asyncio.format_helpers.extract_stack */
     PyObject *isawaitable;         /* inspect.isawaitable */
     PyObject *set_wakeup_fd;       /* signal.set_wakeup_fd */
+    PyObject *base_create_task;    /* asyncio.BaseEventLoop.create_task (a function) */
+    PyObject *current_task;        /* asyncio.current_task */
+    /* asyncio.futures.future_add_to_awaited_by / future_discard_from_awaited_by,
+     * the call-graph bookkeeping of 3.14's asyncio; NULL before 3.14. */
+    PyObject *add_awaited_by, *discard_awaited_by;
+    /* Keyword names of Task(coro, loop=, name=, context=) and of
+     * create_task(coro, name=, context=). */
+    PyObject *kw_loop, *kw_loop_name, *kw_loop_context, *kw_loop_name_context;
+    PyObject *kw_name, *kw_context, *kw_name_context;
     unsigned long main_ident;      /* thread id of the main thread */
 
     PyObject *loop_class;          /* the Python flaskasync.Loop, set by the shim */
@@ -198,10 +314,10 @@ extern PyModuleDef fa_module_def;
 extern atomic_ulong fa_fork_generation;
 int fa_set_uv_error(int err, const char *what);
 int fa_is_fatal_exception(void);
-PyObject *fa_fetch_exception(void);
 
 /* handle.c */
 extern PyType_Spec fa_handle_spec;
+PyObject *fa_format_callback(fa_handle *h);
 extern PyType_Spec fa_timer_handle_spec;
 fa_handle *fa_handle_new(fa_loop *loop, PyTypeObject *tp, PyObject *callback,
                          PyObject *args, PyObject *context);
@@ -384,7 +500,6 @@ int fa_transport_release_fd(fa_transport *t);
 void fa_transport_report(fa_transport *t, const char *message, PyObject *exc);
 void fa_transport_report_current(fa_transport *t);
 void fa_transport_log_warning(fa_transport *t, const char *message);
-void fa_restore_exception(PyObject *exc);
 int fa_transport_parse_limits(PyObject *high, PyObject *low, Py_ssize_t *phigh, Py_ssize_t *plow);
 PyTypeObject *fa_transport_make_type(PyObject *module, PyType_Spec *spec,
                                      const char *const *bases_names, int nbases);

@@ -9,6 +9,7 @@
 typedef struct {
     PyObject *children;     /* list of futures, in argument order */
     PyObject *loop;
+    PyObject *cur_task;     /* 3.14+: the task awaiting the children (call graph) */
     Py_ssize_t nfuts;       /* distinct children */
     Py_ssize_t nfinished;
     int return_exceptions;
@@ -40,6 +41,9 @@ gather_state(PyObject *o)
     return NULL;
 }
 
+/* The type is visited exactly once along the chain (the 3.9+ rule for heap
+ * types): by the base when it is a heap type (asyncio.Future from 3.12 on),
+ * else here. */
 static int
 gather_traverse(PyObject *self, visitproc visit, void *arg)
 {
@@ -47,8 +51,10 @@ gather_traverse(PyObject *self, visitproc visit, void *arg)
     PyTypeObject *base = Py_TYPE(self)->tp_base;
     Py_VISIT(f->children);
     Py_VISIT(f->loop);
-    /* Heap types must visit their type; the base (a static type) does not. */
-    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(f->cur_task);
+    if (!(base->tp_flags & Py_TPFLAGS_HEAPTYPE)) {
+        Py_VISIT(Py_TYPE(self));
+    }
     return base->tp_traverse(self, visit, arg);
 }
 
@@ -58,6 +64,7 @@ gather_clear(PyObject *self)
     gather_fields *f = GF(self);
     Py_CLEAR(f->children);
     Py_CLEAR(f->loop);
+    Py_CLEAR(f->cur_task);
     return Py_TYPE(self)->tp_base->tp_clear(self);
 }
 
@@ -65,16 +72,26 @@ static void
 gather_dealloc(PyObject *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
+    PyTypeObject *base = tp->tp_base;
     gather_fields *f = GF(self);
-    /* The base only finalizes exact Futures; a subclass must do it. */
+    /* An instance owns a reference to its heap type.  A heap base's dealloc
+     * (asyncio.Future from 3.12 on) drops it; a static base's (3.11) does
+     * not, so it is ours to drop, after the base is done with the object.
+     * Read before: the base's dealloc may free the type. */
+    int drop_type = !(base->tp_flags & Py_TPFLAGS_HEAPTYPE);
+    /* The base finalizes only exact Futures up to 3.11; a second call of
+     * the finalizer is a no-op (the object is marked finalized). */
     if (PyObject_CallFinalizerFromDealloc(self) < 0) {
         return;
     }
     PyObject_GC_UnTrack(self);
     Py_CLEAR(f->children);
     Py_CLEAR(f->loop);
-    tp->tp_base->tp_dealloc(self);
-    Py_DECREF(tp);
+    Py_CLEAR(f->cur_task);
+    base->tp_dealloc(self);
+    if (drop_type) {
+        Py_DECREF(tp);
+    }
 }
 
 static PyObject *
@@ -202,6 +219,13 @@ gather_child_done(PyObject *outer, PyObject *fut)
         return NULL;
     }
     f->nfinished++;
+    if (f->cur_task != NULL) {
+        PyObject *r = PyObject_CallFunctionObjArgs(st->discard_awaited_by, fut, f->cur_task, NULL);
+        if (r == NULL) {
+            return NULL;
+        }
+        Py_DECREF(r);
+    }
     d = is_done(st, outer);
     if (d < 0) {
         return NULL;
@@ -408,6 +432,7 @@ new_outer(fa_state *st, PyObject *loop)
         gather_fields *f = GF(outer);
         f->children = NULL;
         f->loop = Py_NewRef(loop);
+        f->cur_task = NULL;
         f->nfuts = f->nfinished = 0;
         f->return_exceptions = 0;
         f->cancel_requested = 0;
@@ -495,6 +520,7 @@ fa_gather(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *k
 {
     fa_state *st = fa_get_state(module);
     PyObject *loop = NULL, *outer = NULL, *children = NULL, *arg_to_fut = NULL, *cb = NULL;
+    PyObject *cur_task = NULL, *done_now = NULL;
     int return_exceptions = 0;
     Py_ssize_t nfuts = 0;
 
@@ -545,6 +571,27 @@ fa_gather(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *k
     if (children == NULL || arg_to_fut == NULL) {
         goto error;
     }
+    if (st->add_awaited_by != NULL) {
+        /* 3.14's gather: the children belong to the running loop if there
+         * is one, and are recorded as awaited by the current task (for
+         * asyncio.capture_call_graph) until each is done. */
+        loop = PyObject_CallNoArgs(st->get_running_loop);
+        if (loop == NULL) {
+            goto error;
+        }
+        if (loop == Py_None) {
+            Py_CLEAR(loop);
+        }
+        else {
+            cur_task = PyObject_CallOneArg(st->current_task, loop);
+            if (cur_task == NULL) {
+                goto error;
+            }
+            if (cur_task == Py_None) {
+                Py_CLEAR(cur_task);
+            }
+        }
+    }
     /* First pass: turn every argument into a future (the same awaitable
      * twice gives the same future), as asyncio.gather does. */
     for (Py_ssize_t i = 0; i < nargs; i++) {
@@ -588,6 +635,7 @@ fa_gather(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *k
     GF(outer)->children = Py_NewRef(children);
     GF(outer)->nfuts = nfuts;
     GF(outer)->return_exceptions = return_exceptions;
+    GF(outer)->cur_task = Py_XNewRef(cur_task);
     cb = PyCFunction_New(&child_done_def, outer);
     if (cb == NULL) {
         goto error;
@@ -604,19 +652,51 @@ fa_gather(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *k
         seen = PyDict_Contains(arg_to_fut, key);
         if (seen == 0) {
             seen = PyDict_SetItem(arg_to_fut, key, Py_None);
-            if (seen == 0) {
-                PyObject *r = PyObject_CallMethodOneArg(fut, st->s_add_done_callback, cb);
-                if (r == NULL) {
-                    seen = -1;
+        }
+        if (seen == 0 && FA_GATHER_DONE_CHILDREN_AT_ONCE) {
+            int d = is_done(st, fut);
+            if (d > 0) {
+                /* Handled below, once every pending child has its callback. */
+                if ((done_now == NULL && (done_now = PyList_New(0)) == NULL) ||
+                    PyList_Append(done_now, fut) < 0) {
+                    d = -1;
                 }
-                Py_XDECREF(r);
+                seen = 1;
             }
+            if (d < 0) {
+                seen = -1;
+            }
+        }
+        if (seen == 0 && cur_task != NULL) {
+            PyObject *r = PyObject_CallFunctionObjArgs(st->add_awaited_by, fut, cur_task, NULL);
+            if (r == NULL) {
+                seen = -1;
+            }
+            Py_XDECREF(r);
+        }
+        if (seen == 0) {
+            PyObject *r = PyObject_CallMethodOneArg(fut, st->s_add_done_callback, cb);
+            if (r == NULL) {
+                seen = -1;
+            }
+            Py_XDECREF(r);
         }
         Py_DECREF(key);
         if (seen < 0) {
             goto error;
         }
     }
+    /* The children that were done already, in argument order, as if their
+     * callbacks ran now: a gather of finished children returns finished. */
+    for (Py_ssize_t i = 0; done_now != NULL && i < PyList_GET_SIZE(done_now); i++) {
+        PyObject *r = gather_child_done(outer, PyList_GET_ITEM(done_now, i));
+        if (r == NULL) {
+            goto error;
+        }
+        Py_DECREF(r);
+    }
+    Py_XDECREF(done_now);
+    Py_XDECREF(cur_task);
     Py_DECREF(cb);
     Py_DECREF(children);
     Py_DECREF(arg_to_fut);
@@ -626,8 +706,7 @@ fa_gather(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *k
 error:
     /* Don't leave orphan tasks behind: cancel what we created. */
     if (children != NULL) {
-        PyObject *type, *value, *tb;
-        PyErr_Fetch(&type, &value, &tb);
+        PyObject *exc = fa_fetch_exception();
         for (Py_ssize_t i = 0; i < PyList_GET_SIZE(children); i++) {
             PyObject *fut = PyList_GET_ITEM(children, i);
             if (fut != NULL && fut != args[i]) {
@@ -636,8 +715,10 @@ error:
                 PyErr_Clear();
             }
         }
-        PyErr_Restore(type, value, tb);
+        fa_restore_exception(exc);
     }
+    Py_XDECREF(done_now);
+    Py_XDECREF(cur_task);
     Py_XDECREF(cb);
     Py_XDECREF(outer);
     Py_XDECREF(children);

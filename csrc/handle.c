@@ -91,6 +91,17 @@ handle_dealloc(fa_handle *h)
     Py_DECREF(tp);
 }
 
+/* format_helpers._format_callback_source(callback, args[, debug=loop's
+ * debug flag]), as asyncio.Handle formats itself on this Python. */
+PyObject *
+fa_format_callback(fa_handle *h)
+{
+    fa_state *st = h->loop->st;
+    PyObject *argv[3] = {h->callback, h->args ? h->args : Py_None,
+                         h->loop->debug ? Py_True : Py_False};
+    return PyObject_Vectorcall(st->format_cb_source, argv, 2, st->kw_debug);
+}
+
 /* Route the exception currently set to the loop's exception handler, as
  * asyncio.Handle._run does.  Returns -1 only for KeyboardInterrupt and
  * SystemExit (and failures raising them), which must propagate. */
@@ -98,7 +109,7 @@ static int
 handle_report_exception(fa_handle *h)
 {
     fa_state *st = h->loop->st;
-    PyObject *type, *value, *tb;
+    PyObject *value;
     PyObject *ctx = NULL, *cbrepr = NULL, *msg = NULL, *res = NULL;
     fa_loop *loop = (fa_loop *)Py_NewRef(h->loop);
 
@@ -106,13 +117,8 @@ handle_report_exception(fa_handle *h)
         Py_DECREF(loop);
         return -1;
     }
-    PyErr_Fetch(&type, &value, &tb);
-    PyErr_NormalizeException(&type, &value, &tb);
-    if (tb != NULL) {
-        PyException_SetTraceback(value, tb);
-    }
-    cbrepr = PyObject_CallFunctionObjArgs(st->format_cb_source, h->callback,
-                                          h->args ? h->args : Py_None, NULL);
+    value = fa_fetch_exception();
+    cbrepr = fa_format_callback(h);
     if (cbrepr == NULL) {
         goto error;
     }
@@ -138,9 +144,7 @@ handle_report_exception(fa_handle *h)
     Py_DECREF(ctx);
     Py_DECREF(msg);
     Py_DECREF(cbrepr);
-    Py_XDECREF(type);
     Py_XDECREF(value);
-    Py_XDECREF(tb);
     Py_DECREF(loop);
     return 0;
 
@@ -148,9 +152,7 @@ error:
     Py_XDECREF(ctx);
     Py_XDECREF(msg);
     Py_XDECREF(cbrepr);
-    Py_XDECREF(type);
     Py_XDECREF(value);
-    Py_XDECREF(tb);
     Py_DECREF(loop);
     if (fa_is_fatal_exception()) {
         return -1;
@@ -290,8 +292,7 @@ handle_repr(fa_handle *h)
         Py_DECREF(item);
     }
     if (h->callback != NULL && h->callback != Py_None && h->loop != NULL) {
-        cb = PyObject_CallFunctionObjArgs(h->loop->st->format_cb_source, h->callback,
-                                          h->args ? h->args : Py_None, NULL);
+        cb = fa_format_callback(h);
         if (cb == NULL || PyList_Append(parts, cb) < 0) {
             goto done;
         }
@@ -338,10 +339,19 @@ timer_richcompare(fa_handle *a, PyObject *bo, int op)
     Py_RETURN_RICHCOMPARE(a->when, b->when, op);
 }
 
+/* hash(self._when), as asyncio.TimerHandle: the hash of a float (through
+ * the public API; _Py_HashDouble is private). */
 static Py_hash_t
 timer_hash(fa_handle *h)
 {
-    return _Py_HashDouble((PyObject *)h, h->when);
+    PyObject *when = PyFloat_FromDouble(h->when);
+    Py_hash_t r;
+    if (when == NULL) {
+        return -1;
+    }
+    r = PyObject_Hash(when);
+    Py_DECREF(when);
+    return r;
 }
 
 static PyObject *
@@ -370,15 +380,33 @@ static PyMethodDef timer_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+/* The object fields read as asyncio.Handle's attributes: None when unset
+ * (structmember's T_OBJECT did that; 3.12 deprecates it). */
+#define HANDLE_FIELD_GETTER(field)                                          \
+    static PyObject *handle_field_##field(fa_handle *h, void *Py_UNUSED(c)) \
+    {                                                                       \
+        return Py_NewRef(h->field != NULL ? (PyObject *)h->field : Py_None); \
+    }
+HANDLE_FIELD_GETTER(callback)
+HANDLE_FIELD_GETTER(args)
+HANDLE_FIELD_GETTER(loop)
+HANDLE_FIELD_GETTER(context)
+HANDLE_FIELD_GETTER(source_traceback)
+#undef HANDLE_FIELD_GETTER
+
+static PyGetSetDef handle_getset[] = {
+    {"_callback", (getter)handle_field_callback, NULL, NULL, NULL},
+    {"_args", (getter)handle_field_args, NULL, NULL, NULL},
+    {"_loop", (getter)handle_field_loop, NULL, NULL, NULL},
+    {"_context", (getter)handle_field_context, NULL, NULL, NULL},
+    {"_source_traceback", (getter)handle_field_source_traceback, NULL, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
 static PyMemberDef handle_members[] = {
-    {"_callback", T_OBJECT, offsetof(fa_handle, callback), READONLY, NULL},
-    {"_args", T_OBJECT, offsetof(fa_handle, args), READONLY, NULL},
-    {"_loop", T_OBJECT, offsetof(fa_handle, loop), READONLY, NULL},
-    {"_context", T_OBJECT, offsetof(fa_handle, context), READONLY, NULL},
-    {"_source_traceback", T_OBJECT, offsetof(fa_handle, source_traceback), READONLY, NULL},
-    {"_cancelled", T_BOOL, offsetof(fa_handle, cancelled), READONLY, NULL},
-    {"_scheduled", T_BOOL, offsetof(fa_handle, scheduled), READONLY, NULL},
-    {"__weaklistoffset__", T_PYSSIZET, offsetof(fa_handle, weakreflist), READONLY, NULL},
+    {"_cancelled", Py_T_BOOL, offsetof(fa_handle, cancelled), Py_READONLY, NULL},
+    {"_scheduled", Py_T_BOOL, offsetof(fa_handle, scheduled), Py_READONLY, NULL},
+    {"__weaklistoffset__", Py_T_PYSSIZET, offsetof(fa_handle, weakreflist), Py_READONLY, NULL},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -391,6 +419,7 @@ static PyType_Slot handle_slots[] = {
     {Py_tp_repr, handle_repr},
     {Py_tp_methods, handle_methods},
     {Py_tp_members, handle_members},
+    {Py_tp_getset, handle_getset},
     {0, NULL},
 };
 

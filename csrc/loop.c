@@ -547,8 +547,7 @@ fa_loop_failure_is_task_outcome(fa_loop *self)
         Py_XDECREF(h);
         return 0;
     }
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
+    PyObject *exc = fa_fetch_exception();
     owner = h->callback ? PyObject_GetAttrString(h->callback, "__self__") : NULL;
     if (owner != NULL && PyObject_TypeCheck(owner, (PyTypeObject *)self->st->TaskType)) {
         done = PyObject_CallMethodNoArgs(owner, self->st->s_done);
@@ -559,30 +558,21 @@ fa_loop_failure_is_task_outcome(fa_loop *self)
     PyErr_Clear();
     Py_DECREF(h);
     if (outcome) {
-        Py_XDECREF(type);
-        Py_XDECREF(value);
-        Py_XDECREF(tb);
+        Py_XDECREF(exc);
         return 1;
     }
-    PyErr_Restore(type, value, tb);
+    fa_restore_exception(exc);
     return 0;
 }
 
-/* Make this thread the one running the loop: running-loop slot, asyncgen
- * hooks and thread id, as BaseEventLoop.run_forever does. */
-/* Does this thread already have our asyncgen hooks installed?  Reads the
- * thread state directly (3.9-3.12 keep the hooks there) to spare a call. */
+/* Does this thread already have our asyncgen hooks installed?  Known
+ * without a call where the thread state shows them (up to 3.12); otherwise
+ * they are installed again. */
 static int
 hooks_are_ours(fa_loop *self)
 {
-#if PY_VERSION_HEX < 0x030D0000
-    PyThreadState *ts = PyThreadState_Get();
-    return self->hook_first != NULL && ts->async_gen_firstiter == self->hook_first &&
-           ts->async_gen_finalizer == self->hook_fin;
-#else
-    (void)self;
-    return 0;
-#endif
+    return self->hook_first != NULL &&
+           fa_asyncgen_hooks_are(self->hook_first, self->hook_fin) == 1;
 }
 
 /* Make this thread the one running the loop: running-loop slot, asyncgen
@@ -651,8 +641,7 @@ void
 fa_loop_leave(fa_loop *self)
 {
     fa_state *st = self->st;
-    PyObject *type, *value, *tb, *r;
-    PyErr_Fetch(&type, &value, &tb);
+    PyObject *exc = fa_fetch_exception(), *r;
     uninstall_wakeup(self);
     self->stopping = 0;
     self->thread_id = 0;
@@ -671,7 +660,7 @@ fa_loop_leave(fa_loop *self)
         Py_XDECREF(r);
         Py_DECREF(hooks);
     }
-    PyErr_Restore(type, value, tb);
+    fa_restore_exception(exc);
 }
 
 /* Was this loop created before a fork() that led to this process?  Its
@@ -832,8 +821,7 @@ loop_run_until_complete(fa_loop *self, PyObject *future)
     if (r == NULL) {
         /* As asyncio: don't log "exception was never retrieved" for a task
          * we created, then re-raise. */
-        PyObject *type, *value, *tb;
-        PyErr_Fetch(&type, &value, &tb);
+        PyObject *exc = fa_fetch_exception();
         if (new_task) {
             PyObject *d = PyObject_CallMethodNoArgs(fut, st->s_done);
             if (d != NULL && PyObject_IsTrue(d)) {
@@ -850,7 +838,7 @@ loop_run_until_complete(fa_loop *self, PyObject *future)
         PyObject *rm = PyObject_CallMethodOneArg(fut, st->s_remove_done_callback, cb);
         Py_XDECREF(rm);
         PyErr_Clear();
-        PyErr_Restore(type, value, tb);
+        fa_restore_exception(exc);
         goto done;
     }
     Py_CLEAR(r);
@@ -1242,15 +1230,49 @@ loop_create_future(fa_loop *self, PyObject *Py_UNUSED(ignored))
     return res;
 }
 
+/* Task(coro, loop=self, name=name, context=context): what every version's
+ * BaseEventLoop.create_task does when no task factory is set and no other
+ * keyword is given.  The keyword-name tuples are made once, at import. */
+static PyObject *
+new_task(fa_loop *self, PyObject *coro, PyObject *name, PyObject *context)
+{
+    fa_state *st = self->st;
+    PyObject *argv[4];
+    Py_ssize_t nk = 0;
+    argv[0] = coro;
+    argv[1] = (PyObject *)self;
+    if (name != NULL) {
+        argv[2 + nk++] = name;
+    }
+    if (context != NULL) {
+        argv[2 + nk++] = context;
+    }
+    PyObject *kwn = name != NULL ? (context != NULL ? st->kw_loop_name_context : st->kw_loop_name)
+                                 : (context != NULL ? st->kw_loop_context : st->kw_loop);
+    return PyObject_Vectorcall(st->TaskType, argv, 1, kwn);
+}
+
+/* Everything else (a task factory is set, or keywords other than name and
+ * context, such as 3.14's eager_start) is the running interpreter's own
+ * asyncio.BaseEventLoop.create_task, called on this loop: what it passes to
+ * the factory and to Task, and how it names the task, changed in 3.13's
+ * and 3.14's releases; following it is the only way to match each one.  It
+ * reads self._check_closed() and self._task_factory, which CLoop provides.
+ * args[0] and args[1] are self and the coroutine, then the keyword values. */
+static PyObject *
+create_task_by_asyncio(fa_loop *self, PyObject *const *args, Py_ssize_t nargs, Py_ssize_t nkw,
+                       PyObject *kwnames)
+{
+    return PyObject_Vectorcall(self->st->base_create_task, args, nargs, nkw > 0 ? kwnames : NULL);
+}
+
+/* loop.create_task(coro, name=name, context=context) for the C callers
+ * (gather, the runner, run_until_complete); NULL or None leave a keyword
+ * out, as asyncio's callers do. */
 PyObject *
 fa_loop_create_task(fa_loop *self, PyObject *coro, PyObject *name, PyObject *context)
 {
     fa_state *st = self->st;
-    PyObject *task = NULL;
-
-    if (fa_loop_check_closed(self) < 0) {
-        return NULL;
-    }
     if (name == Py_None) {
         name = NULL;
     }
@@ -1258,86 +1280,71 @@ fa_loop_create_task(fa_loop *self, PyObject *coro, PyObject *name, PyObject *con
         context = NULL;
     }
     if (self->task_factory == NULL) {
-        PyObject *argv[4];
-        PyObject *kwn;
-        Py_ssize_t nk = 1;
-        argv[0] = coro;
-        argv[1] = (PyObject *)self;
-        if (name != NULL) {
-            argv[1 + nk++] = name;
-        }
-        if (context != NULL) {
-            argv[1 + nk++] = context;
-        }
-        if (name != NULL && context != NULL) {
-            kwn = PyTuple_Pack(3, st->s_loop, st->s_name, st->s_context);
-        }
-        else if (name != NULL) {
-            kwn = PyTuple_Pack(2, st->s_loop, st->s_name);
-        }
-        else if (context != NULL) {
-            kwn = PyTuple_Pack(2, st->s_loop, st->s_context);
-        }
-        else {
-            kwn = PyTuple_Pack(1, st->s_loop);
-        }
-        if (kwn == NULL) {
+        if (fa_loop_check_closed(self) < 0) {
             return NULL;
         }
-        task = PyObject_Vectorcall(st->TaskType, argv, 1, kwn);
-        Py_DECREF(kwn);
-        return task;
+        return new_task(self, coro, name, context);
     }
-    PyObject *factory = Py_NewRef(self->task_factory);
-    if (context == NULL) {
-        task = PyObject_CallFunctionObjArgs(factory, (PyObject *)self, coro, NULL);
+    PyObject *argv[4] = {(PyObject *)self, coro, NULL, NULL};
+    Py_ssize_t nk = 0;
+    if (name != NULL) {
+        argv[2 + nk++] = name;
     }
-    else {
-        PyObject *argv[3] = {(PyObject *)self, coro, context};
-        PyObject *kwn = PyTuple_Pack(1, st->s_context);
-        if (kwn != NULL) {
-            task = PyObject_Vectorcall(factory, argv, 2, kwn);
-            Py_DECREF(kwn);
-        }
+    if (context != NULL) {
+        argv[2 + nk++] = context;
     }
-    Py_DECREF(factory);
-    if (task != NULL && name != NULL) {
-        PyObject *r = PyObject_CallMethodOneArg(task, st->s_set_name, name);
-        if (r == NULL) {
-            Py_DECREF(task);
-            return NULL;
-        }
-        Py_DECREF(r);
-    }
-    return task;
+    PyObject *kwn = name != NULL ? (context != NULL ? st->kw_name_context : st->kw_name)
+                                 : (context != NULL ? st->kw_context : NULL);
+    return create_task_by_asyncio(self, argv, 2, nk, kwn);
 }
 
+/* create_task(coro, **kwargs): the fast path in C when asyncio would call
+ * Task(coro, loop=self, name=..., context=...) itself; else asyncio's own. */
 static PyObject *
 loop_create_task(fa_loop *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     PyObject *name = NULL, *context = NULL;
-    if (nargs != 1) {
-        PyErr_Format(PyExc_TypeError, "create_task() takes exactly one positional "
-                     "argument (the coroutine), got %zd", nargs);
-        return NULL;
-    }
-    if (kwnames != NULL) {
-        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++) {
-            PyObject *k = PyTuple_GET_ITEM(kwnames, i);
-            if (PyUnicode_CompareWithASCIIString(k, "name") == 0) {
-                name = args[nargs + i];
-            }
-            else if (PyUnicode_CompareWithASCIIString(k, "context") == 0) {
-                context = args[nargs + i];
-            }
-            else {
-                PyErr_Format(PyExc_TypeError,
-                             "create_task() got an unexpected keyword argument '%U'", k);
-                return NULL;
-            }
+    Py_ssize_t nkw = kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0;
+    /* Anything but one positional coroutine (coro=..., none, too many) is
+     * asyncio's to accept or refuse. */
+    int plain = self->task_factory == NULL && nargs == 1;
+    for (Py_ssize_t i = 0; i < nkw && plain; i++) {
+        PyObject *k = PyTuple_GET_ITEM(kwnames, i);
+        if (PyUnicode_CompareWithASCIIString(k, "name") == 0) {
+            name = args[nargs + i];
+        }
+        else if (PyUnicode_CompareWithASCIIString(k, "context") == 0) {
+            context = args[nargs + i];
+        }
+        else {
+            plain = 0;
         }
     }
-    return fa_loop_create_task(self, args[0], name, context);
+    if (plain) {
+        if (fa_loop_check_closed(self) < 0) {
+            return NULL;
+        }
+        return new_task(self, args[0], name == Py_None ? NULL : name,
+                        context == Py_None ? NULL : context);
+    }
+    /* self, the positional arguments, then the keyword values, as a
+     * vectorcall wants them. */
+    PyObject *small[8], **argv = small;
+    if (1 + nargs + nkw > (Py_ssize_t)(sizeof(small) / sizeof(small[0]))) {
+        argv = PyMem_New(PyObject *, 1 + nargs + nkw);
+        if (argv == NULL) {
+            return PyErr_NoMemory();
+        }
+    }
+    argv[0] = (PyObject *)self;
+    for (Py_ssize_t i = 0; i < nargs + nkw; i++) {
+        argv[1 + i] = args[i];
+    }
+    PyObject *task = create_task_by_asyncio(self, argv, 1 + nargs, nkw, kwnames);
+    if (argv != small) {
+        PyMem_Free(argv);
+    }
+    return task;
 }
 
 static PyObject *
@@ -1355,6 +1362,35 @@ static PyObject *
 loop_get_task_factory(fa_loop *self, PyObject *Py_UNUSED(ignored))
 {
     return Py_NewRef(self->task_factory ? self->task_factory : Py_None);
+}
+
+/* _task_factory: the attribute asyncio's BaseEventLoop code reads and sets
+ * (create_task, set_task_factory, __init__), kept in the C field. */
+static PyObject *
+loop_get_task_factory_attr(fa_loop *self, void *Py_UNUSED(c))
+{
+    return loop_get_task_factory(self, NULL);
+}
+
+static int
+loop_set_task_factory_attr(fa_loop *self, PyObject *value, void *Py_UNUSED(c))
+{
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "cannot delete _task_factory");
+        return -1;
+    }
+    Py_XSETREF(self->task_factory, value == Py_None ? NULL : Py_NewRef(value));
+    return 0;
+}
+
+/* _check_closed(): BaseEventLoop's, for its code that runs on this loop. */
+static PyObject *
+loop_check_closed_py(fa_loop *self, PyObject *Py_UNUSED(ignored))
+{
+    if (fa_loop_check_closed(self) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
 }
 
 static PyObject *
@@ -1642,11 +1678,11 @@ loop_clear(fa_loop *self)
 static void
 loop_finalize(fa_loop *self)
 {
-    PyObject *type, *value, *tb, *r;
+    PyObject *exc, *r;
     if (self->closed || self->thread_id != 0) {
         return;
     }
-    PyErr_Fetch(&type, &value, &tb);
+    exc = fa_fetch_exception();
     if (self->fork_gen == atomic_load(&fa_fork_generation)) {
         if (PyErr_ResourceWarning((PyObject *)self, 1, "unclosed event loop %R", self) < 0) {
             PyErr_WriteUnraisable((PyObject *)self);
@@ -1657,7 +1693,7 @@ loop_finalize(fa_loop *self)
         }
         Py_XDECREF(r);
     }
-    PyErr_Restore(type, value, tb);
+    fa_restore_exception(exc);
 }
 
 static void
@@ -1780,6 +1816,8 @@ static PyGetSetDef loop_getset[] = {
      "Number of callbacks waiting in the ready queue.", NULL},
     {"_timer_count", (getter)loop_get_timer_count, NULL,
      "Number of scheduled timers.", NULL},
+    {"_task_factory", (getter)loop_get_task_factory_attr, (setter)loop_set_task_factory_attr,
+     "The task factory (None for asyncio.Task), as BaseEventLoop keeps it.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -1814,8 +1852,12 @@ static PyMethodDef loop_methods[] = {
     {"create_future", (PyCFunction)loop_create_future, METH_NOARGS,
      "Return a new asyncio.Future attached to this loop."},
     {"create_task", (PyCFunction)(void (*)(void))loop_create_task, METH_FASTCALL | METH_KEYWORDS,
-     "create_task(coro, *, name=None, context=None) -> asyncio.Task\n\n"
-     "Schedule a coroutine; uses the task factory if one is set."},
+     "create_task(coro, **kwargs) -> asyncio.Task\n\n"
+     "Schedule a coroutine (or start it, with eager_start): with no task factory\n"
+     "and only name/context, asyncio.Task(coro, loop=self, ...); otherwise what\n"
+     "this Python's asyncio.BaseEventLoop.create_task does."},
+    {"_check_closed", (PyCFunction)loop_check_closed_py, METH_NOARGS,
+     "Raise RuntimeError if the loop is closed (as BaseEventLoop._check_closed)."},
     {"set_task_factory", (PyCFunction)loop_set_task_factory, METH_O,
      "Set the factory create_task() uses: factory(loop, coro[, context=ctx]) or None."},
     {"get_task_factory", (PyCFunction)loop_get_task_factory, METH_NOARGS,

@@ -28,22 +28,6 @@ fa_set_uv_error(int err, const char *what)
     return -1;
 }
 
-/* The exception now set, normalized, with its traceback attached; the
- * error indicator is cleared.  Returns a new reference (NULL if none). */
-PyObject *
-fa_fetch_exception(void)
-{
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    PyErr_NormalizeException(&type, &value, &tb);
-    if (tb != NULL && value != NULL) {
-        PyException_SetTraceback(value, tb);
-    }
-    Py_XDECREF(type);
-    Py_XDECREF(tb);
-    return value;
-}
-
 int
 fa_is_fatal_exception(void)
 {
@@ -205,6 +189,64 @@ module_exec(PyObject *module)
         return -1;
     }
     {
+        PyObject *base = NULL;
+        if (get_attr(&base, "asyncio", "BaseEventLoop") < 0) {
+            return -1;
+        }
+        st->base_create_task = PyObject_GetAttrString(base, "create_task");
+        Py_DECREF(base);
+        if (st->base_create_task == NULL) {
+            return -1;
+        }
+    }
+    {
+        /* 3.13 formats a callback's arguments only in debug mode, and
+         * _format_callback_source grew a debug= keyword for it: asked of
+         * the function itself, since security releases may have it too. */
+        PyObject *sig = NULL, *params = NULL;
+        int has = -1;
+        st->kw_debug = Py_BuildValue("(s)", "debug");
+        if (st->kw_debug != NULL && get_attr(&sig, "inspect", "signature") == 0) {
+            Py_SETREF(sig, PyObject_CallOneArg(sig, st->format_cb_source));
+            params = sig != NULL ? PyObject_GetAttrString(sig, "parameters") : NULL;
+            has = params != NULL ? PySequence_Contains(params, PyTuple_GET_ITEM(st->kw_debug, 0))
+                                 : -1;
+        }
+        Py_XDECREF(params);
+        Py_XDECREF(sig);
+        if (has < 0) {
+            return -1;
+        }
+        if (!has) {
+            Py_CLEAR(st->kw_debug);
+        }
+    }
+    if (get_attr(&st->current_task, "asyncio", "current_task") < 0) {
+        return -1;
+    }
+    /* Present from 3.14 on: looked up by name, not by version number. */
+    if (get_attr(&st->add_awaited_by, "asyncio.futures", "future_add_to_awaited_by") < 0 ||
+        get_attr(&st->discard_awaited_by, "asyncio.futures", "future_discard_from_awaited_by") < 0) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            return -1;
+        }
+        PyErr_Clear();
+        Py_CLEAR(st->add_awaited_by);
+        Py_CLEAR(st->discard_awaited_by);
+    }
+    st->kw_loop = Py_BuildValue("(s)", "loop");
+    st->kw_loop_name = Py_BuildValue("(ss)", "loop", "name");
+    st->kw_loop_context = Py_BuildValue("(ss)", "loop", "context");
+    st->kw_loop_name_context = Py_BuildValue("(sss)", "loop", "name", "context");
+    st->kw_name = Py_BuildValue("(s)", "name");
+    st->kw_context = Py_BuildValue("(s)", "context");
+    st->kw_name_context = Py_BuildValue("(ss)", "name", "context");
+    if (st->kw_loop == NULL || st->kw_loop_name == NULL || st->kw_loop_context == NULL ||
+        st->kw_loop_name_context == NULL || st->kw_name == NULL || st->kw_context == NULL ||
+        st->kw_name_context == NULL) {
+        return -1;
+    }
+    {
         PyObject *mt = NULL, *ident = NULL;
         if (get_attr(&mt, "threading", "main_thread") < 0) {
             return -1;
@@ -334,9 +376,21 @@ module_clear(PyObject *module)
     Py_CLEAR(st->get_asyncgen_hooks);
     Py_CLEAR(st->set_asyncgen_hooks);
     Py_CLEAR(st->format_cb_source);
+    Py_CLEAR(st->kw_debug);
     Py_CLEAR(st->extract_stack);
     Py_CLEAR(st->isawaitable);
     Py_CLEAR(st->set_wakeup_fd);
+    Py_CLEAR(st->base_create_task);
+    Py_CLEAR(st->current_task);
+    Py_CLEAR(st->add_awaited_by);
+    Py_CLEAR(st->discard_awaited_by);
+    Py_CLEAR(st->kw_loop);
+    Py_CLEAR(st->kw_loop_name);
+    Py_CLEAR(st->kw_loop_context);
+    Py_CLEAR(st->kw_loop_name_context);
+    Py_CLEAR(st->kw_name);
+    Py_CLEAR(st->kw_context);
+    Py_CLEAR(st->kw_name_context);
     fa_net_clear(st);
     PyObject **names[] = {
         &st->s_call_soon, &st->s_done, &st->s_result, &st->s_exception, &st->s_cancel,

@@ -25,14 +25,14 @@ static void
 op_cancel_future(fa_op *op)
 {
     fa_state *st = op->loop->st;
-    PyObject *type, *value, *tb, *done, *r = NULL;
+    PyObject *exc, *done, *r = NULL;
 
     if (op->fut == NULL || op->loop->closed) {
         /* A closed loop runs no callback again: cancelling would only fail
          * to schedule the future's callbacks. */
         return;
     }
-    PyErr_Fetch(&type, &value, &tb);
+    exc = fa_fetch_exception();
     done = PyObject_CallMethodNoArgs(op->fut, st->s_done);
     if (done != NULL) {
         r = done == Py_False ? PyObject_CallMethodNoArgs(op->fut, st->s_cancel)
@@ -43,7 +43,7 @@ op_cancel_future(fa_op *op)
         PyErr_WriteUnraisable((PyObject *)op);
     }
     Py_XDECREF(r);
-    PyErr_Restore(type, value, tb);
+    fa_restore_exception(exc);
 }
 
 /* The coroutine has returned or raised: nothing will wait on its future. */
@@ -54,10 +54,9 @@ op_finish(fa_op *op)
     Py_CLEAR(op->inner);
     op_cancel_future(op);
     if (op->kind->finish != NULL) {
-        PyObject *type, *value, *tb;
-        PyErr_Fetch(&type, &value, &tb);
+        PyObject *exc = fa_fetch_exception();
         op->kind->finish(op);
-        PyErr_Restore(type, value, tb);
+        fa_restore_exception(exc);
     }
 }
 
@@ -78,13 +77,9 @@ set_stop_iteration(PyObject *value)
 static PyObject *
 fetch_stop_iteration_value(void)
 {
-    PyObject *type, *value, *tb, *res;
-    PyErr_Fetch(&type, &value, &tb);
-    PyErr_NormalizeException(&type, &value, &tb);
-    res = value != NULL ? PyObject_GetAttrString(value, "value") : Py_NewRef(Py_None);
-    Py_XDECREF(type);
-    Py_XDECREF(value);
-    Py_XDECREF(tb);
+    PyObject *exc = fa_fetch_exception(), *res;
+    res = exc != NULL ? PyObject_GetAttrString(exc, "value") : Py_NewRef(Py_None);
+    Py_XDECREF(exc);
     return res;
 }
 
@@ -92,7 +87,6 @@ fetch_stop_iteration_value(void)
 static void
 raise_thrown(PyObject *typ, PyObject *val, PyObject *tb)
 {
-    PyObject *t, *v, *b;
     if (val == Py_None) {
         val = NULL;
     }
@@ -120,11 +114,11 @@ raise_thrown(PyObject *typ, PyObject *val, PyObject *tb)
         return;
     }
     if (tb != NULL) {
-        PyErr_Fetch(&t, &v, &b);
-        PyErr_NormalizeException(&t, &v, &b);
-        PyException_SetTraceback(v, tb);
-        Py_XDECREF(b);
-        PyErr_Restore(t, v, Py_NewRef(tb));
+        PyObject *exc = fa_fetch_exception();
+        if (exc != NULL) {
+            PyException_SetTraceback(exc, tb);
+        }
+        fa_restore_exception(exc);
     }
 }
 
@@ -622,7 +616,7 @@ static PyGetSetDef op_getset[] = {
 };
 
 static PyMemberDef op_members[] = {
-    {"__weaklistoffset__", T_PYSSIZET, offsetof(fa_op, weakreflist), READONLY, NULL},
+    {"__weaklistoffset__", Py_T_PYSSIZET, offsetof(fa_op, weakreflist), Py_READONLY, NULL},
     {NULL, 0, 0, 0, NULL},
 };
 

@@ -315,8 +315,7 @@ baton_try(fa_loop *L)
 static void
 baton_release(fa_loop *L)
 {
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
+    PyObject *exc = fa_fetch_exception();
     int pending = L->ready_len > 0 || L->n_closing > 0 ||
                   (L->heap_len > 0 && L->heap[0]->when <= fa_now());
     if (L->io_dirty && L->uv_ready) {
@@ -334,7 +333,7 @@ baton_release(fa_loop *L)
     if (atomic_exchange(&L->home_missed, 0)) {
         sem_post(&L->home_sem);
     }
-    PyErr_Restore(type, value, tb);
+    fa_restore_exception(exc);
 }
 
 /* Run everything runnable now without blocking.  Errors other than
@@ -597,8 +596,7 @@ job_wait(fa_job *j)
 static void
 job_abandon(fa_job *j)
 {
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
+    PyObject *exc = fa_fetch_exception();
     j->abandoned = 1;
     if (j->task != NULL && !j->loop->closed) {
         PyObject *cancel = PyObject_GetAttr(j->task, j->loop->st->s_cancel);
@@ -614,7 +612,7 @@ job_abandon(fa_job *j)
         }
         PyErr_Clear();
     }
-    PyErr_Restore(type, value, tb);
+    fa_restore_exception(exc);
 }
 
 static PyObject *
@@ -633,22 +631,26 @@ job_result(fa_job *j)
     }
     res = PyObject_CallMethodNoArgs(j->task, st->s_result);
     if (res == NULL && j->timed_out && PyErr_ExceptionMatches(st->CancelledError)) {
-        PyObject *type, *value, *tb;
-        PyErr_Fetch(&type, &value, &tb);
-        PyErr_NormalizeException(&type, &value, &tb);
-        if (tb != NULL) {
-            PyException_SetTraceback(value, tb);
+        /* raise TimeoutError(...) from the CancelledError.  The seconds as
+         * repr(float(timeout)) writes them ("0.05", "30.0"):
+         * PyUnicode_FromFormat knows no float conversion. */
+        PyObject *cancelled = fa_fetch_exception(), *msg = NULL, *timeout_exc = NULL;
+        char *secs = PyOS_double_to_string(j->timeout, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+        if (secs != NULL) {
+            msg = PyUnicode_FromFormat("flaskasync.run() timed out after %s seconds", secs);
+            PyMem_Free(secs);
         }
-        PyErr_Format(PyExc_TimeoutError,
-                     "flaskasync.run() timed out after %.3g seconds", j->timeout);
-        PyObject *t2, *v2, *tb2;
-        PyErr_Fetch(&t2, &v2, &tb2);
-        PyErr_NormalizeException(&t2, &v2, &tb2);
-        PyException_SetCause(v2, Py_NewRef(value));
-        PyException_SetContext(v2, value);
-        Py_XDECREF(type);
-        Py_XDECREF(tb);
-        PyErr_Restore(t2, v2, tb2);
+        if (msg != NULL) {
+            timeout_exc = PyObject_CallOneArg(PyExc_TimeoutError, msg);
+            Py_DECREF(msg);
+        }
+        if (timeout_exc == NULL) {
+            Py_XDECREF(cancelled);
+            return NULL;
+        }
+        PyException_SetCause(timeout_exc, Py_XNewRef(cancelled));
+        PyException_SetContext(timeout_exc, cancelled);
+        fa_restore_exception(timeout_exc);
     }
     return res;
 }
@@ -876,16 +878,15 @@ fa_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
 
 copy_back:
     if (j->task != NULL && j->copy_back) {
-        PyObject *type, *value, *tb;
-        PyErr_Fetch(&type, &value, &tb);
+        PyObject *exc = fa_fetch_exception();
         if (copy_context_back(j->ctx) < 0) {
-            if (type == NULL) {
+            if (exc == NULL) {
                 Py_CLEAR(res);
                 goto done;
             }
             PyErr_WriteUnraisable(module);
         }
-        PyErr_Restore(type, value, tb);
+        fa_restore_exception(exc);
     }
 done:
     Py_XDECREF(j);

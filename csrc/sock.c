@@ -311,12 +311,11 @@ wait_fd(fa_op *op, int events)
     r = cb ? PyObject_CallMethodOneArg(fut, op->loop->st->s_add_done_callback, cb) : NULL;
     Py_XDECREF(cb);
     if (r == NULL) {
-        PyObject *type, *value, *tb;
-        PyErr_Fetch(&type, &value, &tb);
+        PyObject *exc = fa_fetch_exception();
         if (unwatch(op) < 0) {
             PyErr_Clear();
         }
-        PyErr_Restore(type, value, tb);
+        fa_restore_exception(exc);
         return -1;
     }
     Py_DECREF(r);
@@ -1167,9 +1166,19 @@ sendfile_check_params(fa_op *op)
             PyErr_Format(PyExc_TypeError, "count must be a positive integer (got %R)", count);
             return -1;
         }
-        op->count = PyLong_AsLongLong(count);
+        /* asyncio compares in Python: a count beyond any file size means
+         * "all of it", a hugely negative one is not positive. */
+        int overflow;
+        op->count = PyLong_AsLongLongAndOverflow(count, &overflow);
         if (op->count == -1 && PyErr_Occurred()) {
             return -1;
+        }
+        if (overflow > 0 && !FA_SENDFILE_BIG_COUNT_OK) {
+            PyErr_SetString(PyExc_OverflowError, "Python int too large to convert to C ssize_t");
+            return -1;
+        }
+        if (overflow) {
+            op->count = overflow > 0 ? LLONG_MAX : -1;
         }
         if (op->count <= 0) {
             PyErr_Format(PyExc_ValueError, "count must be a positive integer (got %R)", count);
@@ -1182,11 +1191,18 @@ sendfile_check_params(fa_op *op)
                          offset);
             return -1;
         }
-        op->offset = PyLong_AsLongLong(offset);
+        /* Negative (however large) is asyncio's ValueError; too large for
+         * an off_t is os.sendfile()'s OverflowError. */
+        int overflow;
+        op->offset = PyLong_AsLongLongAndOverflow(offset, &overflow);
         if (op->offset == -1 && PyErr_Occurred()) {
             return -1;
         }
-        if (op->offset < 0) {
+        if (overflow > 0) {
+            PyErr_SetString(PyExc_OverflowError, "Python int too large to convert to C long");
+            return -1;
+        }
+        if (overflow < 0 || op->offset < 0) {
             PyErr_Format(PyExc_ValueError, "offset must be a non-negative integer (got %R)",
                          offset);
             return -1;

@@ -1421,7 +1421,7 @@ static PyGetSetDef stream_getset[] = {
 };
 
 static PyMemberDef stream_members[] = {
-    {"__weaklistoffset__", T_PYSSIZET, offsetof(fa_stream, weakreflist), READONLY, NULL},
+    {"__weaklistoffset__", Py_T_PYSSIZET, offsetof(fa_stream, weakreflist), Py_READONLY, NULL},
     {NULL},
 };
 

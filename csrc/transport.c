@@ -295,13 +295,6 @@ fa_transport_log_warning(fa_transport *t, const char *message)
     Py_XDECREF(r);
 }
 
-/* Re-raise an exception object taken by fa_fetch_exception (steals it). */
-void
-fa_restore_exception(PyObject *exc)
-{
-    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, PyException_GetTraceback(exc));
-}
-
 /* ------------------------------------------------------------ object */
 
 static int

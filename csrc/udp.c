@@ -158,17 +158,6 @@ q_grow(fa_udp *t)
     return 0;
 }
 
-/* As the running Python's asyncio (_SelectorDatagramTransport): from 3.13
- * on, sendto(b"") sends an empty datagram (3.11 and 3.12 drop it), and
- * each queued datagram counts 8 header bytes in get_write_buffer_size(). */
-#if PY_VERSION_HEX >= 0x030D0000
-#define FA_UDP_SENDS_EMPTY 1
-#define FA_UDP_HEADER_BYTES 8
-#else
-#define FA_UDP_SENDS_EMPTY 0
-#define FA_UDP_HEADER_BYTES 0
-#endif
-
 /* Append (steals both references; addr may be NULL). */
 static int
 q_push(fa_udp *t, PyObject *data, PyObject *addr)
@@ -182,7 +171,7 @@ q_push(fa_udp *t, PyObject *data, PyObject *addr)
     d->data = data;
     d->addr = addr;
     t->qlen++;
-    t->qsize += PyBytes_GET_SIZE(data) + FA_UDP_HEADER_BYTES;
+    t->qsize += PyBytes_GET_SIZE(data) + FA_DGRAM_HEADER_SIZE;
     return 0;
 }
 
@@ -199,7 +188,7 @@ q_push_front(fa_udp *t, PyObject *data, PyObject *addr)
     t->q[t->qhead].data = data;
     t->q[t->qhead].addr = addr;
     t->qlen++;
-    t->qsize += PyBytes_GET_SIZE(data) + FA_UDP_HEADER_BYTES;
+    t->qsize += PyBytes_GET_SIZE(data) + FA_DGRAM_HEADER_SIZE;
     return 0;
 }
 
@@ -213,7 +202,7 @@ q_pop(fa_udp *t, PyObject **data, PyObject **addr)
     d->data = d->addr = NULL;
     t->qhead = (t->qhead + 1) % t->qcap;
     t->qlen--;
-    t->qsize -= PyBytes_GET_SIZE(*data) + FA_UDP_HEADER_BYTES;
+    t->qsize -= PyBytes_GET_SIZE(*data) + FA_DGRAM_HEADER_SIZE;
     if (t->qlen == 0) {
         t->qhead = 0;
     }
@@ -860,14 +849,12 @@ udp_sendto(fa_udp *t, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
                      Py_TYPE(data)->tp_name);
         return NULL;
     }
-#if !FA_UDP_SENDS_EMPTY
-    truth = PyObject_IsTrue(data);
-    if (truth <= 0) {
-        return truth < 0 ? NULL : Py_NewRef(Py_None); /* 3.11, 3.12: nothing for b"" */
+    if (!FA_DGRAM_SEND_EMPTY) {
+        truth = PyObject_IsTrue(data);
+        if (truth <= 0) {
+            return truth < 0 ? NULL : Py_NewRef(Py_None); /* before 3.13: nothing for b"" */
+        }
     }
-#else
-    (void)truth;
-#endif
     if (t->address != NULL) {
         if (addr != Py_None) {
             int eq = PyObject_RichCompareBool(addr, t->address, Py_EQ);
@@ -1376,7 +1363,7 @@ static PyGetSetDef udp_getset[] = {
 };
 
 static PyMemberDef udp_members[] = {
-    {"__weaklistoffset__", T_PYSSIZET, offsetof(fa_udp, weakreflist), READONLY, NULL},
+    {"__weaklistoffset__", Py_T_PYSSIZET, offsetof(fa_udp, weakreflist), Py_READONLY, NULL},
     {NULL},
 };
 

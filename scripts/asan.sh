@@ -39,6 +39,6 @@ export PYTHONPATH="$PWD"
 "$python" -c "
 import flaskasync._core as c, os, sys
 assert c.__file__.startswith(os.getcwd()), c.__file__
-print('ASan build:', c.__file__)"
+print('ASan build:', c.__file__, 'Python', sys.version.split()[0])"
 "$python" -m pytest -q -p no:cacheprovider \
     "$@"

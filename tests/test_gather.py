@@ -474,3 +474,34 @@ def test_gather_of_gather_result_shared(loop, gather):
         return await gather(inner, inner, value(3))
 
     assert loop.run_until_complete(main()) == [[1, 2], [1, 2], 3]
+
+
+def test_children_done_before_the_call_match_asyncio(loop):
+    # From 3.12 on, asyncio.gather handles children that are already done
+    # (finished futures, eager tasks) at once: the gather returns finished.
+    # 3.11 waits for their callbacks, an iteration later.  flaskasync.gather
+    # does what this interpreter's asyncio.gather does.
+    def scenario(gather):
+        async def main():
+            out = []
+            f = loop.create_future()
+            f.set_result(1)
+            g = gather(f, f)
+            out.append(("finished futures", g.done()))
+            failed = loop.create_future()
+            failed.set_exception(ValueError("x"))
+            pending = loop.create_future()
+            g2 = gather(failed, pending)
+            out.append(("failed child", g2.done()))
+            pending.set_result(0)
+            g3 = gather(f, pending, return_exceptions=True)
+            out.append(("done, return_exceptions", g3.done()))
+            await asyncio.sleep(0)
+            out.append(await g3)
+            with pytest.raises(ValueError):
+                await g2
+            return out
+
+        return loop.run_until_complete(main())
+
+    assert scenario(flaskasync.gather) == scenario(asyncio.gather)

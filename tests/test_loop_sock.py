@@ -771,6 +771,42 @@ def test_sock_sendfile_params(loop, pair, datafile):
         u.close()
 
 
+@pytest.mark.parametrize("offset,count", [(0, 2**70), (0, -(2**70)), (2**70, None), (-(2**70), None)],
+                         ids=["count-huge", "count-very-negative", "offset-huge", "offset-very-negative"])
+def test_sock_sendfile_huge_numbers_match_asyncio(loop, datafile, offset, count):
+    # What a count or offset beyond any C integer does changed with the
+    # version (3.13 clamps the block size, gh-82500): compared with a fresh
+    # asyncio loop on this interpreter.
+    f, data = datafile
+
+    def outcome(lp):
+        a, b = socket.socketpair()
+        nb(a), nb(b)
+
+        async def main():
+            rt = _drain(lp, b, len(data))
+            try:
+                return "ok", await lp.sock_sendfile(a, f, offset, count)
+            except Exception as e:  # noqa: BLE001 - the outcome is compared
+                return type(e).__name__, str(e)
+            finally:
+                a.close()
+                await rt
+
+        try:
+            f.seek(0)
+            return run(lp, main())
+        finally:
+            b.close()
+
+    reference = asyncio.new_event_loop()
+    try:
+        expected = outcome(reference)
+    finally:
+        reference.close()
+    assert outcome(loop) == expected
+
+
 # ------------------------------------------------------- the app loop
 
 

@@ -14,6 +14,7 @@ import hashlib
 import os
 import socket
 import struct
+import sys
 import tempfile
 import time
 import warnings
@@ -391,7 +392,8 @@ def test_write_copies_buffered_data(loop, loop_kind, request):
     asyncio_ref.asyncio_bug(
         request, loop_kind, asyncio_ref.PY >= (3, 12),
         "from 3.12 the socket transport buffers a view of a bytearray passed to write() "
-        "instead of a copy, so changing it afterwards changes what is sent")
+        "instead of a copy, so changing it afterwards changes what is sent (zero-copy "
+        "write, GH-91166)")
     async def main():
         async with tcp_conn(loop) as c:
             stall(c)
@@ -450,7 +452,7 @@ def test_write_after_close_is_ignored(loop, loop_kind, request):
     asyncio_ref.asyncio_bug(
         request, loop_kind, asyncio_ref.PY >= (3, 12),
         "from 3.12 writelines() after close() raises TypeError ('NoneType' object is not "
-        "callable): close() drops the transport's _write_ready")
+        "callable): close() drops the transport's _write_ready (gh-136234)")
     async def main():
         async with tcp_conn(loop) as c:
             c.ctr.write(b"first")

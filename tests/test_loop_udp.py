@@ -10,6 +10,7 @@ import asyncio
 import errno
 import os
 import socket
+import sys
 import tempfile
 
 import pytest
@@ -564,11 +565,36 @@ async def _drain(loop, rx, n):
     return got
 
 
+def test_udp_queued_datagrams_count_their_header(loop):
+    # Each datagram queued behind a full socket counts len(data) plus the
+    # interpreter's header size (8 from 3.13 on, so that b"" counts too).
+    async def main():
+        with tempfile.TemporaryDirectory() as d:
+            rx, path = _unix_receiver(d)
+            tr, p = await endpoint(loop, family=socket.AF_UNIX, remote_addr=path)
+            tr.set_write_buffer_limits(high=10**9)
+            await _fill(tr, 300)
+            before = tr.get_write_buffer_size()
+            assert before > 0
+            header = asyncio_ref.DATAGRAM_HEADER_BYTES
+            tr.sendto(b"x" * 100)
+            assert tr.get_write_buffer_size() == before + 100 + header
+            if asyncio_ref.DATAGRAM_SENDS_EMPTY:
+                tr.sendto(b"")
+                assert tr.get_write_buffer_size() == before + 100 + 2 * header
+            tr.abort()
+            await p.lost
+            rx.close()
+
+    run(loop, main())
+
+
 def test_udp_send_queue_flow_control_and_close_drains(loop, loop_kind, request):
     asyncio_ref.asyncio_bug(
         request, loop_kind, asyncio_ref.PY >= (3, 13),
         "3.13 counts 8 header bytes per datagram when queueing it but not when sending it, "
-        "so the buffer size never drains to 0 and resume_writing() is never called")
+        "so the buffer size never drains to 0 and resume_writing() is never called "
+        "(gh-135444)")
     async def main():
         with tempfile.TemporaryDirectory() as d:
             rx, path = _unix_receiver(d)

@@ -103,6 +103,21 @@ def test_timeout_raises_and_cancels_coroutine():
     assert seen == ["cancelled"]
 
 
+@pytest.mark.parametrize("timeout", [0.02, 0, 1e-3])
+def test_timeout_message(timeout):
+    # The message names the seconds as repr(float(timeout)) (3.11 printed
+    # a literal "%.3g", 3.12+ raised SystemError instead of TimeoutError),
+    # and the TimeoutError comes from the task's CancelledError.
+    async def slow():
+        await asyncio.sleep(10)
+
+    with pytest.raises(TimeoutError) as info:
+        flaskasync.run(slow(), timeout=timeout)
+    assert str(info.value) == f"flaskasync.run() timed out after {float(timeout)!r} seconds"
+    assert isinstance(info.value.__cause__, asyncio.CancelledError)
+    assert info.value.__suppress_context__
+
+
 def test_timeout_not_reached():
     assert flaskasync.run(asyncio.sleep(0.005, "in time"), timeout=1.0) == "in time"
     # The cancelled timeout must not fire into a later run.
@@ -792,6 +807,9 @@ def test_async_to_sync_from_threads():
 # ------------------------------------------------------------------ fork
 
 
+# The app loop's home thread exists when we fork, which is the point: 3.12+
+# warn about forking a multi-threaded process (the child re-creates the loop).
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_fork_child_gets_new_working_loop():
     parent_loop = flaskasync.get_loop()
     assert flaskasync.run(asyncio.sleep(0.001, "parent")) == "parent"
@@ -837,6 +855,9 @@ def test_fork_child_gets_new_working_loop():
     assert flaskasync.run(asyncio.sleep(0.001, "parent again")) == "parent again"
 
 
+# The app loop's home thread exists when we fork, which is the point: 3.12+
+# warn about forking a multi-threaded process (the child re-creates the loop).
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_fork_child_home_thread_services_background_tasks():
     # The child calls run() many times, with a background task: the child's
     # home thread must exist too.
