@@ -267,14 +267,15 @@ class _LoopState:
     lock = threading.Lock()
 
 
-def _task_factory(loop, coro, *, context=None):
+def _task_factory(loop, coro, **kwargs):
+    # The interpreter's create_task passes context= and, from 3.13.3 and
+    # 3.14 on, name= and any other Task keyword (eager_start=): pass them on.
     inner = _LoopState.inner_factory
     if inner is not None:
-        task = inner(loop, coro) if context is None else inner(loop, coro, context=context)
-    elif context is None:
-        task = _Task(coro, loop=loop)
+        task = inner(loop, coro, **kwargs)
     else:
-        task = _Task(coro, loop=loop, context=context)
+        task = _Task(coro, loop=loop, **kwargs)
+    context = kwargs.get("context")
     scope = scope_var.get(None) if context is None else context.get(scope_var)
     if scope is None:
         if _current_task(loop) is None:

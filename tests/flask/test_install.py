@@ -292,3 +292,38 @@ def test_a_changed_flask_internal_is_a_clear_import_error():
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("FlaskChanged flaskasync does not support this Flask")
     assert "flask.globals has no _cv_app" in out.stdout
+
+
+def test_task_factory_takes_the_keywords_newer_pythons_pass():
+    """From 3.13.3 and 3.14 on, loop.create_task passes name= (and any other
+    Task keyword, eager_start= in 3.14) to the task factory: ours takes them
+    and a factory installed before ours gets them too."""
+    code = textwrap.dedent(
+        """
+        import asyncio, sys, flask, flaskasync
+        got = []
+        def factory(loop, coro, **kwargs):
+            got.append(sorted(kwargs))
+            return asyncio.Task(coro, loop=loop, **kwargs)
+        loop = flaskasync.get_loop()
+        loop.set_task_factory(factory)
+        app = flask.Flask("f")
+        flaskasync.FlaskAsync(app)
+        ours = loop.get_task_factory()
+        async def child():
+            return 2
+        async def main():
+            kw = {"name": "named"}
+            if sys.version_info >= (3, 12):
+                kw["eager_start"] = True   # asyncio.Task takes it from 3.12
+            t = ours(asyncio.get_running_loop(), child(), **kw)
+            return t.get_name(), await t
+        print(flaskasync.run(main()), got[-1])
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    name_and_result, _, kwargs = out.stdout.strip().partition(") ")
+    assert name_and_result == "('named', 2"
+    expected = ["eager_start", "name"] if sys.version_info >= (3, 12) else ["name"]
+    assert kwargs == repr(expected)
