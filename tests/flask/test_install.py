@@ -309,7 +309,12 @@ def test_task_factory_takes_the_keywords_newer_pythons_pass():
         loop.set_task_factory(factory)
         app = flask.Flask("f")
         flaskasync.FlaskAsync(app)
+        @app.get("/")
+        async def view():
+            return "installed"
+        assert app.test_client().get("/").get_data() == b"installed"
         ours = loop.get_task_factory()
+        assert ours is not factory
         async def child():
             return 2
         async def main():
