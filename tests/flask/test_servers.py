@@ -60,6 +60,10 @@ SERVERS = {
 THREADED = {"flask-run", "gunicorn-gthread", "gunicorn-gthread-preload", "waitress"}
 # gunicorn turns SIGTERM into a graceful, normal exit of each worker; the
 # other two exit normally (atexit runs) on SIGINT.
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 STOP_SIGNAL = {name: signal.SIGTERM if name.startswith("gunicorn") else signal.SIGINT for name in SERVERS}
 
 
@@ -79,6 +83,10 @@ class Server:
             SERVERS[kind](self.port, target), cwd=cwd, env=env,
             stdout=open(self.stdout_path, "wb"), stderr=open(self.stderr_path, "wb"),
             start_new_session=True,
+            # A test run started in the background (a non-interactive shell's
+            # `&`) inherits SIGINT ignored, and Python keeps an ignored SIGINT
+            # ignored: restore the default so the stop signal arrives.
+            preexec_fn=_default_sigint,
         )
         self._wait_ready()
 
