@@ -77,7 +77,10 @@ mod_shutdown(PyObject *module, PyObject *Py_UNUSED(ignored))
     fa_state *st = fa_get_state(module);
     if (st->app_loop != NULL) {
         fa_loop *L = (fa_loop *)st->app_loop;
-        if (!fa_loop_forked(L) && !L->closed && L->thread_id == 0) {
+        if (L->adopted) {
+            /* The server's loop: its owner closes it. */
+        }
+        else if (!fa_loop_forked(L) && !L->closed && L->thread_id == 0) {
             PyObject *r = PyObject_CallMethod(st->app_loop, "close", NULL);
             if (r == NULL) {
                 return NULL;
@@ -124,6 +127,11 @@ static PyMethodDef module_methods[] = {
      "Number of Handle/TimerHandle objects alive (for leak tests)."},
     {"_shutdown", mod_shutdown, METH_NOARGS, NULL},
     {"_has_app_loop", mod_has_app_loop, METH_NOARGS, NULL},
+    {"_adopt_app_loop", (PyCFunction)(void (*)(void))fa_adopt_app_loop, METH_FASTCALL,
+     "_adopt_app_loop(loop, reenter)\n--\n\n"
+     "Make loop, running in this thread, the process's app loop (ASGI serving)."},
+    {"_release_app_loop", fa_release_app_loop, METH_O,
+     "_release_app_loop(loop)\n--\n\nUndo _adopt_app_loop(loop)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -302,6 +310,7 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->TaskType);
     Py_VISIT(st->loop_class);
     Py_VISIT(st->app_loop);
+    Py_VISIT(st->reenter);
     return fa_net_traverse(st, visit, arg);
 }
 
@@ -316,6 +325,7 @@ module_clear(PyObject *module)
         }
     }
     Py_CLEAR(st->app_loop);
+    Py_CLEAR(st->reenter);
     Py_CLEAR(st->loop_class);
     Py_CLEAR(st->LoopType);
     Py_CLEAR(st->HandleType);
