@@ -71,6 +71,10 @@ _iscoroutine = asyncio.iscoroutine
 #: Default size of the thread pool running sync views.
 DEFAULT_THREADS = 8
 
+#: Seconds after which a request still running starts watching for its
+#: client going away (see _RequestState.watch_soon).
+WATCH_DELAY = 0.05
+
 
 class ClientDisconnected(OSError):
     """The client went away while the response was being sent."""
@@ -253,7 +257,8 @@ _SPOOL_MAX = 1 << 20
 class _RequestState:
     """What the serving side knows about one request."""
 
-    __slots__ = ("disconnected", "done", "task", "watcher", "receive", "body_complete", "loop")
+    __slots__ = ("disconnected", "done", "task", "watcher", "receive", "body_complete", "loop",
+                 "timer")
 
     def __init__(self, loop, receive, body_complete: bool) -> None:
         self.loop = loop
@@ -263,6 +268,7 @@ class _RequestState:
         self.watcher: Optional[asyncio.Task] = None
         self.receive = receive
         self.body_complete = body_complete
+        self.timer: Optional[asyncio.TimerHandle] = None
 
     def body_done(self) -> None:
         """The application read the whole body (in a pool thread or a
@@ -273,8 +279,24 @@ class _RequestState:
     def watch(self) -> None:
         """Watch for the client going away (on the loop, once the body has
         been read: the watcher consumes ``receive``)."""
+        self.timer = None
         if self.body_complete and self.watcher is None and not self.done:
             self.watcher = _Task(_watch_disconnect(self), loop=self.loop)
+
+    def watch_soon(self) -> None:
+        """Watch for the client going away if the request is still running
+        in WATCH_DELAY seconds.  Most requests are done by then and never
+        pay for a watcher task; a disconnect is noticed that much later."""
+        self.timer = self.loop.call_later(WATCH_DELAY, self.watch)
+
+    def finish(self) -> None:
+        self.done = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        watcher = self.watcher
+        if watcher is not None and not watcher.done():
+            watcher.cancel()
 
 
 # --------------------------------------------------------------- response
@@ -384,6 +406,61 @@ def _view_is_async(view_func, method: str) -> bool:
     return _is_async_callable(view_class.dispatch_request)
 
 
+def _n_rules(app) -> int:
+    return len(app.url_map._rules)
+
+
+class _Routes:
+    """Which requests go to an async view, worked out from the app's URL map
+    once (again if rules are added).
+
+    - all_async: True when every view of the app is async (every request
+      runs in a greenlet), False when none is (every request runs in the
+      pool), None for a mix;
+    - static: (method, path) -> bool for the rules without variables, host
+      or subdomain, looked up without matching;
+    - anything else is matched by Flask's own URL adapter."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.n_rules = _n_rules(app)
+        self.static: dict = {}
+        self.by_view: dict = {}
+        kinds = set()
+        url_map = app.url_map
+        plain = not url_map.host_matching and not getattr(app, "subdomain_matching", False)
+        for rule in url_map.iter_rules():
+            view = app.view_functions.get(rule.endpoint)
+            if view is None:
+                continue
+            for method in rule.methods or ():
+                decision = self.view_is_async(view, method)
+                kinds.add(decision)
+                if plain and not rule.arguments and not rule.subdomain and not rule.host \
+                        and not rule.redirect_to and not rule.websocket:
+                    self.static[(method, rule.rule)] = decision
+        self.all_async = kinds.pop() if len(kinds) == 1 else None
+
+    def view_is_async(self, view, method: str) -> bool:
+        key = (view, method)
+        decision = self.by_view.get(key)
+        if decision is None:
+            decision = self.by_view[key] = _view_is_async(view, method)
+        return decision
+
+    def match(self, environ: dict, method: str) -> bool:
+        app = self.app
+        try:
+            adapter = app.create_url_adapter(app.request_class(environ))
+            if adapter is None:
+                return False
+            rule, _args = adapter.match(return_rule=True)
+        except (HTTPException, RequestRedirect):
+            return False
+        view = app.view_functions.get(rule.endpoint)
+        return view is not None and self.view_is_async(view, method)
+
+
 def _owner_in(context):
     return _shim._owner_from(context)
 
@@ -413,7 +490,7 @@ class ASGIApp:
         self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
         self._loop = None
         self._adopted = False
-        self._decisions: dict = {}
+        self._route_table: Optional[_Routes] = None
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -494,27 +571,23 @@ class ASGIApp:
 
     # ------------------------------------------------------------ http
 
+    def _routes(self) -> "_Routes":
+        routes = self._route_table
+        if routes is None or routes.n_rules != _n_rules(self.app):
+            routes = self._route_table = _Routes(self.app)
+        return routes
+
     def _is_async_request(self, environ: dict) -> bool:
-        app = self.app
+        """Whether the request's matched view is async (decided before
+        Flask's pipeline runs; a request matching no view is sync)."""
+        routes = self._routes()
+        if routes.all_async is not None:
+            return routes.all_async
         method = environ["REQUEST_METHOD"]
-        try:
-            request = app.request_class(environ)
-            adapter = app.create_url_adapter(request)
-            if adapter is None:
-                return False
-            rule, _args = adapter.match(return_rule=True)
-        except (HTTPException, RequestRedirect):
-            return False
-        view = app.view_functions.get(rule.endpoint)
-        if view is None:
-            return False
-        key = (view, method)
-        decision = self._decisions.get(key)
-        if decision is None:
-            decision = _view_is_async(view, method)
-            if len(self._decisions) < 4096:
-                self._decisions[key] = decision
-        return decision
+        decision = routes.static.get((method, environ["PATH_INFO"]))
+        if decision is not None:
+            return decision
+        return routes.match(environ, method)
 
     async def _http(self, scope, receive, send) -> None:
         has_body, chunked = _body_kind(scope)
@@ -586,7 +659,7 @@ class ASGIApp:
             context=ctx,
         )
         state.task = task
-        state.watch()
+        state.watch_soon()
         try:
             final = await task
         except _CancelledError:
@@ -596,15 +669,12 @@ class ASGIApp:
         except ClientDisconnected:
             return
         finally:
-            state.done = True
-            watcher = state.watcher
-            if watcher is not None and not watcher.done():
-                watcher.cancel()
+            state.finish()
         for msg in final:
             await send(msg)
 
     async def _serve_sync(self, environ, send, state: _RequestState) -> None:
-        state.watch()
+        state.watch_soon()
         try:
             final = await self._loop.run_in_executor(
                 self._pool, _serve_wsgi, self.app.wsgi_app, environ, send, state
@@ -612,10 +682,7 @@ class ASGIApp:
         except ClientDisconnected:
             return
         finally:
-            state.done = True
-            watcher = state.watcher
-            if watcher is not None and not watcher.done():
-                watcher.cancel()
+            state.finish()
         for msg in final:
             await send(msg)
 
