@@ -140,9 +140,10 @@ def reenter(coro, *, timeout=None, name=None, context=None):
     running: from a request's greenlet, await coro in the request's task.
 
     Without ``context=``, coro runs inline in the request's task (and so in
-    the request's Context: nothing needs copying back).  With ``context=``,
-    it runs as its own task in that Context, as ``run(context=)`` does from
-    a thread."""
+    the request's Context: nothing needs copying back; ``name=`` is not
+    used, there is no task of its own to name).  With ``context=``, it runs
+    as its own task in that Context, as ``run(context=)`` does from a
+    thread."""
     g = _getcurrent() if _greenlet_mod is not None else None
     if type(g) is not RequestGreenlet:
         if _iscoroutine(coro):
@@ -162,9 +163,11 @@ def reenter(coro, *, timeout=None, name=None, context=None):
     except BaseException:
         coro.close()
         raise
-    if context is not None or name is not None:
+    if context is not None:
         aw = _start_task(coro, name, context)
     else:
+        # Inline in the request's task (name= would name a task of its
+        # own; there is none to name).
         aw = coro
     if timeout is not None:
         aw = _with_timeout(aw, timeout)
