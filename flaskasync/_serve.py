@@ -8,6 +8,7 @@ manager (``--workers``) or from gunicorn.  No HTTP parsing happens here.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 from typing import Any, Optional, Sequence
@@ -16,7 +17,7 @@ _EXTRA_HINT = "pip install 'flaskasync[serve]'"
 
 try:
     import uvicorn
-    from uvicorn.importer import ImportFromStringError, import_from_string
+    from uvicorn.importer import import_from_string
 except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
     raise ImportError(
         f"flaskasync's ASGI serving needs uvicorn, httptools and greenlet: {_EXTRA_HINT}"
@@ -96,12 +97,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # As `flask run` and gunicorn do: the current directory is importable.
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    # Import the app here, once, so that a wrong name fails before the
-    # server starts (the worker processes import it again).
+    # Check the name without importing the module: the app is imported by
+    # each server process while its loop runs (where flaskasync.run()
+    # refuses to block), the same with one process or many.
+    module, _, attr = args.app.partition(":")
     try:
-        wrap(import_from_string(args.app), args.threads)
-    except (ImportFromStringError, TypeError) as exc:
-        print(f"flaskasync serve: {exc}", file=sys.stderr)
+        found = bool(module and attr) and importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        print(f"flaskasync serve: cannot find {args.app!r} (expected module:attribute, "
+              "with the module importable from the current directory)", file=sys.stderr)
         return 2
     os.environ[_ENV_TARGET] = args.app
     os.environ[_ENV_THREADS] = str(args.threads)
