@@ -254,6 +254,10 @@ void fa_register_atfork(void);
 PyObject *fa_adopt_app_loop(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *fa_release_app_loop(PyObject *module, PyObject *loop);
 
+/* asgi.c: ASGI mode's per-request conversions */
+PyObject *fa_asgi_environ(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+PyObject *fa_asgi_start(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+
 /* op.c: the awaitable returned by the network methods. */
 typedef int (*fa_op_step_fn)(fa_op *op, PyObject *value);
 typedef int (*fa_op_ready_fn)(fa_op *op);

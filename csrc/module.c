@@ -130,6 +130,12 @@ static PyMethodDef module_methods[] = {
     {"_adopt_app_loop", (PyCFunction)(void (*)(void))fa_adopt_app_loop, METH_FASTCALL,
      "_adopt_app_loop(loop, reenter)\n--\n\n"
      "Make loop, running in this thread, the process's app loop (ASGI serving)."},
+    {"_asgi_environ", (PyCFunction)(void (*)(void))fa_asgi_environ, METH_FASTCALL,
+     "_asgi_environ(scope, body, errors, header_cache)\n--\n\n"
+     "The WSGI environ of an ASGI http scope, and (has_body, chunked)."},
+    {"_asgi_start", (PyCFunction)(void (*)(void))fa_asgi_start, METH_FASTCALL,
+     "_asgi_start(status, headers)\n--\n\n"
+     "WSGI status and headers as an http.response.start message, and Content-Length."},
     {"_release_app_loop", fa_release_app_loop, METH_O,
      "_release_app_loop(loop)\n--\n\nUndo _adopt_app_loop(loop)."},
     {NULL, NULL, 0, NULL},
