@@ -535,6 +535,10 @@ class ASGIApp:
             )
         _core._adopt_app_loop(loop, _bridge.reenter)
         self._adopted = True
+        if asyncio.coroutines._is_debug_mode():
+            # PYTHONASYNCIODEBUG / -X dev, which uvicorn's runner overrides
+            # with debug=False on Python 3.11.
+            loop.set_debug(True)
         self._loop = loop
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=self.threads, thread_name_prefix="flaskasync-sync"

@@ -24,6 +24,7 @@ from flaskasync import FlaskAsync
 app = Flask(__name__)
 app.config["MAX_CONTENT_LENGTH"] = 8 * 1024 * 1024
 app.config["FLASKASYNC_SHUTDOWN_TIMEOUT"] = float(os.environ.get("FA_SHUTDOWN_TIMEOUT", "2"))
+app.config["FLASKASYNC_DEBUG"] = os.environ.get("FA_DEBUG") == "1"
 FlaskAsync(app)
 
 MARKERS = pathlib.Path(os.environ.get("FA_MARKER_DIR", "/tmp"))
@@ -43,6 +44,13 @@ def mark(name: str, text: str = "") -> None:
 def before():
     g.before_thread = threading.current_thread().name
     request_var.set(f"set-by-before:{request.path}")
+    if request.path == "/slow-hook":
+        time.sleep(0.3)  # a sync hook that holds the loop (for the debug-mode test)
+
+
+@app.get("/slow-hook")
+async def slow_hook():
+    return "ok"
 
 
 @app.after_request

@@ -409,3 +409,17 @@ def test_lifespan_shutdown_drains_then_cancels_background_tasks(tmp_path, kind):
     assert "cancelling background task 'forever'" in log, log
     assert "Application shutdown complete" in log or "Shutting down" in log, log
     assert rc == 0, log
+
+
+@pytest.mark.parametrize("env", [{"PYTHONASYNCIODEBUG": "1"}, {"FA_DEBUG": "1"}],
+                         ids=["PYTHONASYNCIODEBUG", "FLASKASYNC_DEBUG"])
+def test_debug_mode_names_a_sync_hook_that_holds_the_loop(tmp_path, env):
+    from conftest import Server, serve_cmd
+
+    srv = Server(serve_cmd, "asgiapp:app", tmp_path, env=env, name="debug")
+    try:
+        assert srv.request("GET", "/slow-hook")[0] == 200
+        assert wait_for(lambda: "took 0.3" in srv.log()), srv.log()
+        assert "Executing <Task" in srv.log()
+    finally:
+        srv.stop()
