@@ -33,11 +33,11 @@ and ``spawn`` run on it).  At lifespan shutdown background tasks get
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextvars
 import inspect
 import io
 import logging
+import queue
 import sys
 import tempfile
 import threading
@@ -392,6 +392,72 @@ def _send_sync(send, state: _RequestState, messages) -> None:
         raise ClientDisconnected("the client disconnected")
 
 
+# --------------------------------------------------------------- the pool
+
+
+def _set_result(fut, value) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+def _set_exception(fut, exc) -> None:
+    if not fut.done():
+        fut.set_exception(exc)
+
+
+class _Pool:
+    """The threads running sync views: a queue and ``threads`` threads.
+
+    Lighter than ``loop.run_in_executor`` with a ThreadPoolExecutor (no
+    concurrent.futures.Future, lock and Condition per call, no chaining of
+    two futures): a call is one ``SimpleQueue.put`` and, when done, one
+    ``call_soon_threadsafe`` resolving an asyncio future."""
+
+    def __init__(self, loop, threads: int) -> None:
+        self._loop = loop
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"flaskasync-sync_{i}", daemon=True)
+            for i in range(threads)
+        ]
+        for t in self._threads:
+            t.start()
+
+    def submit(self, fn, *args) -> asyncio.Future:
+        fut = self._loop.create_future()
+        self._queue.put((fut, fn, args))
+        return fut
+
+    def _work(self) -> None:
+        get = self._queue.get
+        call = self._loop.call_soon_threadsafe
+        while True:
+            item = get()
+            if item is None:
+                return
+            fut, fn, args = item
+            try:
+                result = fn(*args)
+            except BaseException as exc:  # noqa: B036 - handed to the awaiting request
+                try:
+                    call(_set_exception, fut, exc)
+                except RuntimeError:  # the loop is closed: nobody is waiting
+                    pass
+            else:
+                try:
+                    call(_set_result, fut, result)
+                except RuntimeError:
+                    pass
+            del item, fut, fn, args
+
+    def shutdown(self) -> None:
+        """Let the queued calls finish, then stop the threads (blocking)."""
+        for _ in self._threads:
+            self._queue.put(None)
+        for t in self._threads:
+            t.join()
+
+
 # --------------------------------------------------------------- dispatch
 
 
@@ -495,7 +561,7 @@ class ASGIApp:
             _shim.FlaskAsync(app)
         self.app = app
         self.threads = threads
-        self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
+        self._pool: Optional[_Pool] = None
         self._loop = None
         self._adopted = False
         self._route_table: Optional[_Routes] = None
@@ -540,9 +606,7 @@ class ASGIApp:
             # with debug=False on Python 3.11.
             loop.set_debug(True)
         self._loop = loop
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=self.threads, thread_name_prefix="flaskasync-sync"
-        )
+        self._pool = _Pool(loop, self.threads)
         _shim._app_loop()  # install the task supervision on it
 
     async def _stop(self) -> None:
@@ -554,7 +618,7 @@ class ASGIApp:
         finally:
             pool, self._pool = self._pool, None
             if pool is not None:
-                await loop.run_in_executor(None, pool.shutdown, True)
+                await loop.run_in_executor(None, pool.shutdown)
             if self._adopted:
                 _core._release_app_loop(loop)
                 self._adopted = False
@@ -687,9 +751,7 @@ class ASGIApp:
     async def _serve_sync(self, environ, send, state: _RequestState) -> None:
         state.watch_soon()
         try:
-            final = await self._loop.run_in_executor(
-                self._pool, _serve_wsgi, self.app.wsgi_app, environ, send, state
-            )
+            final = await self._pool.submit(_serve_wsgi, self.app.wsgi_app, environ, send, state)
         except ClientDisconnected:
             return
         finally:
