@@ -423,3 +423,30 @@ def test_debug_mode_names_a_sync_hook_that_holds_the_loop(tmp_path, env):
         assert "Executing <Task" in srv.log()
     finally:
         srv.stop()
+
+
+def test_serve_with_two_worker_processes(tmp_path):
+    from conftest import Server, serve_cmd
+
+    srv = Server(serve_cmd, "asgiapp:app", tmp_path, "--workers", "2", name="workers")
+    try:
+        elapsed, out = concurrent_gets(srv.port, "/sleep?t=0.3", 100)
+        assert all(r.startswith(b"HTTP/1.1 200") for r in out)
+        assert wait_for(lambda: srv.log().count("Started server process") == 2), srv.log()
+    finally:
+        srv.stop(__import__("signal").SIGINT)
+    assert srv.log().count("Application shutdown complete") == 2, srv.log()
+
+
+def test_gunicorn_worker_with_preload(tmp_path):
+    from conftest import Server, gunicorn_cmd
+
+    srv = Server(gunicorn_cmd, "asgiapp:app", tmp_path, "-w", "2", "--preload", name="preload")
+    try:
+        loops = {srv.get_json("/context")["loop_id"] for _ in range(20)}
+        assert srv.get_json("/sync-context")["run"] == 3
+        elapsed, out = concurrent_gets(srv.port, "/sleep?t=0.3", 100)
+        assert all(r.startswith(b"HTTP/1.1 200") for r in out)
+    finally:
+        assert srv.stop() == 0, srv.log()
+    assert 1 <= len(loops) <= 2
