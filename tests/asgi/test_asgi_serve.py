@@ -352,6 +352,12 @@ def test_head_request(serve):
     status, headers, body = serve.request("HEAD", "/context")
     assert status == 200 and body == b""
     assert int(headers["content-length"]) > 0
+    # A streamed body is closed without being produced.
+    for path in ("/stream", "/sync-stream"):
+        k = key()
+        t0 = time.monotonic()
+        status, headers, body = serve.request("HEAD", f"{path}?t=2&key={k}")
+        assert status == 200 and body == b"" and time.monotonic() - t0 < 1.5
 
 
 def test_keep_alive_serves_several_requests_on_one_connection(serve):
