@@ -52,7 +52,7 @@ except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
     ) from exc
 
 import flask
-from flask.views import MethodView, View
+from flask.views import MethodView
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import RequestRedirect
 
@@ -66,7 +66,6 @@ logger = logging.getLogger("flaskasync")
 
 _Task = asyncio.Task
 _CancelledError = asyncio.CancelledError
-_iscoroutine = asyncio.iscoroutine
 
 #: Default size of the thread pool running sync views.
 DEFAULT_THREADS = 8
@@ -533,10 +532,6 @@ class _Routes:
             return False
         view = app.view_functions.get(rule.endpoint)
         return view is not None and self.view_is_async(view, method)
-
-
-def _owner_in(context):
-    return _shim._owner_from(context)
 
 
 class ASGIApp:
