@@ -186,9 +186,11 @@ class _Input(io.RawIOBase):
                     self._pos = 0
                     return True
             elif kind == "http.disconnect":
+                # As a WSGI server's input at a closed socket: the body ends
+                # early, and werkzeug answers the short read with 400
+                # (werkzeug.exceptions.ClientDisconnected), sent to nobody.
                 self._more = False
                 self._state.disconnected = True
-                raise ClientDisconnected("the client disconnected while sending the request body")
         return False
 
     def readinto(self, b) -> int:
@@ -671,7 +673,10 @@ class ASGIApp:
                 # Sync code reading the body from the view's coroutine (on the
                 # loop, not in the greenlet) could not wait for it: read it
                 # first, into memory or a temporary file.
-                environ["wsgi.input"] = await self._read_body(environ, state)
+                try:
+                    environ["wsgi.input"] = await self._read_body(environ, state)
+                except ClientDisconnected:
+                    return  # gone before the body arrived: nobody to answer
             await self._serve_async(environ, send, state)
         else:
             if has_body:

@@ -456,3 +456,18 @@ def test_gunicorn_worker_with_preload(tmp_path):
     finally:
         assert srv.stop() == 0, srv.log()
     assert 1 <= len(loops) <= 2
+
+
+@pytest.mark.parametrize("path", ["/upload", "/sync-upload"])
+def test_client_leaving_mid_upload_is_not_an_error(serve, path):
+    before = serve.log().count("Traceback")
+    s = socket.create_connection(("127.0.0.1", serve.port), timeout=5)
+    s.sendall(f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\n\r\n".encode()
+              + b"x" * 300_000)
+    time.sleep(0.3)
+    s.close()
+    time.sleep(0.5)
+    assert serve.request("GET", "/")[0] == 200
+    log = serve.log()
+    assert log.count("Traceback") == before, log[-3000:]
+    assert "Exception in ASGI application" not in log
