@@ -59,7 +59,11 @@ class Server:
         self.proc = subprocess.Popen(cmd(self.port, target, *extra), cwd=cwd, env=full_env,
                                      stdout=out, stderr=subprocess.STDOUT)
         out.close()
-        self._wait_ready()
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop(signal.SIGKILL, timeout=5)
+            raise
 
     def _wait_ready(self, timeout=30.0):
         deadline = time.monotonic() + timeout
