@@ -201,7 +201,20 @@ static int
 module_exec(PyObject *module)
 {
     fa_state *st = fa_get_state(module);
+    PyObject *asyncio_mod;
 
+    /* asyncio before _asyncio.  In a process that imports _asyncio first
+     * (CPython 3.11 to 3.13 alike), asyncio.tasks ends up with
+     * _current_tasks and _all_tasks other than the ones the C Task
+     * registers in: asyncio.current_task() is None in every task,
+     * asyncio.all_tasks() is empty and asyncio.timeout() refuses to run
+     * ("Timeout should be used inside a task").  `import flaskasync` as a
+     * process's first import of asyncio did exactly that. */
+    asyncio_mod = PyImport_ImportModule("asyncio");
+    if (asyncio_mod == NULL) {
+        return -1;
+    }
+    Py_DECREF(asyncio_mod);
     if (get_attr(&st->FutureType, "_asyncio", "Future") < 0 ||
         get_attr(&st->TaskType, "_asyncio", "Task") < 0 ||
         get_attr(&st->CancelledError, "asyncio", "CancelledError") < 0 ||
