@@ -56,8 +56,8 @@ from flask.views import MethodView
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import RequestRedirect
 
-from . import _bridge, _core
-from . import _flask as _shim
+from . import _bridge, _core, _tasks
+from ._flask import FlaskAsync
 from ._core import _asgi_environ, _asgi_start, run
 
 __all__ = ["ASGIApp"]
@@ -555,7 +555,7 @@ class ASGIApp:
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise ValueError(f"ASGIApp(): threads must be an int >= 1, got {threads!r}")
         if "flaskasync" not in app.extensions:
-            _shim.FlaskAsync(app)
+            FlaskAsync(app)
         self.app = app
         self.threads = threads
         self._pool: Optional[_Pool] = None
@@ -604,14 +604,14 @@ class ASGIApp:
             loop.set_debug(True)
         self._loop = loop
         self._pool = _Pool(loop, self.threads)
-        _shim._app_loop()  # install the task supervision on it
+        _tasks.app_loop()  # install the task supervision on it
 
     async def _stop(self) -> None:
         loop = self._loop
         if loop is None:
             return
         try:
-            await _shim._drain_background(_shim._grace_period())
+            await _tasks.drain(_tasks._grace_period())
         finally:
             pool, self._pool = self._pool, None
             if pool is not None:
