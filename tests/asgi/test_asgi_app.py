@@ -12,7 +12,7 @@ import sys
 import flask
 import pytest
 
-from conftest import HERE, Server, uvicorn_cmd
+from asgi_helpers import HERE, Server, uvicorn_cmd
 
 import flaskasync
 

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import wait_for
+from asgi_helpers import wait_for
 
 BOTH = ["serve", "gunicorn"]
 
@@ -79,7 +79,7 @@ def test_sync_views_run_in_the_pool_and_never_hold_up_async_views(server):
 
 
 def test_seed_example_under_serve(tmp_path):
-    from conftest import EXAMPLES, Server, serve_cmd
+    from asgi_helpers import EXAMPLES, Server, serve_cmd
 
     srv = Server(serve_cmd, "app:app", tmp_path, cwd=EXAMPLES, name="seed")
     try:
@@ -97,7 +97,7 @@ def test_seed_example_under_serve(tmp_path):
 
 
 def test_seed_example_under_gunicorn_two_workers(tmp_path):
-    from conftest import EXAMPLES, Server, gunicorn_cmd
+    from asgi_helpers import EXAMPLES, Server, gunicorn_cmd
 
     srv = Server(gunicorn_cmd, "app:app", tmp_path, "-w", "2", cwd=EXAMPLES, name="seed-gunicorn")
     try:
@@ -399,7 +399,7 @@ def test_404_and_405_go_through_flask(serve):
 def test_lifespan_shutdown_drains_then_cancels_background_tasks(tmp_path, kind):
     import signal
 
-    from conftest import Server, gunicorn_cmd, serve_cmd
+    from asgi_helpers import Server, gunicorn_cmd, serve_cmd
 
     cmd = serve_cmd if kind == "serve" else gunicorn_cmd
     extra = () if kind == "serve" else ("-w", "1")
@@ -420,7 +420,7 @@ def test_lifespan_shutdown_drains_then_cancels_background_tasks(tmp_path, kind):
 @pytest.mark.parametrize("env", [{"PYTHONASYNCIODEBUG": "1"}, {"FA_DEBUG": "1"}],
                          ids=["PYTHONASYNCIODEBUG", "FLASKASYNC_DEBUG"])
 def test_debug_mode_names_a_sync_hook_that_holds_the_loop(tmp_path, env):
-    from conftest import Server, serve_cmd
+    from asgi_helpers import Server, serve_cmd
 
     srv = Server(serve_cmd, "asgiapp:app", tmp_path, env=env, name="debug")
     try:
@@ -432,7 +432,7 @@ def test_debug_mode_names_a_sync_hook_that_holds_the_loop(tmp_path, env):
 
 
 def test_serve_with_two_worker_processes(tmp_path):
-    from conftest import Server, serve_cmd
+    from asgi_helpers import Server, serve_cmd
 
     srv = Server(serve_cmd, "asgiapp:app", tmp_path, "--workers", "2", name="workers")
     try:
@@ -445,7 +445,7 @@ def test_serve_with_two_worker_processes(tmp_path):
 
 
 def test_gunicorn_worker_with_preload(tmp_path):
-    from conftest import Server, gunicorn_cmd
+    from asgi_helpers import Server, gunicorn_cmd
 
     srv = Server(gunicorn_cmd, "asgiapp:app", tmp_path, "-w", "2", "--preload", name="preload")
     try:
