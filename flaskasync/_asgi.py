@@ -562,7 +562,6 @@ class ASGIApp:
         self._loop = None
         self._adopted = False
         self._route_table: Optional[_Routes] = None
-        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<flaskasync.ASGIApp for {self.app!r}>"
