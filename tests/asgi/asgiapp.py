@@ -46,6 +46,18 @@ def before():
     request_var.set(f"set-by-before:{request.path}")
     if request.path == "/slow-hook":
         time.sleep(0.3)  # a sync hook that holds the loop (for the debug-mode test)
+    if request.path == "/hook-run":
+        # Sync code of an async request (in its greenlet, on the loop's
+        # thread): flaskasync.run and async_to_sync hand the coroutine to
+        # the loop's side instead of refusing.
+        g.hook_run = flaskasync.run(asyncio.sleep(0.01, "run-from-hook"))
+        g.hook_a2s = flaskasync.async_to_sync(asyncio.sleep)(0.01, "a2s-from-hook")
+        g.hook_thread = threading.current_thread().name
+
+
+@app.get("/hook-run")
+async def hook_run():
+    return {"run": g.hook_run, "a2s": g.hook_a2s, "thread": g.hook_thread}
 
 
 @app.get("/slow-hook")

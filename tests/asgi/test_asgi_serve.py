@@ -137,6 +137,12 @@ def test_sync_view_runs_in_a_pool_thread_and_run_reaches_the_server_loop(server)
     assert data["loop_id"] == loop_id
 
 
+@pytest.mark.parametrize("server", BOTH, indirect=True)
+def test_sync_hook_of_an_async_request_can_run_coroutines(server):
+    data = server.get_json("/hook-run")
+    assert data == {"run": "run-from-hook", "a2s": "a2s-from-hook", "thread": "MainThread"}
+
+
 def test_values_do_not_leak_between_requests(serve):
     # The view sets view_var in its request's Context; a later request
     # starts from scratch.
