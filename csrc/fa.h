@@ -195,6 +195,7 @@ typedef struct {
 
     PyObject *loop_class;          /* the Python flaskasync.Loop, set by the shim */
     PyObject *app_loop;            /* the process's app loop, or NULL */
+    PyObject *reenter;             /* adopted app loop: run() from its own thread */
     unsigned long app_fork_gen;    /* fork generation the app loop belongs to */
 
     /* Interned method and keyword names. */
@@ -307,6 +308,7 @@ struct fa_loop {
     pthread_t home_thread;
     int home_started;
     unsigned long fork_gen;
+    int adopted;                 /* a running loop adopted as the app loop (ASGI) */
 };
 
 /* module.c */
@@ -365,6 +367,12 @@ PyObject *fa_app_loop(fa_state *st);
 void fa_home_stop(fa_loop *self);
 void fa_jobs_fail_all(fa_loop *self);
 void fa_register_atfork(void);
+PyObject *fa_adopt_app_loop(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+PyObject *fa_release_app_loop(PyObject *module, PyObject *loop);
+
+/* asgi.c: ASGI mode's per-request conversions */
+PyObject *fa_asgi_environ(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+PyObject *fa_asgi_start(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
 /* op.c: the awaitable returned by the network methods. */
 typedef int (*fa_op_step_fn)(fa_op *op, PyObject *value);

@@ -61,7 +61,10 @@ mod_shutdown(PyObject *module, PyObject *Py_UNUSED(ignored))
     fa_state *st = fa_get_state(module);
     if (st->app_loop != NULL) {
         fa_loop *L = (fa_loop *)st->app_loop;
-        if (!fa_loop_forked(L) && !L->closed && L->thread_id == 0) {
+        if (L->adopted) {
+            /* The server's loop: its owner closes it. */
+        }
+        else if (!fa_loop_forked(L) && !L->closed && L->thread_id == 0) {
             PyObject *r = PyObject_CallMethod(st->app_loop, "close", NULL);
             if (r == NULL) {
                 return NULL;
@@ -108,6 +111,17 @@ static PyMethodDef module_methods[] = {
      "Number of Handle/TimerHandle objects alive (for leak tests)."},
     {"_shutdown", mod_shutdown, METH_NOARGS, NULL},
     {"_has_app_loop", mod_has_app_loop, METH_NOARGS, NULL},
+    {"_adopt_app_loop", (PyCFunction)(void (*)(void))fa_adopt_app_loop, METH_FASTCALL,
+     "_adopt_app_loop(loop, reenter)\n--\n\n"
+     "Make loop, running in this thread, the process's app loop (ASGI serving)."},
+    {"_asgi_environ", (PyCFunction)(void (*)(void))fa_asgi_environ, METH_FASTCALL,
+     "_asgi_environ(scope, body, errors, header_cache)\n--\n\n"
+     "The WSGI environ of an ASGI http scope, and (has_body, chunked)."},
+    {"_asgi_start", (PyCFunction)(void (*)(void))fa_asgi_start, METH_FASTCALL,
+     "_asgi_start(status, headers)\n--\n\n"
+     "WSGI status and headers as an http.response.start message, and Content-Length."},
+    {"_release_app_loop", fa_release_app_loop, METH_O,
+     "_release_app_loop(loop)\n--\n\nUndo _adopt_app_loop(loop)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -171,7 +185,20 @@ static int
 module_exec(PyObject *module)
 {
     fa_state *st = fa_get_state(module);
+    PyObject *asyncio_mod;
 
+    /* asyncio before _asyncio.  In a process that imports _asyncio first
+     * (CPython 3.11 to 3.13 alike), asyncio.tasks ends up with
+     * _current_tasks and _all_tasks other than the ones the C Task
+     * registers in: asyncio.current_task() is None in every task,
+     * asyncio.all_tasks() is empty and asyncio.timeout() refuses to run
+     * ("Timeout should be used inside a task").  `import flaskasync` as a
+     * process's first import of asyncio did exactly that. */
+    asyncio_mod = PyImport_ImportModule("asyncio");
+    if (asyncio_mod == NULL) {
+        return -1;
+    }
+    Py_DECREF(asyncio_mod);
     if (get_attr(&st->FutureType, "_asyncio", "Future") < 0 ||
         get_attr(&st->TaskType, "_asyncio", "Task") < 0 ||
         get_attr(&st->CancelledError, "asyncio", "CancelledError") < 0 ||
@@ -344,6 +371,7 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->TaskType);
     Py_VISIT(st->loop_class);
     Py_VISIT(st->app_loop);
+    Py_VISIT(st->reenter);
     return fa_net_traverse(st, visit, arg);
 }
 
@@ -358,6 +386,7 @@ module_clear(PyObject *module)
         }
     }
     Py_CLEAR(st->app_loop);
+    Py_CLEAR(st->reenter);
     Py_CLEAR(st->loop_class);
     Py_CLEAR(st->LoopType);
     Py_CLEAR(st->HandleType);

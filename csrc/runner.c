@@ -483,6 +483,8 @@ fa_app_loop(fa_state *st)
         }
         /* Forked child or closed: drop it.  A forked child's copy is
          * abandoned without touching the parent's epoll instance. */
+        L->adopted = 0;
+        Py_CLEAR(st->reenter);
         Py_CLEAR(st->app_loop);
     }
     cls = st->loop_class ? st->loop_class : (PyObject *)st->LoopType;
@@ -521,6 +523,105 @@ fa_get_loop(PyObject *module, PyObject *Py_UNUSED(unused))
 {
     PyObject *loop = fa_app_loop(fa_get_state(module));
     return Py_XNewRef(loop);
+}
+
+/* ------------------------------------------------ adopted app loop
+ *
+ * ASGI serving (flaskasync._asgi): the server runs its own loop with
+ * run_forever in its thread, and that loop becomes the process's app loop
+ * for as long as the server runs (lifespan startup to shutdown).  It is
+ * not driven by the baton and has no home thread: its own thread runs it.
+ * run() from any other thread submits a start callback (the "baton taken"
+ * path below) and waits with the GIL released.  run() from the loop's own
+ * thread with no loop running in it can only come from sync code that a
+ * request's greenlet runs between two switches: it goes to the `reenter`
+ * callable given at adoption (the greenlet bridge), with run()'s own
+ * arguments. */
+
+/* 1: the caller is the loop's thread (reenter), 0: another thread
+ * (submit and wait), -1: error. */
+static int
+adopted_check(fa_loop *L)
+{
+    if (L->thread_id == PyThread_get_thread_ident()) {
+        if (L->st->reenter == NULL) {
+            PyErr_SetString(PyExc_RuntimeError,
+                            "flaskasync.run() cannot be called from the thread running "
+                            "the app loop");
+            return -1;
+        }
+        return 1;
+    }
+    if (L->thread_id == 0) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "flaskasync.run(): the app loop is the server's event loop, "
+                        "and it is not running");
+        return -1;
+    }
+    return 0;
+}
+
+PyObject *
+fa_adopt_app_loop(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    fa_state *st = fa_get_state(module);
+    unsigned long gen = atomic_load(&fa_fork_generation);
+    fa_loop *L;
+
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "_adopt_app_loop(loop, reenter) takes 2 arguments");
+        return NULL;
+    }
+    if (!PyObject_TypeCheck(args[0], st->LoopType)) {
+        PyErr_Format(PyExc_TypeError, "_adopt_app_loop(): expected a flaskasync.Loop, got %R",
+                     args[0]);
+        return NULL;
+    }
+    if (!PyCallable_Check(args[1])) {
+        PyErr_Format(PyExc_TypeError, "_adopt_app_loop(): reenter must be callable, got %R",
+                     args[1]);
+        return NULL;
+    }
+    L = (fa_loop *)args[0];
+    if (fa_loop_check_closed(L) < 0) {
+        return NULL;
+    }
+    if (L->is_app || L->thread_id != PyThread_get_thread_ident()) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "_adopt_app_loop(): the loop must be running in this thread");
+        return NULL;
+    }
+    if (st->app_loop != NULL && st->app_loop != args[0]) {
+        fa_loop *old = (fa_loop *)st->app_loop;
+        if (st->app_fork_gen == gen && !old->closed) {
+            PyErr_SetString(PyExc_RuntimeError,
+                            "this process already has a flaskasync app loop (created by "
+                            "flaskasync.run() or get_loop() before the server started); "
+                            "the server's loop cannot become the app loop");
+            return NULL;
+        }
+        old->adopted = 0;
+        Py_CLEAR(st->app_loop);
+    }
+    Py_XSETREF(st->reenter, Py_NewRef(args[1]));
+    if (st->app_loop == NULL) {
+        st->app_loop = Py_NewRef(args[0]);
+    }
+    st->app_fork_gen = gen;
+    L->adopted = 1;
+    Py_RETURN_NONE;
+}
+
+PyObject *
+fa_release_app_loop(PyObject *module, PyObject *loop)
+{
+    fa_state *st = fa_get_state(module);
+    if (st->app_loop == loop && ((fa_loop *)loop)->adopted) {
+        ((fa_loop *)loop)->adopted = 0;
+        Py_CLEAR(st->reenter);
+        Py_CLEAR(st->app_loop);
+    }
+    Py_RETURN_NONE;
 }
 
 /* --------------------------------------------------------------- run */
@@ -787,6 +888,18 @@ fa_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
     if (L == NULL) {
         return NULL;
     }
+    if (L->adopted) {
+        int r2 = adopted_check(L);
+        if (r2 < 0) {
+            return NULL;
+        }
+        if (r2 == 1) {
+            /* This thread runs the server's loop, outside any callback: a
+             * request's greenlet (flaskasync._bridge) switches to the
+             * loop's side, which awaits the coroutine. */
+            return PyObject_Vectorcall(st->reenter, args, nargs, kwnames);
+        }
+    }
     j = PyObject_GC_New(fa_job, st->WaiterType);
     if (j == NULL) {
         return NULL;
@@ -830,7 +943,7 @@ fa_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
         goto done;
     }
 
-    if (baton_try(L)) {
+    if (!L->adopted && baton_try(L)) {
         r = drive_inline(L, j);
         if (r < 0) {
             job_abandon(j);
@@ -848,7 +961,8 @@ fa_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
     }
     else {
         /* Someone is running the loop's callbacks right now (we only got
-         * here because the GIL switched threads mid-callback): let that
+         * here because the GIL switched threads mid-callback), or the app
+         * loop is a server's loop running in its own thread: let that
          * thread start our task, and wait for it. */
         PyObject *start = PyCFunction_New(&job_start_def, (PyObject *)j);
         fa_handle *h;

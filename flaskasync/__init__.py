@@ -35,6 +35,8 @@ __all__ = [
     "Flask",
     "async_route",
     "ViewTimeout",
+    "ASGIApp",
+    "GunicornWorker",
 ]
 
 __version__ = "0.1.0"
@@ -69,4 +71,13 @@ def __getattr__(name):
         from ._tasks import spawn
 
         return spawn
+    # ASGI serving (the `serve` extra: greenlet, uvicorn, httptools).
+    if name == "ASGIApp":
+        from ._asgi import ASGIApp
+
+        return ASGIApp
+    if name == "GunicornWorker":
+        from ._serve import GunicornWorker
+
+        return GunicornWorker
     raise AttributeError(f"module 'flaskasync' has no attribute {name!r}")

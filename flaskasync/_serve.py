@@ -1,0 +1,168 @@
+"""``python -m flaskasync serve`` and ``flaskasync.GunicornWorker``.
+
+Both run :class:`flaskasync.ASGIApp` on uvicorn (with httptools) and
+flaskasync's loop; worker processes come from uvicorn's own process
+manager (``--workers``) or from gunicorn.  No HTTP parsing happens here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+from typing import Any, Optional, Sequence
+
+_EXTRA_HINT = "pip install 'flaskasync[serve]'"
+
+try:
+    import uvicorn
+    from uvicorn.importer import import_from_string
+except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
+    raise ImportError(
+        f"flaskasync's ASGI serving needs uvicorn, httptools and greenlet: {_EXTRA_HINT}"
+    ) from exc
+
+#: uvicorn's loop option: flaskasync's loop (uvicorn imports and calls it).
+LOOP = "flaskasync:new_event_loop"
+
+# How `serve` tells the worker processes (which import the application by
+# name) what to serve.
+_ENV_TARGET = "FLASKASYNC_SERVE_APP"
+_ENV_THREADS = "FLASKASYNC_SERVE_THREADS"
+
+
+def wrap(obj: Any, threads: Optional[int] = None) -> Any:
+    """The ASGI application for obj: a Flask app is wrapped in ASGIApp; an
+    ASGIApp is returned as it is."""
+    import flask
+
+    from ._asgi import DEFAULT_THREADS, ASGIApp
+
+    if isinstance(obj, ASGIApp):
+        return obj
+    if isinstance(obj, flask.Flask):
+        return ASGIApp(obj, threads=threads or DEFAULT_THREADS)
+    raise TypeError(
+        f"flaskasync serve: expected a Flask app (or a flaskasync.ASGIApp), got {obj!r}"
+    )
+
+
+def application() -> Any:
+    """uvicorn's application factory in each `serve` process."""
+    target = os.environ.get(_ENV_TARGET)
+    if not target:
+        raise RuntimeError(f"{_ENV_TARGET} is not set (use python -m flaskasync serve)")
+    threads = int(os.environ.get(_ENV_THREADS) or 0) or None
+    return wrap(import_from_string(target), threads)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m flaskasync",
+        description="Serve a Flask app with flaskasync's ASGI mode (uvicorn + httptools "
+        "on flaskasync's loop): async views hold no thread while they wait.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve a Flask app over HTTP")
+    serve.add_argument("app", help="the Flask app (or ASGIApp) as module:attribute")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
+    serve.add_argument("--workers", type=_positive, default=1,
+                       help="worker processes (uvicorn's process manager; default 1)")
+    serve.add_argument("--threads", type=_positive, default=8,
+                       help="threads per process running sync views (default 8)")
+    serve.add_argument("--root-path", default="", help="ASGI root_path (SCRIPT_NAME)")
+    serve.add_argument("--access-log", action="store_true",
+                       help="log every request (off by default, as gunicorn)")
+    serve.add_argument("--log-level", default="info",
+                       choices=["critical", "error", "warning", "info", "debug", "trace"])
+    serve.add_argument("--timeout-keep-alive", type=int, default=5,
+                       help="seconds an idle keep-alive connection is kept (default 5)")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    # As `flask run` and gunicorn do: the current directory is importable.
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    # Check the name without importing the module: the app is imported by
+    # each server process while its loop runs (where flaskasync.run()
+    # refuses to block), the same with one process or many.
+    module, _, attr = args.app.partition(":")
+    try:
+        found = bool(module and attr) and importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        print(f"flaskasync serve: cannot find {args.app!r} (expected module:attribute, "
+              "with the module importable from the current directory)", file=sys.stderr)
+        return 2
+    os.environ[_ENV_TARGET] = args.app
+    os.environ[_ENV_THREADS] = str(args.threads)
+    uvicorn.run(
+        "flaskasync._serve:application",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        loop=LOOP,
+        http="httptools",
+        lifespan="on",
+        root_path=args.root_path,
+        access_log=args.access_log,
+        log_level=args.log_level,
+        timeout_keep_alive=args.timeout_keep_alive,
+    )
+    return 0
+
+
+# --------------------------------------------------------------- gunicorn
+
+try:
+    from uvicorn_worker import UvicornWorker as _UvicornWorker
+except ImportError:  # pragma: no cover - older installs: uvicorn's own
+    try:
+        from uvicorn.workers import UvicornWorker as _UvicornWorker  # type: ignore[no-redef]
+    except ImportError:
+        _UvicornWorker = None  # type: ignore[assignment,misc]
+
+
+if _UvicornWorker is not None:
+
+    class GunicornWorker(_UvicornWorker):  # type: ignore[misc,valid-type]
+        """gunicorn worker class: ``gunicorn -k flaskasync.GunicornWorker module:app``.
+
+        uvicorn with httptools on flaskasync's loop in each worker process;
+        a Flask app is wrapped in :class:`flaskasync.ASGIApp` (its sync views
+        run in a pool of ``--threads`` threads, 8 when gunicorn's default of
+        1 is left).  gunicorn manages the processes (``-w``), graceful
+        shutdown (SIGTERM) included: lifespan shutdown gives background
+        tasks ``FLASKASYNC_SHUTDOWN_TIMEOUT`` seconds.
+        """
+
+        CONFIG_KWARGS = {"loop": LOOP, "http": "httptools", "lifespan": "on"}
+
+        def load_wsgi(self) -> None:
+            super().load_wsgi()
+            threads = self.cfg.threads if self.cfg.threads > 1 else None
+            self.wsgi = wrap(self.wsgi, threads)
+
+else:  # pragma: no cover
+
+    class GunicornWorker:  # type: ignore[no-redef]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            raise ImportError(
+                f"flaskasync.GunicornWorker needs gunicorn and uvicorn-worker: {_EXTRA_HINT}"
+            )

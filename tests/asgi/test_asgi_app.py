@@ -1,0 +1,128 @@
+"""ASGIApp in-process (no server) and the ways it is started: uvicorn's own
+command line with --loop flaskasync:new_event_loop, a missing serve extra,
+bad arguments."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+
+import flask
+import pytest
+
+from asgi_helpers import HERE, Server, uvicorn_cmd
+
+import flaskasync
+
+
+def test_uvicorn_command_line_with_root_path(tmp_path):
+    srv = Server(uvicorn_cmd, "asgiapp:application", tmp_path, "--root-path", "/pfx",
+                 "--no-access-log", name="uvicorn")
+    try:
+        # Behind a proxy that strips /pfx: uvicorn puts root_path in front of
+        # the path (ASGI); Flask sees SCRIPT_NAME=/pfx, PATH_INFO=/urls.
+        status, _, body = srv.request("GET", "/urls", headers={"Host": "h.test"})
+        assert status == 200, body
+        data = json.loads(body)
+        assert data["script_root"] == "/pfx"
+        assert data["path"] == "/pfx/urls"
+        assert data["external"] == "http://h.test/pfx/urls"
+        status, _, body = srv.request("GET", "/context")
+        assert status == 200 and json.loads(body)["loop_type"] == "Loop"
+    finally:
+        # uvicorn ends a graceful shutdown by re-raising the signal.
+        assert srv.stop() in (0, -15), srv.log()
+    assert "Application shutdown complete" in srv.log()
+
+
+def _run_asgi(app, scope, messages):
+    sent = []
+
+    async def receive():
+        if messages:
+            return messages.pop(0)
+        await asyncio.sleep(3600)
+
+    async def send(msg):
+        sent.append(msg)
+
+    async def main():
+        await app(scope, receive, send)
+
+    with asyncio.Runner(loop_factory=flaskasync.new_event_loop) as runner:
+        runner.run(main())
+    return sent
+
+
+def test_websocket_scope_is_refused():
+    app = flask.Flask(__name__)
+    asgi = flaskasync.ASGIApp(app)
+    sent = _run_asgi(asgi, {"type": "websocket", "path": "/", "headers": []},
+                     [{"type": "websocket.connect"}])
+    assert sent == [{"type": "websocket.close", "code": 1000}]
+
+
+def test_unknown_scope_type_raises():
+    asgi = flaskasync.ASGIApp(flask.Flask(__name__))
+    with pytest.raises(ValueError, match="unsupported ASGI scope type 'nope'"):
+        _run_asgi(asgi, {"type": "nope"}, [])
+
+
+def test_asgiapp_on_a_foreign_loop_fails_lifespan_startup_clearly():
+    asgi = flaskasync.ASGIApp(flask.Flask(__name__))
+    sent = []
+
+    async def main():
+        msgs = [{"type": "lifespan.startup"}]
+
+        async def receive():
+            return msgs.pop(0)
+
+        async def send(msg):
+            sent.append(msg)
+
+        await asgi({"type": "lifespan"}, receive, send)
+
+    asyncio.run(main())
+    assert sent[0]["type"] == "lifespan.startup.failed"
+    assert "flaskasync:new_event_loop" in sent[0]["message"]
+
+
+def test_asgiapp_installs_flaskasync_and_checks_its_arguments():
+    app = flask.Flask(__name__)
+    assert "flaskasync" not in app.extensions
+    flaskasync.ASGIApp(app)
+    assert "flaskasync" in app.extensions
+    with pytest.raises(TypeError, match="expects a flask.Flask app"):
+        flaskasync.ASGIApp(object())
+    with pytest.raises(ValueError, match="threads"):
+        flaskasync.ASGIApp(app, threads=0)
+
+
+@pytest.mark.parametrize("blocked", ["greenlet", "uvicorn"])
+def test_missing_serve_extra_names_it(blocked):
+    code = (
+        f"import sys; sys.modules[{blocked!r}] = None\n"
+        "import flaskasync\n"
+        "try:\n"
+        "    flaskasync.ASGIApp if %r == 'greenlet' else flaskasync.GunicornWorker\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n" % blocked
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert "pip install 'flaskasync[serve]'" in out.stdout, out.stdout + out.stderr
+
+
+def test_serve_rejects_a_wrong_target(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "flaskasync", "serve", "nosuchmodule:app"],
+                         cwd=HERE, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert "flaskasync serve: cannot find 'nosuchmodule:app'" in out.stderr
+    # Not a Flask app: the server process says so and exits.
+    out = subprocess.run([sys.executable, "-m", "flaskasync", "serve", "asgiapp:EVENTS",
+                          "--port", "0"], cwd=HERE, capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0
+    assert "expected a Flask app" in out.stderr + out.stdout
