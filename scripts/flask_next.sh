@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The Flask tests (tests/flask) against the next, unreleased Flask: the wheel
+# The Flask tests (tests/flask, tests/asgi) against the next, unreleased Flask: the wheel
 # in ../shared/wheels/ beside the repository (see its README), in a
 # virtualenv of its own (.venv-flask-next), so that .venv keeps the released
 # Flask.
@@ -27,4 +27,4 @@ FLASKASYNC_WERROR=1 "$venv/bin/python" -m pip install -q -e ".[test]"
 "$venv/bin/python" -c '
 import importlib.metadata as m, sys
 print("flask-next: Python %s, Flask %s, Werkzeug %s" % (sys.version.split()[0], m.version("flask"), m.version("werkzeug")))'
-exec "$venv/bin/python" -m pytest tests/flask -q "$@"
+exec "$venv/bin/python" -m pytest tests/flask tests/asgi -q "$@"
