@@ -371,20 +371,74 @@ fail:
     PyErr_Clear();
 }
 
+/* signal.set_wakeup_fd(fd); returns the fd it replaced, or -2 with the
+ * error cleared (not the main thread, interpreter finalizing). */
+static long
+swap_wakeup_fd(fa_loop *self, PyObject *fd)
+{
+    PyObject *r = PyObject_CallOneArg(self->st->set_wakeup_fd, fd);
+    long prev = r != NULL ? PyLong_AsLong(r) : -2;
+    Py_XDECREF(r);
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        prev = -2;
+    }
+    return prev;
+}
+
+/* After the run: put back the wakeup fd found when the loop first blocked.
+ * Not if the run changed it: add_signal_handler()/remove_signal_handler()
+ * (loop_set_signal_dispatch forgets wakeup_old then) and whoever else set
+ * it meant it to stay, as asyncio leaves its self-pipe installed. */
 static void
 uninstall_wakeup(fa_loop *self)
 {
-    PyObject *old = self->wakeup_old, *r;
+    PyObject *old = self->wakeup_old;
+    long cur;
     if (old == NULL) {
         return;
     }
     self->wakeup_old = NULL;
-    r = PyObject_CallOneArg(self->st->set_wakeup_fd, old);
-    if (r == NULL) {
-        PyErr_WriteUnraisable((PyObject *)self);
+    cur = swap_wakeup_fd(self, old);
+    if (cur != self->sig_wfd && cur != -2) {
+        /* Somebody set their own fd during the run: keep it. */
+        PyObject *keep = PyLong_FromLong(cur);
+        if (keep != NULL) {
+            (void)swap_wakeup_fd(self, keep);
+            Py_DECREF(keep);
+        }
+        PyErr_Clear();
     }
-    Py_XDECREF(r);
     Py_DECREF(old);
+}
+
+/* Before the signal pipe is closed: a wakeup fd still pointing at it would
+ * make every later signal write into a closed fd, or into whatever file
+ * reuses its number.  Reset it to -1 (main thread only, as
+ * signal.set_wakeup_fd allows). */
+static void
+release_wakeup_fd(fa_loop *self)
+{
+    PyObject *none;
+    long cur;
+    if (self->sig_wfd < 0 || PyThread_get_thread_ident() != self->st->main_ident) {
+        return;
+    }
+    none = PyLong_FromLong(-1);
+    if (none == NULL) {
+        PyErr_Clear();
+        return;
+    }
+    cur = swap_wakeup_fd(self, none);
+    Py_DECREF(none);
+    if (cur != self->sig_wfd && cur >= 0) {
+        PyObject *keep = PyLong_FromLong(cur);
+        if (keep != NULL) {
+            (void)swap_wakeup_fd(self, keep);
+            Py_DECREF(keep);
+        }
+        PyErr_Clear();
+    }
 }
 
 static PyObject *
@@ -414,6 +468,9 @@ loop_set_signal_dispatch(fa_loop *self, PyObject *flag)
         self->n_io--;
     }
     self->sig_dispatch = on;
+    /* add_signal_handler()/remove_signal_handler() just set the wakeup fd
+     * (our pipe, or -1 for the last one): that stays after the run. */
+    Py_CLEAR(self->wakeup_old);
     Py_RETURN_NONE;
 }
 
@@ -1474,6 +1531,7 @@ loop_free_uv(fa_loop *self)
         }
         self->timer_fd = -1;
         if (self->sig_rfd >= 0) {
+            release_wakeup_fd(self);
             close(self->sig_rfd);
             close(self->sig_wfd);
             self->sig_rfd = self->sig_wfd = -1;
@@ -1500,6 +1558,7 @@ loop_free_uv(fa_loop *self)
         self->timer_fd = -1;
     }
     if (self->sig_rfd >= 0) {
+        release_wakeup_fd(self);
         close(self->sig_rfd);
         close(self->sig_wfd);
         self->sig_rfd = self->sig_wfd = -1;

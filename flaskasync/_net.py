@@ -187,7 +187,7 @@ class TransportHooks:
 
         def on_exit():
             self._remove_reader(pidfd)
-            self._child_pidfds.discard(pidfd)
+            self._child_pidfds.pop(pidfd, None)
             os.close(pidfd)
             transport._process_exited(_reap(pid, transport))
 
@@ -196,15 +196,19 @@ class TransportHooks:
         except BaseException:
             os.close(pidfd)
             raise
-        self._child_pidfds.add(pidfd)
+        self._child_pidfds[pidfd] = (pid, transport)
 
     def _close_child_watchers(self) -> None:
-        """loop.close(): stop watching children (their exit goes unreported,
-        as with asyncio's loop closed before its children exit)."""
-        pidfds, self._child_pidfds = self._child_pidfds, set()
-        for pidfd in pidfds:
+        """loop.close(): stop watching children.  Their exit goes unreported
+        (the loop is gone), but a thread still reaps each one when it exits,
+        so that no zombie is left behind (asyncio 3.11's threaded child
+        watcher does; 3.12+'s pidfd watcher leaves a zombie)."""
+        watched, self._child_pidfds = self._child_pidfds, {}
+        for pidfd, (pid, transport) in watched.items():
             self._remove_reader(pidfd)
             os.close(pidfd)
+            threading.Thread(target=_reap_after_close, args=(self, pid, transport),
+                             name=f"flaskasync-waitpid-{pid}", daemon=True).start()
 
     def _wait_child_thread(self, pid, transport) -> None:
         returncode = _reap(pid, transport)
@@ -218,6 +222,11 @@ def _pipe_extra(pipe, extra) -> dict:
     extra = {} if extra is None else dict(extra)
     extra["pipe"] = pipe
     return extra
+
+
+def _reap_after_close(loop, pid, transport) -> None:
+    _reap(pid, transport)
+    logger.warning("Loop %r that handles pid %r is closed", loop, pid)
 
 
 def _reap(pid, transport) -> int:

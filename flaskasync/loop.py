@@ -98,7 +98,7 @@ class Loop(TransportHooks, _core.CLoop, asyncio.SelectorEventLoop):
         # to unlink on close, 3.13+).
         self._signal_handlers = {}
         self._unix_server_sockets = {}
-        self._child_pidfds = set()  # pidfds of subprocesses being watched
+        self._child_pidfds = {}  # pidfd -> (pid, transport) of subprocesses being watched
         self.set_debug(debug)
 
     # ------------------------------------------------------------ running
@@ -129,6 +129,15 @@ class Loop(TransportHooks, _core.CLoop, asyncio.SelectorEventLoop):
             return
         if self._debug:
             logger.debug("Close %r", self)
+        # Signal handlers first (as _UnixSelectorEventLoop.close does, but
+        # before the signal pipe is closed, so that the wakeup fd never
+        # points at a closed pipe).
+        if not sys.is_finalizing():
+            for sig in list(self._signal_handlers):
+                self.remove_signal_handler(sig)
+        elif self._signal_handlers:
+            self._signal_handlers.clear()
+            self._set_signal_dispatch(False)
         self._close_child_watchers()
         self._close()
         self._executor_shutdown_called = True
@@ -136,12 +145,6 @@ class Loop(TransportHooks, _core.CLoop, asyncio.SelectorEventLoop):
         if executor is not None:
             self._default_executor = None
             executor.shutdown(wait=False)
-        if not sys.is_finalizing():
-            for sig in list(self._signal_handlers):
-                self.remove_signal_handler(sig)
-        elif self._signal_handlers:
-            self._signal_handlers.clear()
-            self._set_signal_dispatch(False)
 
     # ------------------------------------------------------------ signals
     #

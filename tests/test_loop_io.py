@@ -577,3 +577,98 @@ def test_asyncgen_after_shutdown_warns(loop):
         loop.run_until_complete(main())
 
 
+
+
+def _wakeup_fd():
+    fd = signal.set_wakeup_fd(-1)
+    signal.set_wakeup_fd(fd)
+    return fd
+
+
+def _is_open(fd):
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+@pytest.fixture
+def restore_wakeup_fd():
+    old = signal.set_wakeup_fd(-1)
+    signal.set_wakeup_fd(old)
+    yield
+    signal.set_wakeup_fd(old)
+
+
+def test_signal_handler_removed_in_the_run_leaves_no_wakeup_fd(
+        loop_factory, restore_sigusr1, restore_wakeup_fd):
+    # A service's usual main(): a handler added at the top, removed in
+    # finally.  Afterwards the wakeup fd is -1, as asyncio leaves it, never
+    # the loop's (closed) signal pipe, into which every later signal would
+    # write, or into the file that reuses its number.
+    async def main():
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGUSR1, lambda: None)
+        try:
+            await asyncio.sleep(0.05)  # the loop blocks in its poll
+        finally:
+            loop.remove_signal_handler(signal.SIGUSR1)
+
+    signal.set_wakeup_fd(-1)
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(main())
+        assert _wakeup_fd() == -1
+    assert _wakeup_fd() == -1
+
+
+def test_signal_handler_added_in_the_run_keeps_working_between_runs(
+        loop, restore_sigusr1, restore_wakeup_fd):
+    # Added after the loop has blocked once; the signal arrives between two
+    # runs and is handled by the next one, as on asyncio's loop.
+    got = []
+
+    async def add():
+        await asyncio.sleep(0.01)
+        loop.add_signal_handler(signal.SIGUSR1, got.append, "usr1")
+
+    loop.run_until_complete(add())
+    fd = _wakeup_fd()
+    assert fd >= 0 and _is_open(fd)
+    os.kill(os.getpid(), signal.SIGUSR1)
+    loop.run_until_complete(asyncio.sleep(0.1))
+    assert got == ["usr1"]
+    loop.remove_signal_handler(signal.SIGUSR1)
+    assert _wakeup_fd() == -1
+
+
+def test_loop_close_leaves_no_wakeup_fd_on_its_pipe(loop_factory, restore_sigusr1,
+                                                    restore_wakeup_fd):
+    # Closed with a handler still installed: the wakeup fd is reset before
+    # the pipe goes.
+    signal.set_wakeup_fd(-1)
+    lp = loop_factory()
+    lp.add_signal_handler(signal.SIGUSR1, lambda: None)
+    lp.run_until_complete(asyncio.sleep(0.01))
+    lp.close()
+    assert _wakeup_fd() == -1
+    assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL
+
+
+def test_a_wakeup_fd_set_by_the_application_in_the_run_stays(
+        loop, restore_wakeup_fd):
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    try:
+        async def main():
+            await asyncio.sleep(0.01)  # the loop blocks once
+            signal.set_wakeup_fd(w)
+            await asyncio.sleep(0.01)
+
+        signal.set_wakeup_fd(-1)
+        loop.run_until_complete(main())
+        assert _wakeup_fd() == w
+    finally:
+        signal.set_wakeup_fd(-1)
+        os.close(r)
+        os.close(w)

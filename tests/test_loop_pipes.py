@@ -876,3 +876,24 @@ def test_read_pipe_data_received_error_keeps_reading(loop):
         assert len(handled) == 1 and handled[0].startswith("Exception in callback")
 
     run(loop, main())
+
+
+def test_child_running_at_close_is_reaped_not_left_a_zombie(fa_loop, caplog):
+    # A subprocess still running when its loop closes: its exit goes
+    # unreported, but it is reaped once it exits (asyncio 3.11's threaded
+    # child watcher does the same; 3.12+'s pidfd watcher leaves a zombie).
+    proc = fa_loop.run_until_complete(asyncio.create_subprocess_exec("sleep", "0.2"))
+    pid = proc.pid
+    fa_loop.close()
+    deadline = time.monotonic() + 5
+    state = "?"
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            state = "reaped"
+            break
+        time.sleep(0.05)
+    assert state == "reaped"
+    assert f"that handles pid {pid} is closed" in caplog.text
