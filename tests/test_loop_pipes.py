@@ -885,6 +885,7 @@ def test_child_running_at_close_is_reaped_not_left_a_zombie(fa_loop, caplog):
     proc = fa_loop.run_until_complete(asyncio.create_subprocess_exec("sleep", "0.2"))
     pid = proc.pid
     fa_loop.close()
+    message = f"that handles pid {pid} is closed"
     deadline = time.monotonic() + 5
     state = "?"
     while time.monotonic() < deadline:
@@ -893,7 +894,8 @@ def test_child_running_at_close_is_reaped_not_left_a_zombie(fa_loop, caplog):
                 state = f.read().rsplit(")", 1)[1].split()[0]
         except FileNotFoundError:
             state = "reaped"
-            break
+            if message in caplog.text:  # logged right after the reaping
+                break
         time.sleep(0.05)
     assert state == "reaped"
-    assert f"that handles pid {pid} is closed" in caplog.text
+    assert message in caplog.text
