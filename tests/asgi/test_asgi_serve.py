@@ -88,7 +88,7 @@ def test_seed_example_under_serve(tmp_path):
         single = time.monotonic() - t0
         assert status == 200
         assert json.loads(body) == [{"x": x} for x in range(5)]
-        assert 0.9 < single < 1.6, single
+        assert 0.9 < single < 2.5, single  # gathered: ~1 s; in a row: 5 s
         elapsed, out = concurrent_gets(srv.port, "/", 100)
         assert all(r.startswith(b"HTTP/1.1 200") for r in out)
         assert elapsed < 2.5, elapsed

@@ -152,7 +152,8 @@ def test_seed_example(kind, tmp_path):
         status, body, elapsed = server.get("/")
         assert status == 200
         assert json.loads(body) == SEED_RESULT
-        assert 0.95 <= elapsed < 1.6, f"{kind}: {elapsed:.2f} s"
+        # Gathered: about 1 s (one after another: 5 s); room for a loaded machine.
+        assert 0.95 <= elapsed < 2.5, f"{kind}: {elapsed:.2f} s"
         # Concurrent requests overlap: threads share the one loop per process.
         n = 4 if kind in THREADED else 2  # sync workers: one request per process
         t0 = time.monotonic()
