@@ -562,7 +562,10 @@ def _serve_wsgi(wsgi_app, environ: dict, send, state: _RequestState):
 
     Messages are sent as the body is produced, except the last ones, which
     are returned for the caller to send on the loop: a response whose body
-    is one chunk (most) costs no extra trip to the loop."""
+    is one chunk (most) costs no extra trip to the loop.  As a WSGI server
+    does, the body iterable is run to its end (code after a generator's
+    last yield runs) even past a Content-Length, whose extra bytes are not
+    sent, then closed."""
     headers_out: list = []
     status_out: list = []
 
@@ -593,15 +596,33 @@ def _serve_wsgi(wsgi_app, environ: dict, send, state: _RequestState):
         if chunk is None:
             return [start, {"type": "http.response.body", "body": b"", "more_body": False}]
         if length is not None and len(chunk) >= length:
-            return [start, {"type": "http.response.body", "body": chunk, "more_body": False}]
+            # The whole body in one chunk: the rest of the iterable is run
+            # (a buffered response's is empty) and discarded.
+            for _ in it:
+                if state.disconnected:
+                    raise ClientDisconnected("the client disconnected")
+            return [start, {"type": "http.response.body", "body": chunk[:length],
+                            "more_body": False}]
         # A streamed body: each chunk is sent as it is produced.
         state_started[0] = True
         _send_sync(send, state, [start, {"type": "http.response.body", "body": chunk,
                                          "more_body": True}])
-        for chunk in it:
-            if chunk:
-                _send_sync(send, state, [{"type": "http.response.body", "body": chunk,
-                                          "more_body": True}])
+        if length is None:
+            for chunk in it:
+                if chunk:
+                    _send_sync(send, state, [{"type": "http.response.body", "body": chunk,
+                                              "more_body": True}])
+        else:
+            left = length - len(chunk)
+            for chunk in it:
+                if left > 0:
+                    if chunk:
+                        chunk = chunk[:left]
+                        left -= len(chunk)
+                        _send_sync(send, state, [{"type": "http.response.body", "body": chunk,
+                                                  "more_body": True}])
+                elif state.disconnected:
+                    raise ClientDisconnected("the client disconnected")
         return [{"type": "http.response.body", "body": b"", "more_body": False}]
     finally:
         close = getattr(app_iter, "close", None)

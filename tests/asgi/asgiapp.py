@@ -220,6 +220,30 @@ def sync_stream():
     return app.response_class(gen())
 
 
+def _cl_gen(key, chunks):
+    """A body declaring Content-Length 5 for the chunks (which may be more)."""
+
+    def gen():
+        yield from chunks
+        EVENTS[key] = "after the last yield"
+
+    return app.response_class(gen(), headers={"Content-Length": "5"})
+
+
+_CL_CHUNKS = {"one": [b"hello"], "more": [b"hello", b"EXTRA"], "split": [b"he", b"llo!!", b"X"]}
+
+
+@app.get("/cl-gen")
+def cl_gen():
+    return _cl_gen(request.args["key"], _CL_CHUNKS[request.args["chunks"]])
+
+
+@app.get("/async-cl-gen")
+async def async_cl_gen():
+    await asyncio.sleep(0)
+    return _cl_gen(request.args["key"], _CL_CHUNKS[request.args["chunks"]])
+
+
 @app.route("/wait", methods=["GET", "POST"])
 async def wait():
     key = request.args["key"]

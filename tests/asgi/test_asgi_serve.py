@@ -576,3 +576,18 @@ def test_a_hook_can_lower_the_body_limit_of_its_request(serve, hook):
     # first max_content_length bytes, under any server; not tested here.)
     status, _, _ = _upload(serve, f"/limit/upload?limit=1000&hook={hook}", b"x" * 5000, False)
     assert status == 413
+
+
+# ------------------------------------------------------------ responses
+
+
+@pytest.mark.parametrize("chunks", ["one", "more", "split"])
+@pytest.mark.parametrize("view", ["/cl-gen", "/async-cl-gen"])
+def test_a_generator_with_content_length_is_run_to_its_end(serve, view, chunks):
+    # As a WSGI server does: the code after the last yield runs, and bytes
+    # past the Content-Length are not sent.
+    k = key()
+    status, _, body = serve.request("GET", f"{view}?key={k}&chunks={chunks}")
+    assert status == 200 and body == b"hello"
+    assert wait_for(lambda: serve.events().get(k) == "after the last yield"), serve.events()
+    assert "Exception in ASGI application" not in serve.log()
