@@ -62,15 +62,19 @@ intern_all(void)
     return 0;
 }
 
-/* scope[key] as a borrowed reference, or dflt if absent; NULL on error. */
+/* scope[key] as a new reference, or a new reference to dflt if absent (NULL
+ * without an exception when dflt is NULL); NULL with an exception on error.
+ * Every value taken from the scope is held while it is used: looking keys up
+ * and converting values can run Python code (a key's __eq__, a value's
+ * __str__), which could drop the scope's last reference to a value. */
 static PyObject *
 scope_get(PyObject *scope, PyObject *key, PyObject *dflt)
 {
     PyObject *v = PyDict_GetItemWithError(scope, key);
-    if (v == NULL && !PyErr_Occurred()) {
-        return dflt;
+    if (v == NULL) {
+        return PyErr_Occurred() ? NULL : Py_XNewRef(dflt);
     }
-    return v;
+    return Py_NewRef(v);
 }
 
 /* A str of the scope as a WSGI string: ASCII as it is, otherwise its UTF-8
@@ -204,8 +208,80 @@ set_new(PyObject *environ, PyObject *key, PyObject *value)
     return r;
 }
 
+/* One header into the environ.  name and value are held by the caller:
+ * hashing a bytes subclass (the cache lookup) runs Python code, which could
+ * drop the header pair they came from. */
+static int
+add_header(PyObject *environ, PyObject *cache, PyObject *name, PyObject *value)
+{
+    PyObject *key, *text, *old;
+    int r;
+    key = PyDict_GetItemWithError(cache, name);
+    if (key != NULL) {
+        Py_INCREF(key);
+    }
+    else {
+        if (PyErr_Occurred()) {
+            return -1;
+        }
+        key = header_key(PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name));
+        if (key == NULL) {
+            return -1;
+        }
+        if (PyDict_GET_SIZE(cache) < 1024 && PyDict_SetItem(cache, name, key) < 0) {
+            Py_DECREF(key);
+            return -1;
+        }
+    }
+    if (!PyUnicode_CheckExact(key)) {
+        PyErr_Format(PyExc_TypeError, "_asgi_environ(): header_cache values must be str, got %R",
+                     key);
+        Py_DECREF(key);
+        return -1;
+    }
+    text = PyUnicode_DecodeLatin1(PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value), NULL);
+    if (text == NULL) {
+        Py_DECREF(key);
+        return -1;
+    }
+    old = PyDict_GetItemWithError(environ, key);
+    if (old != NULL) {
+        /* Repeated headers are joined, cookies with "; " (RFC 6265). */
+        PyObject *sep = PyUnicode_FromString(
+            PyUnicode_Compare(key, k_http_cookie) == 0 ? "; " : ",");
+        PyObject *joined = NULL;
+        Py_INCREF(old);
+        if (sep != NULL) {
+            PyObject *tmp = PyUnicode_Concat(old, sep);
+            if (tmp != NULL) {
+                joined = PyUnicode_Concat(tmp, text);
+                Py_DECREF(tmp);
+            }
+            Py_DECREF(sep);
+        }
+        Py_DECREF(old);
+        Py_SETREF(text, joined);
+        if (text == NULL) {
+            Py_DECREF(key);
+            return -1;
+        }
+    }
+    else if (PyErr_Occurred()) {
+        Py_DECREF(key);
+        Py_DECREF(text);
+        return -1;
+    }
+    r = PyDict_SetItem(environ, key, text);
+    Py_DECREF(key);
+    Py_DECREF(text);
+    return r;
+}
+
 /* Headers into the environ; *has_body / *chunked from Content-Length and
- * Transfer-Encoding (the first of the two that appears decides). */
+ * Transfer-Encoding (the first of the two that appears decides).  The pair,
+ * name and value of each header are held while it is converted (see
+ * add_header); a list of headers changed meanwhile is read on from the
+ * same index, never past its end. */
 static int
 add_headers(PyObject *environ, PyObject *headers, PyObject *cache, int *has_body, int *chunked)
 {
@@ -215,89 +291,43 @@ add_headers(PyObject *environ, PyObject *headers, PyObject *cache, int *has_body
         return -1;
     }
     for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
-        PyObject *pair = PySequence_Fast_GET_ITEM(seq, i);
-        PyObject *name, *value, *key = NULL, *text = NULL, *old;
-        if (!PyTuple_Check(pair) && !PyList_Check(pair)) {
+        PyObject *pair = Py_NewRef(PySequence_Fast_GET_ITEM(seq, i));
+        PyObject *name, *value;
+        int r;
+        if ((!PyTuple_Check(pair) && !PyList_Check(pair)) || PySequence_Fast_GET_SIZE(pair) != 2) {
             PyErr_Format(PyExc_TypeError, "ASGI scope: a header must be a pair, got %R", pair);
+            Py_DECREF(pair);
             goto error;
         }
-        if (PySequence_Fast_GET_SIZE(pair) != 2) {
-            PyErr_Format(PyExc_TypeError, "ASGI scope: a header must be a pair, got %R", pair);
-            goto error;
-        }
-        name = PySequence_Fast_GET_ITEM(pair, 0);
-        value = PySequence_Fast_GET_ITEM(pair, 1);
+        name = Py_NewRef(PySequence_Fast_GET_ITEM(pair, 0));
+        value = Py_NewRef(PySequence_Fast_GET_ITEM(pair, 1));
         if (!PyBytes_Check(name) || !PyBytes_Check(value)) {
             PyErr_Format(PyExc_TypeError, "ASGI scope: header names and values must be bytes, "
                          "got %R", pair);
-            goto error;
-        }
-        if (!decided) {
-            const char *nm = PyBytes_AS_STRING(name);
-            Py_ssize_t nn = PyBytes_GET_SIZE(name);
-            if (nn == 14 && memcmp(nm, "content-length", 14) == 0) {
-                *has_body = !is_blank_or_zero(PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value));
-                decided = 1;
-            }
-            else if (nn == 17 && memcmp(nm, "transfer-encoding", 17) == 0) {
-                *has_body = *chunked = 1;
-                decided = 1;
-            }
-        }
-        key = PyDict_GetItemWithError(cache, name);
-        if (key != NULL) {
-            Py_INCREF(key);
+            r = -1;
         }
         else {
-            if (PyErr_Occurred()) {
-                goto error;
-            }
-            key = header_key(PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name));
-            if (key == NULL) {
-                goto error;
-            }
-            if (PyDict_GET_SIZE(cache) < 1024 && PyDict_SetItem(cache, name, key) < 0) {
-                Py_DECREF(key);
-                goto error;
-            }
-        }
-        text = PyUnicode_DecodeLatin1(PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value), NULL);
-        if (text == NULL) {
-            Py_DECREF(key);
-            goto error;
-        }
-        old = PyDict_GetItemWithError(environ, key);
-        if (old != NULL) {
-            /* Repeated headers are joined, cookies with "; " (RFC 6265). */
-            PyObject *sep = PyUnicode_FromString(
-                PyUnicode_Compare(key, k_http_cookie) == 0 ? "; " : ",");
-            PyObject *joined = NULL;
-            if (sep != NULL) {
-                PyObject *tmp = PyUnicode_Concat(old, sep);
-                if (tmp != NULL) {
-                    joined = PyUnicode_Concat(tmp, text);
-                    Py_DECREF(tmp);
+            if (!decided) {
+                const char *nm = PyBytes_AS_STRING(name);
+                Py_ssize_t nn = PyBytes_GET_SIZE(name);
+                if (nn == 14 && memcmp(nm, "content-length", 14) == 0) {
+                    *has_body = !is_blank_or_zero(PyBytes_AS_STRING(value),
+                                                  PyBytes_GET_SIZE(value));
+                    decided = 1;
                 }
-                Py_DECREF(sep);
+                else if (nn == 17 && memcmp(nm, "transfer-encoding", 17) == 0) {
+                    *has_body = *chunked = 1;
+                    decided = 1;
+                }
             }
-            Py_SETREF(text, joined);
-            if (text == NULL) {
-                Py_DECREF(key);
-                goto error;
-            }
+            r = add_header(environ, cache, name, value);
         }
-        else if (PyErr_Occurred()) {
-            Py_DECREF(key);
-            Py_DECREF(text);
+        Py_DECREF(name);
+        Py_DECREF(value);
+        Py_DECREF(pair);
+        if (r < 0) {
             goto error;
         }
-        if (PyDict_SetItem(environ, key, text) < 0) {
-            Py_DECREF(key);
-            Py_DECREF(text);
-            goto error;
-        }
-        Py_DECREF(key);
-        Py_DECREF(text);
     }
     Py_DECREF(seq);
     return 0;
@@ -313,8 +343,8 @@ error:
 PyObject *
 fa_asgi_environ(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    PyObject *scope, *body, *errors, *cache, *environ = NULL, *v, *root, *path;
-    PyObject *server, *client;
+    PyObject *scope, *body, *errors, *cache, *environ = NULL, *v = NULL, *root = NULL;
+    PyObject *path = NULL, *server = NULL, *client = NULL;
     int has_body = 0, chunked = 0;
 
     if (nargs != 4) {
@@ -347,9 +377,13 @@ fa_asgi_environ(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (PyDict_SetItem(environ, k_method, v) < 0) {
         goto error;
     }
+    Py_CLEAR(v);
     root = scope_get(scope, s_root_path, s_empty);
+    if (root == NULL) {
+        goto error;
+    }
     path = scope_get(scope, s_path, NULL);
-    if (root == NULL || path == NULL) {
+    if (path == NULL) {
         if (!PyErr_Occurred()) {
             PyErr_SetString(PyExc_KeyError, "path");
         }
@@ -371,12 +405,16 @@ fa_asgi_environ(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         v = wsgi_str(rest);
         Py_DECREF(rest);
         if (set_new(environ, k_path_info, v) < 0) {
+            v = NULL;
             goto error;
         }
+        v = NULL;
     }
     else if (set_new(environ, k_path_info, wsgi_str(path)) < 0) {
         goto error;
     }
+    Py_CLEAR(root);
+    Py_CLEAR(path);
     v = scope_get(scope, s_query_string, NULL);
     if (v == NULL && PyErr_Occurred()) {
         goto error;
@@ -384,27 +422,30 @@ fa_asgi_environ(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (set_new(environ, k_query_string, v == NULL ? Py_NewRef(s_empty) : latin1(v)) < 0) {
         goto error;
     }
+    Py_CLEAR(v);
     server = scope_get(scope, s_server, Py_None);
     if (server == NULL) {
         goto error;
     }
     if (server != Py_None) {
         PyObject *host, *port;
-        if (!PyTuple_Check(server) && !PyList_Check(server)) {
+        int r;
+        /* The list's or tuple's own size (a subclass's __len__ is not asked). */
+        if ((!PyTuple_Check(server) && !PyList_Check(server)) ||
+            PySequence_Fast_GET_SIZE(server) != 2) {
             PyErr_SetString(PyExc_TypeError, "ASGI scope: server must be a (host, port) pair");
             goto error;
         }
-        if (PySequence_Size(server) != 2) {
-            PyErr_SetString(PyExc_TypeError, "ASGI scope: server must be a (host, port) pair");
-            goto error;
+        host = Py_NewRef(PySequence_Fast_GET_ITEM(server, 0));
+        port = Py_NewRef(PySequence_Fast_GET_ITEM(server, 1));
+        r = set_str_of(environ, k_server_name, host);
+        if (r == 0) {
+            r = port == Py_None ? PyDict_SetItem(environ, k_server_port, s_empty)
+                                : set_str_of(environ, k_server_port, port);
         }
-        host = PySequence_Fast_GET_ITEM(server, 0);
-        port = PySequence_Fast_GET_ITEM(server, 1);
-        if (set_str_of(environ, k_server_name, host) < 0) {
-            goto error;
-        }
-        if (port == Py_None ? PyDict_SetItem(environ, k_server_port, s_empty) < 0
-                            : set_str_of(environ, k_server_port, port) < 0) {
+        Py_DECREF(host);
+        Py_DECREF(port);
+        if (r < 0) {
             goto error;
         }
     }
@@ -414,6 +455,7 @@ fa_asgi_environ(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             goto error;
         }
     }
+    Py_CLEAR(server);
     v = scope_get(scope, s_http_version, NULL);
     if (v == NULL && PyErr_Occurred()) {
         goto error;
@@ -423,14 +465,21 @@ fa_asgi_environ(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                           : PyUnicode_FromFormat("HTTP/%S", v)) < 0) {
         goto error;
     }
+    Py_CLEAR(v);
     client = scope_get(scope, s_client, Py_None);
     if (client == NULL) {
         goto error;
     }
-    if (client != Py_None && (PyTuple_Check(client) || PyList_Check(client)) &&
-        PySequence_Size(client) == 2) {
-        if (set_str_of(environ, k_remote_addr, PySequence_Fast_GET_ITEM(client, 0)) < 0 ||
-            set_str_of(environ, k_remote_port, PySequence_Fast_GET_ITEM(client, 1)) < 0) {
+    if ((PyTuple_Check(client) || PyList_Check(client)) && PySequence_Fast_GET_SIZE(client) == 2) {
+        PyObject *addr = Py_NewRef(PySequence_Fast_GET_ITEM(client, 0));
+        PyObject *port = Py_NewRef(PySequence_Fast_GET_ITEM(client, 1));
+        int r = set_str_of(environ, k_remote_addr, addr);
+        if (r == 0) {
+            r = set_str_of(environ, k_remote_port, port);
+        }
+        Py_DECREF(addr);
+        Py_DECREF(port);
+        if (r < 0) {
             goto error;
         }
     }
@@ -438,10 +487,12 @@ fa_asgi_environ(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
              PyDict_SetItem(environ, k_remote_port, s_empty) < 0) {
         goto error;
     }
+    Py_CLEAR(client);
     v = scope_get(scope, s_scheme, s_http);
     if (v == NULL || PyDict_SetItem(environ, k_url_scheme, v) < 0) {
         goto error;
     }
+    Py_CLEAR(v);
     if (PyDict_SetItem(environ, k_wsgi_version, v_version) < 0 ||
         PyDict_SetItem(environ, k_input, body) < 0 ||
         PyDict_SetItem(environ, k_errors, errors) < 0 ||
@@ -458,9 +509,15 @@ fa_asgi_environ(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (v != NULL && add_headers(environ, v, cache, &has_body, &chunked) < 0) {
         goto error;
     }
+    Py_CLEAR(v);
     return Py_BuildValue("(NOO)", environ, has_body ? Py_True : Py_False,
                          chunked ? Py_True : Py_False);
 error:
+    Py_XDECREF(v);
+    Py_XDECREF(root);
+    Py_XDECREF(path);
+    Py_XDECREF(server);
+    Py_XDECREF(client);
     Py_XDECREF(environ);
     return NULL;
 }
@@ -502,7 +559,12 @@ fa_asgi_start(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (code == NULL) {
         return NULL;
     }
+    /* A tuple: a list could be changed by the Python code that str
+     * subclasses' lower() runs while the pairs are converted. */
     seq = PySequence_Fast(headers, "WSGI headers must be a list of (name, value) pairs");
+    if (seq != NULL && PyList_Check(seq)) {
+        Py_SETREF(seq, PyList_AsTuple(seq));
+    }
     if (seq == NULL) {
         goto error;
     }
@@ -523,6 +585,11 @@ fa_asgi_start(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         value = PyTuple_GET_ITEM(pair, 1);
         lname = PyObject_CallMethod(name, "lower", NULL);
         if (lname == NULL) {
+            goto error;
+        }
+        if (!PyUnicode_Check(lname)) {
+            PyErr_Format(PyExc_TypeError, "WSGI header name %R: lower() returned %R", name, lname);
+            Py_DECREF(lname);
             goto error;
         }
         bname = PyUnicode_AsLatin1String(lname);

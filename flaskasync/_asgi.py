@@ -19,10 +19,15 @@ How a request is served:
 - Every other request (sync views, 404, 405, redirects) runs the same
   pipeline in a thread pool (``threads``), exactly as a threaded WSGI
   server runs it, never on the loop's thread.
-- Either way the request body streams in from ASGI ``receive`` and the
-  response streams out to ``send``; ``flaskasync.run()`` (which both use)
-  reaches the loop from a pool thread by submitting and waiting, and from a
-  greenlet by switching to the loop's side.
+- Either way the request body streams in from ASGI ``receive`` as the
+  application reads it and the response streams out to ``send``: a pool
+  thread waits with ``flaskasync.run()`` (submitting to the loop), a
+  greenlet by switching to the loop's side.  Code running on the loop (an
+  async view's coroutine) cannot wait: the rest of an async view's
+  request body is read before the request's first coroutine runs (see
+  ``_Input.before_coroutine``), after its sync hooks.
+- A request is watched for its client going away from WATCH_DELAY on
+  (``_RequestState``, ``_pump``), whether its body was read or not.
 
 The server's loop is the process's app loop from lifespan startup to
 lifespan shutdown (``flaskasync.get_loop()`` returns it, background tasks
@@ -33,6 +38,7 @@ and ``spawn`` run on it).  At lifespan shutdown background tasks get
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
 import inspect
 import io
@@ -53,6 +59,7 @@ except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
 
 import flask
 from flask.views import MethodView
+from werkzeug.exceptions import ClientDisconnected as _BodyCutOff
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import RequestRedirect
 
@@ -66,6 +73,8 @@ logger = logging.getLogger("flaskasync")
 
 _Task = asyncio.Task
 _CancelledError = asyncio.CancelledError
+_get_running_loop = asyncio._get_running_loop
+_has_request_context = flask.has_request_context
 
 #: Default size of the thread pool running sync views.
 DEFAULT_THREADS = 8
@@ -150,47 +159,99 @@ def build_environ(scope: dict, body: Any) -> dict:
 # --------------------------------------------------------------- request body
 
 
-class _Input(io.RawIOBase):
-    """``wsgi.input``: the request body, read from ASGI ``receive`` as the
-    application reads it (never ahead of it, so a 413 or an unread body
-    does not make the server read it all)."""
+def _cut_off() -> _BodyCutOff:
+    return _BodyCutOff("the client disconnected before the end of the request body")
 
-    def __init__(self, receive, state) -> None:
+
+_BODY_ON_LOOP = (
+    "flaskasync ASGI mode: the request body cannot be read here: code running on the event "
+    "loop (a coroutine) cannot wait for the client, and only the body up to the request's "
+    "max_content_length was read before the request's first coroutine ran. Set "
+    "request.max_content_length in a sync before_request hook, or read the body in sync code."
+)
+_SYNC_BODY_ON_LOOP = (
+    "flaskasync ASGI mode: the body of a request for a sync view cannot be read from a "
+    "coroutine (an async hook): code running on the event loop cannot wait for the client. "
+    "Read it in sync code (the view, a sync hook)."
+)
+
+
+class _Input(io.RawIOBase):
+    """``wsgi.input``: the request body, read from the client as the
+    application reads it (never ahead of it, so that a 413 or a hook
+    refusing the request does not make the server read it all).
+
+    A read waits for the next chunk: from a pool thread by ``run()``, from a
+    request's greenlet by switching to the loop's side.  Code running on
+    the loop (an async view's coroutine) cannot wait: for an async view's
+    request, :meth:`before_coroutine` reads the rest of the body (up to the
+    request's ``max_content_length`` + 1 bytes) into memory or a temporary
+    file before each coroutine the greenlet hands over.
+
+    The body ends only where the client ended it: a client that goes away
+    first gives werkzeug's ``ClientDisconnected`` (400, as a WSGI server's
+    input gives on a short read), never an early EOF."""
+
+    def __init__(self, state: "_RequestState", length: Optional[int], app) -> None:
         super().__init__()
-        self._receive = receive
         self._state = state
+        self._length = length  # Content-Length; None for a chunked body
+        self._app = app
         self._buf = b""
         self._pos = 0
-        self._more = True
+        self._spool: Any = None  # read ahead of _buf by before_coroutine
+        self._eof = False
+        self._received = 0
 
     def readable(self) -> bool:
         return True
 
-    def _fill(self) -> bool:
-        """Get the next chunk; False at the end of the body."""
-        while self._more:
-            coro = _call(self._receive)
+    def close(self) -> None:
+        spool, self._spool = self._spool, None
+        if spool is not None:
+            spool.close()
+        super().close()
+
+    def _next(self) -> bytes:
+        """The next chunk from the client; b"" at the end of the body."""
+        state = self._state
+        if _get_running_loop() is not None:
+            # A coroutine on the loop: it cannot wait.
+            if state.disconnected:
+                raise _cut_off()
+            raise RuntimeError(_SYNC_BODY_ON_LOOP if state.task is None else _BODY_ON_LOOP)
+        if _bridge.in_greenlet():
+            data = _bridge.await_only(_next_chunk(state))
+        else:
+            coro = _next_chunk(state)
             try:
-                msg = run(coro)
+                data = run(coro)
             except RuntimeError:
-                coro.close()  # run() refused it (called from async code)
+                coro.close()  # run() refused it
                 raise
-            kind = msg.get("type")
-            if kind == "http.request":
-                self._more = msg.get("more_body", False)
-                if not self._more:
-                    self._state.body_done()
-                data = msg.get("body", b"")
-                if data:
-                    self._buf = data
-                    self._pos = 0
-                    return True
-            elif kind == "http.disconnect":
-                # As a WSGI server's input at a closed socket: the body ends
-                # early, and werkzeug answers the short read with 400
-                # (werkzeug.exceptions.ClientDisconnected), sent to nobody.
-                self._more = False
-                self._state.disconnected = True
+        if data:
+            self._received += len(data)
+        else:
+            self._eof = True
+        return data
+
+    def _fill(self) -> bool:
+        """Get the next chunk into _buf; False at the end of the body."""
+        spool = self._spool
+        if spool is not None:
+            data = spool.read(_SPOOL_READ)
+            if data:
+                self._buf = data
+                self._pos = 0
+                return True
+            self._spool = None
+            spool.close()
+        while not self._eof:
+            data = self._next()
+            if data:
+                self._buf = data
+                self._pos = 0
+                return True
         return False
 
     def readinto(self, b) -> int:
@@ -218,6 +279,61 @@ class _Input(io.RawIOBase):
             self._pos = len(self._buf)
         return b"".join(parts)
 
+    def _keep(self, data: bytes) -> None:
+        """Keep a chunk read ahead, after what is not read yet."""
+        spool = self._spool
+        if spool is None:
+            if self._pos >= len(self._buf):
+                self._buf = data
+                self._pos = 0
+                return
+            spool = self._spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_MAX)
+            spool.write(data)
+            spool.seek(0)
+        else:
+            pos = spool.tell()
+            spool.seek(0, 2)
+            spool.write(data)
+            spool.seek(pos)
+
+    def before_coroutine(self) -> None:
+        """In an async view's greenlet, before it hands a coroutine (a hook,
+        the view) to the loop, where code cannot wait for the client: read
+        the rest of the body, up to the request's max_content_length + 1
+        bytes (a chunked body) or not at all (a Content-Length above it:
+        werkzeug answers 413 from the header).  Sync code before (sync
+        hooks) can refuse the request without the body being read."""
+        if self._eof:
+            _bridge.set_on_handover(None)
+            return
+        if _has_request_context():
+            limit = flask.request.max_content_length
+        else:
+            limit = self._app.config.get("MAX_CONTENT_LENGTH")
+        length = self._length
+        if length is not None:
+            if limit is not None and length > limit:
+                return  # asked again before the next coroutine: the limit may change
+            target = None
+        else:
+            target = None if limit is None else limit + 1
+        try:
+            while not self._eof and (target is None or self._received < target):
+                data = self._next()
+                if data:
+                    self._keep(data)
+        except _BodyCutOff:
+            return  # reading on raises it again; the request is cancelled
+        except _CancelledError:
+            # The request was cancelled (its client left) while this waited:
+            # the coroutine is handed over all the same, and cancelled at its
+            # first await, as it would have been had it been running.
+            if self._state.task is not None:
+                self._state.task.cancel()
+            return
+        if self._eof:
+            _bridge.set_on_handover(None)
+
 
 class _Empty(io.RawIOBase):
     """``wsgi.input`` of a request without a body."""
@@ -238,10 +354,6 @@ class _Empty(io.RawIOBase):
         pass  # one instance serves every bodyless request
 
 
-async def _call(fn, *args):
-    return await fn(*args)
-
-
 def _body_kind(scope: dict):
     """(has a body, is chunked) from the request headers."""
     for name, value in scope.get("headers", ()):
@@ -252,46 +364,95 @@ def _body_kind(scope: dict):
     return False, False
 
 
+def _content_length(environ: dict) -> Optional[int]:
+    try:
+        length = int(environ.get("CONTENT_LENGTH", ""))
+    except ValueError:
+        return None
+    return length if length >= 0 else None
+
+
 _EMPTY = _Empty()
 
-#: Bodies of async views' requests larger than this go to a temporary file.
+#: Bodies read ahead for an async view's coroutines larger than this go
+#: to a temporary file.
 _SPOOL_MAX = 1 << 20
+_SPOOL_READ = 1 << 16
+
+#: Bytes of a request body the receive pump reads ahead of the application.
+READ_AHEAD = 1 << 16
+
+
+class _Body:
+    """The request body's side of a request's state (on the loop)."""
+
+    __slots__ = ("chunks", "buffered", "eof", "reading", "want_pump", "waiter", "space")
+
+    def __init__(self) -> None:
+        self.chunks: collections.deque = collections.deque()
+        self.buffered = 0  # bytes in chunks
+        self.eof = False  # the client sent the end of the body
+        self.reading = False  # a reader awaits receive() itself
+        self.want_pump = False  # start the pump when that read returns
+        self.waiter: Optional[asyncio.Future] = None  # a reader waiting for the pump
+        self.space: Optional[asyncio.Future] = None  # the pump waiting for the reader
+
+    def wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            _set_result(waiter, None)
 
 
 class _RequestState:
-    """What the serving side knows about one request."""
+    """What the serving side knows about one request (used on the loop).
 
-    __slots__ = ("disconnected", "done", "task", "watcher", "receive", "body_complete", "loop",
-                 "timer")
+    ``receive`` has one caller at a time.  Until the request is watched,
+    the application's reads call it (so a quick request never pays for a
+    task); from WATCH_DELAY on, the pump does, for the whole request: it
+    reads the body ahead of the application (at most READ_AHEAD bytes) and
+    notices ``http.disconnect`` whenever it comes, cancelling an async
+    view and failing the reads and sends of a sync one."""
 
-    def __init__(self, loop, receive, body_complete: bool) -> None:
+    __slots__ = ("disconnected", "done", "task", "watcher", "receive", "loop", "timer", "body")
+
+    def __init__(self, loop, receive, body: Optional[_Body]) -> None:
         self.loop = loop
         self.disconnected = False
         self.done = False
         self.task: Optional[asyncio.Task] = None
-        self.watcher: Optional[asyncio.Task] = None
+        self.watcher: Optional[asyncio.Task] = None  # the pump
         self.receive = receive
-        self.body_complete = body_complete
         self.timer: Optional[asyncio.TimerHandle] = None
-
-    def body_done(self) -> None:
-        """The application read the whole body (in a pool thread or a
-        greenlet): from now on, watch for the client going away."""
-        self.body_complete = True
-        self.loop.call_soon_threadsafe(self.watch)
+        self.body = body  # None: no request body
 
     def watch(self) -> None:
-        """Watch for the client going away (on the loop, once the body has
-        been read: the watcher consumes ``receive``)."""
+        """Start the pump (at WATCH_DELAY; or when the application's own
+        receive() in flight then returns)."""
         self.timer = None
-        if self.body_complete and self.watcher is None and not self.done:
-            self.watcher = _Task(_watch_disconnect(self), loop=self.loop)
+        if self.watcher is None and not self.done:
+            body = self.body
+            if body is not None and body.reading:
+                body.want_pump = True
+            else:
+                self.watcher = _Task(_pump(self), loop=self.loop)
 
     def watch_soon(self) -> None:
         """Watch for the client going away if the request is still running
         in WATCH_DELAY seconds.  Most requests are done by then and never
         pay for a watcher task; a disconnect is noticed that much later."""
         self.timer = self.loop.call_later(WATCH_DELAY, self.watch)
+
+    def gone(self) -> None:
+        """The client went away (on the loop)."""
+        if self.done:
+            return
+        self.disconnected = True
+        if self.body is not None:
+            self.body.wake()
+        task = self.task
+        if task is not None and not task.done():
+            task.cancel()
 
     def finish(self) -> None:
         self.done = True
@@ -301,6 +462,91 @@ class _RequestState:
         watcher = self.watcher
         if watcher is not None and not watcher.done():
             watcher.cancel()
+        if self.body is not None:
+            self.body.wake()  # a read from a thread the app left behind
+
+
+async def _pump(state: _RequestState) -> None:
+    """The request's one caller of receive() once it is watched: body
+    chunks go to state.body (read ahead up to READ_AHEAD bytes), and an
+    http.disconnect at any time ends the request (state.gone)."""
+    receive = state.receive
+    body = state.body
+    while not state.done:
+        if body is not None and not body.eof and body.buffered >= READ_AHEAD:
+            space = body.space = state.loop.create_future()
+            try:
+                await space
+            finally:
+                body.space = None
+            continue
+        msg = await receive()
+        kind = msg.get("type")
+        if kind == "http.disconnect":
+            state.gone()
+            return
+        if kind == "http.request" and body is not None and not body.eof:
+            data = msg.get("body", b"")
+            if data:
+                body.chunks.append(data)
+                body.buffered += len(data)
+            if not msg.get("more_body", False):
+                body.eof = True
+            body.wake()
+
+
+async def _next_chunk(state: _RequestState) -> bytes:
+    """On the loop: the request body's next chunk, b"" at its end; werkzeug's
+    ClientDisconnected if the client went away before it."""
+    body = state.body
+    while True:
+        chunks = body.chunks
+        if chunks:
+            data = chunks.popleft()
+            body.buffered -= len(data)
+            space = body.space
+            if space is not None and body.buffered < READ_AHEAD:
+                body.space = None
+                _set_result(space, None)
+            return data
+        if body.eof:
+            return b""
+        if state.disconnected or state.done:
+            raise _cut_off()
+        pump = state.watcher
+        if pump is None or pump.done():
+            return await _read_direct(state)
+        waiter = body.waiter = state.loop.create_future()
+        try:
+            await waiter
+        finally:
+            if body.waiter is waiter:
+                body.waiter = None
+
+
+async def _read_direct(state: _RequestState) -> bytes:
+    """The next chunk, by calling receive() (no pump running)."""
+    body = state.body
+    body.reading = True
+    try:
+        while True:
+            msg = await state.receive()
+            kind = msg.get("type")
+            if kind == "http.request":
+                more = msg.get("more_body", False)
+                data = msg.get("body", b"")
+                if not more:
+                    body.eof = True
+                if data or not more:
+                    return data
+            elif kind == "http.disconnect":
+                state.gone()
+                raise _cut_off()
+    finally:
+        body.reading = False
+        if body.want_pump:
+            body.want_pump = False
+            state.watch()
 
 
 # --------------------------------------------------------------- response
@@ -316,7 +562,10 @@ def _serve_wsgi(wsgi_app, environ: dict, send, state: _RequestState):
 
     Messages are sent as the body is produced, except the last ones, which
     are returned for the caller to send on the loop: a response whose body
-    is one chunk (most) costs no extra trip to the loop."""
+    is one chunk (most) costs no extra trip to the loop.  As a WSGI server
+    does, the body iterable is run to its end (code after a generator's
+    last yield runs) even past a Content-Length, whose extra bytes are not
+    sent, then closed."""
     headers_out: list = []
     status_out: list = []
 
@@ -347,15 +596,33 @@ def _serve_wsgi(wsgi_app, environ: dict, send, state: _RequestState):
         if chunk is None:
             return [start, {"type": "http.response.body", "body": b"", "more_body": False}]
         if length is not None and len(chunk) >= length:
-            return [start, {"type": "http.response.body", "body": chunk, "more_body": False}]
+            # The whole body in one chunk: the rest of the iterable is run
+            # (a buffered response's is empty) and discarded.
+            for _ in it:
+                if state.disconnected:
+                    raise ClientDisconnected("the client disconnected")
+            return [start, {"type": "http.response.body", "body": chunk[:length],
+                            "more_body": False}]
         # A streamed body: each chunk is sent as it is produced.
         state_started[0] = True
         _send_sync(send, state, [start, {"type": "http.response.body", "body": chunk,
                                          "more_body": True}])
-        for chunk in it:
-            if chunk:
-                _send_sync(send, state, [{"type": "http.response.body", "body": chunk,
-                                          "more_body": True}])
+        if length is None:
+            for chunk in it:
+                if chunk:
+                    _send_sync(send, state, [{"type": "http.response.body", "body": chunk,
+                                              "more_body": True}])
+        else:
+            left = length - len(chunk)
+            for chunk in it:
+                if left > 0:
+                    if chunk:
+                        chunk = chunk[:left]
+                        left -= len(chunk)
+                        _send_sync(send, state, [{"type": "http.response.body", "body": chunk,
+                                                  "more_body": True}])
+                elif state.disconnected:
+                    raise ClientDisconnected("the client disconnected")
         return [{"type": "http.response.body", "body": b"", "more_body": False}]
     finally:
         close = getattr(app_iter, "close", None)
@@ -386,9 +653,13 @@ def _start_message(status_out, headers_out):
 
 
 def _send_sync(send, state: _RequestState, messages) -> None:
+    """Send from a pool thread or a request's greenlet (state.task set)."""
     if state.disconnected:
         raise ClientDisconnected("the client disconnected")
-    run(_send_all(send, messages))
+    if state.task is not None:
+        _bridge.await_only(_send_all(send, messages))
+    else:
+        run(_send_all(send, messages))
     if state.disconnected:
         raise ClientDisconnected("the client disconnected")
 
@@ -663,72 +934,35 @@ class ASGIApp:
 
     async def _http(self, scope, receive, send) -> None:
         environ, has_body, chunked = _asgi_environ(scope, _EMPTY, sys.stderr, _HEADER_KEYS)
-        state = _RequestState(self._loop, receive, not has_body)
-        if chunked:
-            # uvicorn removes the chunked framing; the body ends at EOF.
-            environ["wsgi.input_terminated"] = True
-        if self._is_async_request(environ):
-            if has_body:
-                # Sync code reading the body from the view's coroutine (on the
-                # loop, not in the greenlet) could not wait for it: read it
-                # first, into memory or a temporary file.
-                try:
-                    environ["wsgi.input"] = await self._read_body(environ, state)
-                except ClientDisconnected:
-                    return  # gone before the body arrived: nobody to answer
-            await self._serve_async(environ, send, state)
+        if has_body:
+            state = _RequestState(self._loop, receive, _Body())
+            body = environ["wsgi.input"] = _Input(
+                state, None if chunked else _content_length(environ), self.app)
+            if chunked:
+                # uvicorn removes the chunked framing; the body ends at EOF.
+                environ["wsgi.input_terminated"] = True
         else:
-            if has_body:
-                environ["wsgi.input"] = _Input(receive, state)
-            await self._serve_sync(environ, send, state)
+            state = _RequestState(self._loop, receive, None)
+            body = None
+        if body is None:
+            if self._is_async_request(environ):
+                await self._serve_async(environ, send, state, None)
+            else:
+                await self._serve_sync(environ, send, state)
+            return
+        try:
+            if self._is_async_request(environ):
+                await self._serve_async(environ, send, state, body.before_coroutine)
+            else:
+                await self._serve_sync(environ, send, state)
+        finally:
+            body.close()  # its temporary file, if it has one
 
-    async def _read_body(self, environ: dict, state: "_RequestState"):
-        """The whole body of an async view's request, read before the view
-        runs.  Not read at all when Content-Length exceeds
-        MAX_CONTENT_LENGTH (Flask answers 413 from the header alone); a
-        chunked body is read up to one byte past the limit, enough for
-        Flask to answer 413."""
-        limit = self.app.config.get("MAX_CONTENT_LENGTH")
-        length = environ.get("CONTENT_LENGTH", "")
-        if limit is not None and length.isdigit() and int(length) > limit:
-            return _EMPTY
-        receive = state.receive
-        first: Optional[bytes] = None
-        spool = None
-        total = 0
-        more = True
-        while more:
-            msg = await receive()
-            kind = msg.get("type")
-            if kind == "http.disconnect":
-                state.disconnected = True
-                raise ClientDisconnected("the client disconnected while sending the request body")
-            if kind != "http.request":
-                continue
-            more = msg.get("more_body", False)
-            data = msg.get("body", b"")
-            if not data:
-                continue
-            total += len(data)
-            if spool is None:
-                if first is None and not more:
-                    first = data  # the usual case: the whole body at once
-                    break
-                spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_MAX)
-            spool.write(data)
-            if limit is not None and total > limit:
-                break  # enough for a 413; the rest is never read
-        if not more:
-            state.body_complete = True
-        if spool is not None:
-            spool.seek(0)
-            return spool
-        return io.BytesIO(first or b"")
-
-    async def _serve_async(self, environ, send, state: _RequestState) -> None:
+    async def _serve_async(self, environ, send, state: _RequestState, on_handover) -> None:
         ctx = contextvars.copy_context()
         task = _Task(
-            _bridge.run_in_greenlet(_serve_wsgi, ctx, self.app.wsgi_app, environ, send, state),
+            _bridge.run_in_greenlet(_serve_wsgi, ctx, self.app.wsgi_app, environ, send, state,
+                                    on_handover=on_handover),
             loop=self._loop,
             context=ctx,
         )
@@ -762,16 +996,3 @@ class ASGIApp:
 def _current_cancelling() -> int:
     task = asyncio.current_task()
     return task.cancelling() if task is not None else 0
-
-
-async def _watch_disconnect(state: _RequestState) -> None:
-    receive = state.receive
-    while not state.done:
-        msg = await receive()
-        if msg.get("type") == "http.disconnect":
-            if not state.done:
-                state.disconnected = True
-                task = state.task
-                if task is not None and not task.done():
-                    task.cancel()
-            return

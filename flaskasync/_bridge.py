@@ -28,6 +28,12 @@ pattern (``greenlet_spawn`` / ``await_only``).
   is inside the coroutine it was waiting for: ``finally`` blocks run on
   both sides and the exception propagates out of the greenlet, ending the
   task as cancelled.
+- **Hand-over hook.**  A greenlet may carry ``on_handover``, called (in
+  the greenlet, where it may itself wait with :func:`await_only`) before
+  each coroutine the application's code hands over through
+  ``flaskasync.run()`` (:func:`reenter`): ASGI mode reads the rest of the
+  request body there, since code running on the loop cannot wait for it.
+  The serving code's own waits (:func:`await_only`) do not call it.
 
 Nothing here imports Flask.
 """
@@ -43,7 +49,7 @@ try:
 except ImportError:  # pragma: no cover - checked by flaskasync._asgi
     _greenlet_mod = None
 
-__all__ = ["run_in_greenlet", "await_only", "in_greenlet", "reenter"]
+__all__ = ["run_in_greenlet", "await_only", "in_greenlet", "reenter", "set_on_handover"]
 
 _get_running_loop = asyncio._get_running_loop
 _set_running_loop = asyncio._set_running_loop
@@ -57,7 +63,7 @@ if _greenlet_mod is not None:
     class RequestGreenlet(_greenlet_mod.greenlet):
         """The greenlet running one request's sync code."""
 
-        __slots__ = ()
+        __slots__ = ("on_handover",)
 
 else:  # pragma: no cover
     RequestGreenlet = None  # type: ignore[assignment,misc]
@@ -69,13 +75,15 @@ def in_greenlet() -> bool:
 
 
 async def run_in_greenlet(fn: Callable[..., Any], context: contextvars.Context,
-                          *args: Any) -> Any:
+                          *args: Any, on_handover: Optional[Callable[[], None]] = None) -> Any:
     """Run fn(*args) in a new greenlet sharing context (which must be the
     Context of the task awaiting this), awaiting what it hands over with
-    :func:`await_only`; return fn's result."""
+    :func:`await_only` or :func:`reenter`; return fn's result.
+    on_handover: called before each coroutine :func:`reenter` hands over."""
     loop = _get_running_loop()
     g = RequestGreenlet(fn)
     g.gr_context = context
+    g.on_handover = on_handover
     switch = g.switch
     _set_running_loop(None)
     try:
@@ -104,13 +112,21 @@ async def run_in_greenlet(fn: Callable[..., Any], context: contextvars.Context,
 
 def await_only(awaitable: Awaitable[Any]) -> Any:
     """From sync code in a request's greenlet: await awaitable on the loop
-    (in the request's task) and return its result."""
+    (in the request's task) and return its result (without calling the
+    greenlet's on_handover)."""
     g = _getcurrent()
     if type(g) is not RequestGreenlet:
         if _iscoroutine(awaitable):
             awaitable.close()
         raise RuntimeError("await_only() called outside a request's greenlet")
     return g.parent.switch(awaitable)
+
+
+def set_on_handover(hook: Optional[Callable[[], None]]) -> None:
+    """Set (None: remove) the calling request greenlet's on_handover."""
+    g = _getcurrent()
+    if type(g) is RequestGreenlet:
+        g.on_handover = hook
 
 
 def _check_timeout(timeout: Any) -> Optional[float]:
@@ -163,6 +179,14 @@ def reenter(coro, *, timeout=None, name=None, context=None):
     except BaseException:
         coro.close()
         raise
+    hook = g.on_handover
+    if hook is not None:
+        try:
+            hook()
+        except BaseException:
+            if _iscoroutine(coro):
+                coro.close()
+            raise
     if context is not None:
         aw = _start_task(coro, name, context)
     else:

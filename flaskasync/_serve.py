@@ -8,16 +8,19 @@ manager (``--workers``) or from gunicorn.  No HTTP parsing happens here.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib.util
 import os
+import subprocess
 import sys
+import traceback
 from typing import Any, Optional, Sequence
 
 _EXTRA_HINT = "pip install 'flaskasync[serve]'"
 
 try:
     import uvicorn
-    from uvicorn.importer import import_from_string
+    from uvicorn.importer import ImportFromStringError, import_from_string
 except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
     raise ImportError(
         f"flaskasync's ASGI serving needs uvicorn, httptools and greenlet: {_EXTRA_HINT}"
@@ -48,13 +51,75 @@ def wrap(obj: Any, threads: Optional[int] = None) -> Any:
     )
 
 
+class _LoadError(Exception):
+    """The app named on the command line cannot be served (one line for
+    the user)."""
+
+
+def _load(target: str, threads: Optional[int]) -> Any:
+    """The ASGI application for module:attribute, as each server process
+    makes it (in a running loop).  _LoadError when the name does not lead
+    to a Flask app or an ASGIApp; an exception the module raises while
+    imported propagates."""
+    try:
+        obj = import_from_string(target)
+    except ImportFromStringError as exc:
+        raise _LoadError(f"flaskasync serve: cannot load {target!r}: {exc}") from None
+    try:
+        return wrap(obj, threads)
+    except TypeError as exc:
+        raise _LoadError(str(exc)) from None
+
+
 def application() -> Any:
     """uvicorn's application factory in each `serve` process."""
     target = os.environ.get(_ENV_TARGET)
     if not target:
         raise RuntimeError(f"{_ENV_TARGET} is not set (use python -m flaskasync serve)")
     threads = int(os.environ.get(_ENV_THREADS) or 0) or None
-    return wrap(import_from_string(target), threads)
+    app = _load_or_report(_load, target, threads)
+    if app is None:
+        raise SystemExit(2)
+    return app
+
+
+def _load_or_report(load, target: str, threads: Optional[int]) -> Any:
+    """load(target, threads), or None once its error is reported: one line,
+    after the traceback when the module raised while imported."""
+    try:
+        return load(target, threads)
+    except _LoadError as exc:
+        print(exc, file=sys.stderr, flush=True)
+    except Exception:
+        traceback.print_exc()
+        print(f"flaskasync serve: importing {target!r} failed (the traceback is above)",
+              file=sys.stderr, flush=True)
+    return None
+
+
+def _check_in_child(target: str, threads: int) -> int:
+    """Load the app as a server process would, in a short child process:
+    before uvicorn's process manager starts workers, which it restarts
+    forever when they fail to load the app.  The exit status: 0 or 2."""
+    code = ("import sys; from flaskasync._serve import _check_main; "
+            "sys.exit(_check_main(sys.argv[1], int(sys.argv[2])))")
+    proc = subprocess.run([sys.executable, "-c", code, target, str(threads)])
+    return 0 if proc.returncode == 0 else 2
+
+
+def _check_main(target: str, threads: int) -> int:
+    """The child process of _check_in_child."""
+    from . import new_event_loop
+
+    async def load(target: str, threads: int) -> None:
+        _load(target, threads)
+
+    def run_load(target: str, threads: int) -> bool:
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            runner.run(load(target, threads))
+        return True
+
+    return 0 if _load_or_report(run_load, target, threads) else 2
 
 
 def _positive(text: str) -> int:
@@ -64,6 +129,16 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number from 0 to 65535, got {text!r}")
     return value
 
 
@@ -77,7 +152,7 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve a Flask app over HTTP")
     serve.add_argument("app", help="the Flask app (or ASGIApp) as module:attribute")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
+    serve.add_argument("--port", type=_port, default=8000, help="port to bind (default 8000)")
     serve.add_argument("--workers", type=_positive, default=1,
                        help="worker processes (uvicorn's process manager; default 1)")
     serve.add_argument("--threads", type=_positive, default=8,
@@ -108,6 +183,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not found:
         print(f"flaskasync serve: cannot find {args.app!r} (expected module:attribute, "
               "with the module importable from the current directory)", file=sys.stderr)
+        return 2
+    if args.workers > 1 and _check_in_child(args.app, args.threads) != 0:
+        # uvicorn's process manager restarts a worker that cannot load the
+        # app, forever: load it once in a child process first.  (A single
+        # process loads it in application(), which exits 2 if it cannot.)
         return 2
     os.environ[_ENV_TARGET] = args.app
     os.environ[_ENV_THREADS] = str(args.threads)

@@ -263,6 +263,140 @@ def check_bridge_exceptions_and_cancellation():
     serve(main)
 
 
+class ScriptedClient:
+    """An ASGI client for ASGIApp in-process: receive() hands out the body
+    chunks, each after delay seconds; then, with cut_after=N, an
+    http.disconnect instead of chunk N, or else nothing more (a client that
+    stays)."""
+
+    def __init__(self, chunks, delay, cut_after=None):
+        self.chunks = list(chunks)
+        self.delay = delay
+        self.cut_after = cut_after
+        self.given = 0  # body messages handed out
+        self.sent: list = []
+
+    async def receive(self):
+        if self.cut_after is not None and self.given >= self.cut_after:
+            await asyncio.sleep(self.delay)
+            return {"type": "http.disconnect"}
+        if self.given < len(self.chunks):
+            await asyncio.sleep(self.delay)
+            self.given += 1
+            return {"type": "http.request", "body": self.chunks[self.given - 1],
+                    "more_body": self.given < len(self.chunks)}
+        await asyncio.Event().wait()
+
+    async def send(self, msg):
+        self.sent.append(msg)
+
+    def status(self):
+        starts = [m["status"] for m in self.sent if m["type"] == "http.response.start"]
+        return starts[0] if starts else None
+
+    def body(self):
+        return b"".join(m.get("body", b"") for m in self.sent if m["type"] == "http.response.body")
+
+
+def check_request_bodies():
+    """Request bodies of ASGIApp against scripted clients: reads that start
+    on receive() and go on through the pump (a body arriving for longer
+    than WATCH_DELAY), a body cut off, the pump's read-ahead bound."""
+    import gc
+    import warnings
+
+    import flask
+    from werkzeug.exceptions import ClientDisconnected
+
+    from flaskasync import _asgi
+
+    app = flask.Flask("bodies")
+    seen: dict = {}
+
+    @app.post("/sync-read")
+    def sync_read():
+        try:
+            seen["sync-read"] = len(flask.request.get_data())
+        except ClientDisconnected:
+            seen["sync-read"] = "cut off"
+            raise
+        return "ok"
+
+    @app.post("/async-read")
+    async def async_read():
+        try:
+            await asyncio.sleep(0.01)
+        except asyncio.CancelledError:
+            seen["async-read"] = "cancelled"
+            raise
+        seen["async-read"] = len(flask.request.get_data())
+        return "ok"
+
+    @app.post("/sync-stream")
+    def sync_stream():  # never reads its body
+
+        def gen():
+            for _ in range(20):
+                yield b"x"
+                time.sleep(0.01)
+
+        return flask.Response(gen())
+
+    asgi = flaskasync.ASGIApp(app)
+
+    def scope(path, chunked):
+        header = (b"transfer-encoding", b"chunked") if chunked else (b"content-length", b"60000")
+        return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+                "method": "POST", "scheme": "http", "path": path, "raw_path": path.encode(),
+                "root_path": "", "query_string": b"", "headers": [header],
+                "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 1234)}
+
+    async def request(path, client, chunked=False):
+        await asyncio.wait_for(asgi(scope(path, chunked), client.receive, client.send), 10)
+        return client
+
+    async def main():
+        life_in: asyncio.Queue = asyncio.Queue()
+        life_out: asyncio.Queue = asyncio.Queue()
+        life = asyncio.ensure_future(asgi({"type": "lifespan"}, life_in.get, life_out.put))
+        await life_in.put({"type": "lifespan.startup"})
+        assert (await life_out.get())["type"] == "lifespan.startup.complete"
+        chunks = [bytes([i]) * 10000 for i in range(6)]
+        slow = 2 * _asgi.WATCH_DELAY / len(chunks)  # the body takes twice WATCH_DELAY
+
+        # Reads go on through the pump once the request is watched.
+        for path in ("/sync-read", "/async-read"):
+            for chunked in (False, True):
+                seen.clear()
+                client = await request(path, ScriptedClient(chunks, slow), chunked)
+                assert (client.status(), seen) == (200, {path[1:]: 60000}), (client.sent, seen)
+
+        # Cut off once watched: never a short body taken for the whole.
+        seen.clear()
+        client = await request("/sync-read", ScriptedClient(chunks, slow, cut_after=4), True)
+        assert seen == {"sync-read": "cut off"} and client.status() == 400, (seen, client.sent)
+        seen.clear()
+        client = await request("/async-read", ScriptedClient(chunks, slow, cut_after=4), True)
+        assert seen == {"async-read": "cancelled"}, (seen, client.sent)
+
+        # A body the view never reads: the pump reads ahead at most
+        # READ_AHEAD bytes (and one message) of it.
+        big = [b"b" * 16384] * 40
+        client = await request("/sync-stream", ScriptedClient(big, 0))
+        assert client.status() == 200 and client.body() == b"x" * 20, client.sent
+        assert client.given * 16384 <= _asgi.READ_AHEAD + 16384, client.given
+
+        await life_in.put({"type": "lifespan.shutdown"})
+        assert (await life_out.get())["type"] == "lifespan.shutdown.complete"
+        await life
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        serve(main)
+        gc.collect()
+    assert not caught, [str(w.message) for w in caught]
+
+
 if __name__ == "__main__":
     globals()["check_" + sys.argv[1]]()
     print("OK")

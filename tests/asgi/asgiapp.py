@@ -15,7 +15,7 @@ import pathlib
 import threading
 import time
 
-from flask import Flask, g, jsonify, request, url_for
+from flask import Blueprint, Flask, abort, g, jsonify, request, url_for
 from flask.views import MethodView
 
 import flaskasync
@@ -53,6 +53,19 @@ def before():
         g.hook_run = flaskasync.run(asyncio.sleep(0.01, "run-from-hook"))
         g.hook_a2s = flaskasync.async_to_sync(asyncio.sleep)(0.01, "a2s-from-hook")
         g.hook_thread = threading.current_thread().name
+
+
+@app.before_request
+def auth():
+    if request.args.get("auth") and request.headers.get("Authorization") != "Bearer good":
+        abort(401)  # refuses the request without reading its body
+
+
+@app.teardown_request
+def record_done(exc):
+    key = request.args.get("key")
+    if key and request.method == "POST":
+        EVENTS[f"done-{key}"] = True
 
 
 @app.get("/hook-run")
@@ -146,12 +159,16 @@ async def shared():
 @app.post("/upload")
 async def upload():
     data = request.get_data()
+    if request.args.get("key"):
+        EVENTS[f"upload-{request.args['key']}"] = len(data)
     return {"n": len(data), "head": data[:8].hex()}
 
 
 @app.post("/sync-upload")
 def sync_upload():
     data = request.get_data()
+    if request.args.get("key"):
+        EVENTS[f"upload-{request.args['key']}"] = len(data)
     return {"n": len(data), "head": data[:8].hex()}
 
 
@@ -185,8 +202,9 @@ async def stream():
     return gen()
 
 
-@app.get("/sync-stream")
+@app.route("/sync-stream", methods=["GET", "POST"])
 def sync_stream():
+    # POST: a request body the view never reads.
     key = request.args.get("key", "")
     n = int(request.args.get("n", "3"))
     t = float(request.args.get("t", "0.5"))
@@ -202,7 +220,31 @@ def sync_stream():
     return app.response_class(gen())
 
 
-@app.get("/wait")
+def _cl_gen(key, chunks):
+    """A body declaring Content-Length 5 for the chunks (which may be more)."""
+
+    def gen():
+        yield from chunks
+        EVENTS[key] = "after the last yield"
+
+    return app.response_class(gen(), headers={"Content-Length": "5"})
+
+
+_CL_CHUNKS = {"one": [b"hello"], "more": [b"hello", b"EXTRA"], "split": [b"he", b"llo!!", b"X"]}
+
+
+@app.get("/cl-gen")
+def cl_gen():
+    return _cl_gen(request.args["key"], _CL_CHUNKS[request.args["chunks"]])
+
+
+@app.get("/async-cl-gen")
+async def async_cl_gen():
+    await asyncio.sleep(0)
+    return _cl_gen(request.args["key"], _CL_CHUNKS[request.args["chunks"]])
+
+
+@app.route("/wait", methods=["GET", "POST"])
 async def wait():
     key = request.args["key"]
     EVENTS[key] = "started"
@@ -282,6 +324,36 @@ async def shutdown_tasks():
     flaskasync.spawn(short(), name="short")
     flaskasync.spawn(forever(), name="forever")
     return "ok"
+
+
+# A body limit set per request by a hook (Flask >= 3.1), above the app's.
+limits = Blueprint("limits", __name__, url_prefix="/limit")
+
+
+@limits.before_request
+def sync_limit():
+    if request.args.get("hook") != "async":
+        request.max_content_length = int(request.args["limit"])
+
+
+@limits.before_request
+async def async_limit():
+    if request.args.get("hook") == "async":
+        await asyncio.sleep(0)
+        request.max_content_length = int(request.args["limit"])
+
+
+@limits.post("/upload")
+async def limit_upload():
+    return {"n": len(request.get_data())}
+
+
+@limits.post("/sync-upload")
+def limit_sync_upload():
+    return {"n": len(request.get_data())}
+
+
+app.register_blueprint(limits)
 
 
 class Items(MethodView):

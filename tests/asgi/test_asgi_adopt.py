@@ -17,6 +17,7 @@ CHECKS = [
     "run_while_the_adopted_loop_is_stopped",
     "bridge_shares_one_context",
     "bridge_exceptions_and_cancellation",
+    "request_bodies",
 ]
 
 

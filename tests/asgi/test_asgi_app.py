@@ -116,13 +116,47 @@ def test_missing_serve_extra_names_it(blocked):
     assert "pip install 'flaskasync[serve]'" in out.stdout, out.stdout + out.stderr
 
 
+def _serve_output(*argv, timeout=30):
+    out = subprocess.run([sys.executable, "-m", "flaskasync", "serve", *argv], cwd=HERE,
+                         capture_output=True, text=True, timeout=timeout)
+    return out.returncode, out.stdout + out.stderr
+
+
 def test_serve_rejects_a_wrong_target(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "flaskasync", "serve", "nosuchmodule:app"],
-                         cwd=HERE, capture_output=True, text=True, timeout=60)
-    assert out.returncode == 2
-    assert "flaskasync serve: cannot find 'nosuchmodule:app'" in out.stderr
-    # Not a Flask app: the server process says so and exits.
-    out = subprocess.run([sys.executable, "-m", "flaskasync", "serve", "asgiapp:EVENTS",
-                          "--port", "0"], cwd=HERE, capture_output=True, text=True, timeout=60)
-    assert out.returncode != 0
-    assert "expected a Flask app" in out.stderr + out.stdout
+    rc, out = _serve_output("nosuchmodule:app")
+    assert rc == 2
+    assert "flaskasync serve: cannot find 'nosuchmodule:app'" in out
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.parametrize("target, says", [
+    ("asgiapp:nope", "flaskasync serve: cannot load 'asgiapp:nope': "
+                     "Attribute \"nope\" not found in module \"asgiapp\"."),
+    ("asgiapp:EVENTS", "flaskasync serve: expected a Flask app (or a flaskasync.ASGIApp), got {}"),
+])
+def test_serve_with_an_app_it_cannot_load_exits_2_with_one_line(target, says, workers):
+    # With --workers, uvicorn's process manager would restart workers that
+    # cannot load the app forever: serve loads it in a child process first.
+    rc, out = _serve_output(target, "--port", "0", "--workers", workers)
+    assert rc == 2, out
+    assert out.strip() == says, out
+
+
+def test_serve_with_an_app_raising_at_import_shows_its_traceback(tmp_path):
+    (tmp_path / "raising_app.py").write_text("raise RuntimeError('boom at import')\n")
+    out = subprocess.run([sys.executable, "-m", "flaskasync", "serve", "raising_app:app",
+                          "--port", "0", "--workers", "2"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert lines[-2:] == ["RuntimeError: boom at import", "flaskasync serve: importing "
+                          "'raising_app:app' failed (the traceback is above)"], out.stderr
+    assert "Started parent process" not in out.stderr
+
+
+@pytest.mark.parametrize("port", ["70000", "-1", "http"])
+def test_serve_rejects_a_port_out_of_range(port):
+    rc, out = _serve_output("asgiapp:app", "--port", port, timeout=60)
+    assert rc == 2
+    assert f"error: argument --port: expected a port number from 0 to 65535, got '{port}'" in out
+    assert "Traceback" not in out

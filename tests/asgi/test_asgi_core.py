@@ -120,3 +120,91 @@ def test_no_leaks():
     finally:
         tracemalloc.stop()
     assert grown < 64 * 1024, grown
+
+
+# ------------------------------------------------------------ Python code run mid-conversion
+#
+# Header names that are bytes or str subclasses, and scope values with a
+# __str__, run Python code while the C code converts them; that code can drop
+# the last reference to what is being converted (the values are big, so that
+# a use after free touches unmapped memory and crashes even without ASan).
+
+BIG = 256 * 1024
+
+
+def test_environ_holds_a_header_whose_list_a_name_hash_clears():
+    headers: list = []
+
+    class Name(bytes):
+        def __hash__(self):
+            headers.clear()
+            return bytes.__hash__(self)
+
+        __eq__ = bytes.__eq__
+
+    for kind in (tuple, list):
+        # The list holds the only references to the pair and its value.
+        headers[:] = [kind((Name(b"x-a"), b"v" * BIG)), (b"x-b", b"never seen")]
+        environ = _core._asgi_environ(dict(BASE, headers=headers), None, sys.stderr, {})[0]
+        assert environ["HTTP_X_A"] == "v" * BIG
+        assert "HTTP_X_B" not in environ
+
+
+def test_environ_holds_a_header_pair_a_name_hash_empties():
+    class Name(bytes):
+        def __hash__(self):
+            pair.clear()
+            return bytes.__hash__(self)
+
+        __eq__ = bytes.__eq__
+
+    pair = [Name(b"x-a"), b"v" * BIG]
+    environ = _core._asgi_environ(dict(BASE, headers=[pair]), None, sys.stderr, {})[0]
+    assert environ["HTTP_X_A"] == "v" * BIG
+
+
+@pytest.mark.parametrize("key", ["server", "client"])
+def test_environ_holds_server_and_client_while_converting_them(key):
+    scope = dict(BASE)
+
+    class Host:
+        def __str__(self):
+            del scope[key]  # the scope held the only reference to the pair
+            return "h"
+
+    scope[key] = [Host(), "9" * BIG]
+    environ = _core._asgi_environ(scope, None, sys.stderr, {})[0]
+    if key == "server":
+        assert (environ["SERVER_NAME"], environ["SERVER_PORT"]) == ("h", "9" * BIG)
+    else:
+        assert (environ["REMOTE_ADDR"], environ["REMOTE_PORT"]) == ("h", "9" * BIG)
+
+
+def test_start_converts_headers_a_name_lower_clears():
+    headers: list = []
+
+    class Name(str):
+        def lower(self):
+            headers.clear()
+            return str.lower(self)
+
+    headers[:] = [(Name("X-A"), "v" * BIG), ("X-B", "w"), ("Content-Length", "3")]
+    msg, length = _core._asgi_start("200 OK", headers)
+    # The pairs given are converted, all of them, as the list was when called.
+    assert msg["headers"] == [(b"x-a", b"v" * BIG), (b"x-b", b"w"), (b"content-length", b"3")]
+    assert length == 3
+
+
+def test_start_rejects_a_name_whose_lower_is_not_a_str():
+    class Name(str):
+        def lower(self):
+            return b"x-a"
+
+    with pytest.raises(TypeError, match="lower"):
+        _core._asgi_start("200 OK", [(Name("X-A"), "v")])
+
+
+def test_environ_rejects_a_header_cache_with_non_str_values():
+    scope = dict(BASE, headers=[(b"x-a", b"v")])
+    with pytest.raises(TypeError, match="header_cache"):
+        _core._asgi_environ(scope, None, sys.stderr, {b"x-a": 42})

@@ -477,3 +477,117 @@ def test_client_leaving_mid_upload_is_not_an_error(serve, path):
     log = serve.log()
     assert log.count("Traceback") == before, log[-3000:]
     assert "Exception in ASGI application" not in log
+
+
+# ------------------------------------------------------------ request bodies and disconnects
+
+
+def _post_then_drop(port, path, body=b"hello", after=0.3):
+    """POST a body the view does not read, read the response's start, leave."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        s.sendall(f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {len(body)}\r\n\r\n"
+                  .encode() + body)
+        time.sleep(after)
+    finally:
+        s.close()
+
+
+def test_disconnect_closes_a_sync_stream_whose_request_body_is_unread(serve):
+    # The body is never read: the request must still be watched (and the
+    # generator not run forever in a pool thread, holding up shutdown).
+    k = key()
+    _post_then_drop(serve.port, f"/sync-stream?t=0.05&n=100000&key={k}")
+    assert wait_for(lambda: serve.events().get(f"sync-stream-finally-{k}") is True)
+
+
+@pytest.mark.parametrize("server", BOTH, indirect=True)
+def test_disconnect_cancels_an_async_view_whose_request_body_is_unread(server):
+    k = key()
+    _post_then_drop(server.port, f"/wait?key={k}")
+    assert wait_for(lambda: server.events().get(k) == "cancelled"), server.events().get(k)
+
+
+@pytest.mark.parametrize("path", ["/upload", "/sync-upload"])
+def test_a_chunked_upload_cut_off_is_never_a_complete_body(serve, path):
+    # As a WSGI server's input: werkzeug's ClientDisconnected (400), not an
+    # early end of the body that the view would take for all of it.
+    before = serve.log().count("Traceback")
+    k = key()
+    s = socket.create_connection(("127.0.0.1", serve.port), timeout=5)
+    try:
+        s.sendall(f"POST {path}?key={k} HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
+                  "\r\n".encode())
+        for _ in range(3):
+            s.sendall(b"400\r\n" + b"a" * 1024 + b"\r\n")
+        time.sleep(0.2)
+    finally:
+        s.close()  # gone before the last chunk (0\r\n\r\n)
+    assert wait_for(lambda: serve.events().get(f"done-{k}")), serve.events()
+    assert f"upload-{k}" not in serve.events()
+    assert serve.log().count("Traceback") == before, serve.log()[-3000:]
+
+
+@pytest.mark.parametrize("path", ["/upload", "/sync-upload"])
+def test_a_sync_hook_refuses_an_upload_before_its_body_is_read(serve, path):
+    # Announce 4 MB (under MAX_CONTENT_LENGTH), send 64 KB: the hook's 401
+    # comes back without the rest, for an async view too.
+    s = socket.create_connection(("127.0.0.1", serve.port), timeout=5)
+    try:
+        s.sendall(f"POST {path}?auth=1 HTTP/1.1\r\nHost: t\r\nContent-Length: {4 << 20}\r\n\r\n"
+                  .encode() + b"x" * 65536)
+        data = s.recv(65536)
+    finally:
+        s.close()
+    assert data.startswith(b"HTTP/1.1 401"), data[:200]
+
+
+_LIMIT_SETTABLE = getattr(getattr(__import__("flask").Request, "max_content_length", None),
+                          "fset", None) is not None
+needs_settable_limit = pytest.mark.skipif(
+    not _LIMIT_SETTABLE, reason="request.max_content_length is settable from Flask 3.1")
+
+
+def _upload(serve, path, body, chunked):
+    if chunked:
+        def chunks():
+            for i in range(0, len(body), 256 * 1024):
+                yield body[i:i + 256 * 1024]
+        return serve.request("POST", path, body=chunks(),
+                             headers={"Transfer-Encoding": "chunked"}, timeout=30)
+    return serve.request("POST", path, body=body, timeout=30)
+
+
+@needs_settable_limit
+@pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])
+@pytest.mark.parametrize("path, hook", [("/limit/upload", "sync"), ("/limit/upload", "async"),
+                                        ("/limit/sync-upload", "sync")])
+def test_a_hook_can_raise_the_body_limit_of_its_request(serve, path, hook, chunked):
+    body = os.urandom(9 << 20)  # over the app's MAX_CONTENT_LENGTH (8 MB)
+    status, _, resp = _upload(serve, f"{path}?limit={16 << 20}&hook={hook}", body, chunked)
+    assert status == 200, resp[:300]
+    assert json.loads(resp)["n"] == len(body)
+
+
+@needs_settable_limit
+@pytest.mark.parametrize("hook", ["sync", "async"])
+def test_a_hook_can_lower_the_body_limit_of_its_request(serve, hook):
+    # (A chunked body over the limit: werkzeug's get_data() returns the
+    # first max_content_length bytes, under any server; not tested here.)
+    status, _, _ = _upload(serve, f"/limit/upload?limit=1000&hook={hook}", b"x" * 5000, False)
+    assert status == 413
+
+
+# ------------------------------------------------------------ responses
+
+
+@pytest.mark.parametrize("chunks", ["one", "more", "split"])
+@pytest.mark.parametrize("view", ["/cl-gen", "/async-cl-gen"])
+def test_a_generator_with_content_length_is_run_to_its_end(serve, view, chunks):
+    # As a WSGI server does: the code after the last yield runs, and bytes
+    # past the Content-Length are not sent.
+    k = key()
+    status, _, body = serve.request("GET", f"{view}?key={k}&chunks={chunks}")
+    assert status == 200 and body == b"hello"
+    assert wait_for(lambda: serve.events().get(k) == "after the last yield"), serve.events()
+    assert "Exception in ASGI application" not in serve.log()
