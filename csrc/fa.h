@@ -122,6 +122,11 @@ fa_asyncgen_hooks_are(PyObject *firstiter, PyObject *finalizer)
 #define FA_DGRAM_SEND_EMPTY (PY_VERSION_HEX >= 0x030D0000)
 #define FA_DGRAM_HEADER_SIZE (PY_VERSION_HEX >= 0x030D0000 ? 8 : 0)
 
+/* From 3.12 on, the weak reference list of a class whose __slots__ name
+ * __weakref__ lives before the object (Py_TPFLAGS_MANAGED_WEAKREF), not in
+ * a slot after the others: asyncio.Handle's layout differs (handle.c). */
+#define FA_MANAGED_WEAKREF (PY_VERSION_HEX >= 0x030C0000)
+
 typedef struct fa_loop fa_loop;
 typedef struct fa_handle fa_handle;
 typedef struct fa_op fa_op;
@@ -209,25 +214,50 @@ typedef struct {
         *s_check_callback, *s_future, *s_msg, *s_qualname;
 
     fa_net_state net;
+
+    /* handle.c: deallocated Handles and TimerHandles kept for reuse (they
+     * have the same size), linked through next_free; untracked, holding
+     * no references. */
+    fa_handle *free_handles;
+    int n_free_handles;
+    int handles_closed;          /* module cleared: free instead of keeping */
 } fa_state;
 
-/* A callback scheduled on the loop: asyncio.Handle / asyncio.TimerHandle. */
+/* A callback scheduled on the loop.  The C types derive from
+ * asyncio.Handle / asyncio.TimerHandle, so the struct starts with those
+ * classes' __slots__, where CPython lays them out (in sorted name order,
+ * then __weakref__; checked at import by handle.c).  Our fields reuse the
+ * slots whose meaning they share; getsets of the C types answer the slot
+ * names.  TimerHandle's two slots are reserved in both types, so that the
+ * C fields after them sit at the same offset in a Handle and a
+ * TimerHandle. */
 struct fa_handle {
     PyObject_HEAD
-    PyObject *callback;
-    PyObject *args;              /* tuple or NULL for no arguments */
-    PyObject *context;           /* contextvars.Context */
-    fa_loop *loop;               /* strong reference */
-    PyObject *source_traceback;  /* debug mode only */
-    PyObject *weakreflist;
-    PyObject *repr;              /* kept by cancel() in debug mode, as asyncio */
+    PyObject *args;              /* _args: tuple, or NULL for no arguments */
+    PyObject *callback;          /* _callback (None once cancelled) */
+    PyObject *cancelled_slot;    /* _cancelled: unused, see `cancelled` */
+    PyObject *context;           /* _context: the Context the callback runs in,
+                                  * or NULL while ctx_shared stands for it */
+    fa_loop *loop;               /* _loop: strong reference */
+    PyObject *repr;              /* _repr: kept by cancel() in debug mode, as asyncio */
+    PyObject *source_traceback;  /* _source_traceback: debug mode only */
+#if !FA_MANAGED_WEAKREF
+    PyObject *weakreflist;       /* __weakref__ (3.12+ keeps it before the object) */
+#endif
+    PyObject *timer_slots[2];    /* TimerHandle's _scheduled and _when: unused */
+    /* A one-shot callback scheduled without context=: a pristine copy of
+     * the scheduling context, shared by the callbacks scheduled while that
+     * context did not change and never entered.  The callback runs in a
+     * copy of it, made when it runs (or when get_context() asks). */
+    PyObject *ctx_shared;
+    double when;                 /* timer: deadline on loop.time() */
+    uint64_t seq;                /* timer: tie-break, FIFO among equal deadlines */
+    Py_ssize_t heap_index;       /* timer: position in the heap, -1 if absent */
     char cancelled;
     char queued;                 /* fd handle: already in the ready queue */
     char is_timer;
     char scheduled;              /* timer: currently in the heap */
-    double when;                 /* timer: deadline on loop.time() */
-    uint64_t seq;                /* timer: tie-break, FIFO among equal deadlines */
-    Py_ssize_t heap_index;       /* timer: position in the heap, -1 if absent */
+    fa_handle *next_free;        /* in the free list */
 };
 
 /* One libuv poll handle per watched fd, carrying the reader and writer. */
@@ -287,6 +317,8 @@ struct fa_loop {
     void *orphans;               /* polls whose transport died off the loop thread */
 
     PyObject *task_factory;
+    PyObject *last_ctx;          /* pristine copy of the context the last one-shot
+                                  * callback was scheduled in (see fa_handle) */
     PyObject *weakreflist;
     PyObject *dict;
 
@@ -316,11 +348,13 @@ int fa_set_uv_error(int err, const char *what);
 int fa_is_fatal_exception(void);
 
 /* handle.c */
-extern PyType_Spec fa_handle_spec;
+int fa_handle_init_types(PyObject *module, fa_state *st);
+void fa_handle_clear_free_list(fa_state *st);
 PyObject *fa_format_callback(fa_handle *h);
-extern PyType_Spec fa_timer_handle_spec;
 fa_handle *fa_handle_new(fa_loop *loop, PyTypeObject *tp, PyObject *callback,
                          PyObject *args, PyObject *context);
+fa_handle *fa_handle_new_oneshot(fa_loop *loop, PyTypeObject *tp, PyObject *callback,
+                                 PyObject *args, PyObject *context);
 int fa_handle_run(fa_handle *h);
 extern Py_ssize_t fa_live_handles;
 

@@ -29,6 +29,7 @@ fa_now(void)
 int
 fa_loop_push_ready(fa_loop *self, fa_handle *h)
 {
+    /* The capacity is a power of two: positions wrap with a mask. */
     if (self->ready_len == self->ready_cap) {
         Py_ssize_t ncap = self->ready_cap ? self->ready_cap * 2 : 64;
         fa_handle **n = PyMem_Malloc(sizeof(fa_handle *) * ncap);
@@ -37,14 +38,14 @@ fa_loop_push_ready(fa_loop *self, fa_handle *h)
             return -1;
         }
         for (Py_ssize_t i = 0; i < self->ready_len; i++) {
-            n[i] = self->ready[(self->ready_head + i) % self->ready_cap];
+            n[i] = self->ready[(self->ready_head + i) & (self->ready_cap - 1)];
         }
         PyMem_Free(self->ready);
         self->ready = n;
         self->ready_head = 0;
         self->ready_cap = ncap;
     }
-    self->ready[(self->ready_head + self->ready_len) % self->ready_cap] =
+    self->ready[(self->ready_head + self->ready_len) & (self->ready_cap - 1)] =
         (fa_handle *)Py_NewRef(h);
     self->ready_len++;
     return 0;
@@ -54,7 +55,7 @@ static fa_handle *
 ready_pop(fa_loop *self)
 {
     fa_handle *h = self->ready[self->ready_head];
-    self->ready_head = (self->ready_head + 1) % self->ready_cap;
+    self->ready_head = (self->ready_head + 1) & (self->ready_cap - 1);
     self->ready_len--;
     return h;
 }
@@ -524,10 +525,14 @@ fa_loop_run_ready(fa_loop *self)
         }
         if (r < 0) {
             Py_XSETREF(self->failed, h);
+            Py_CLEAR(self->last_ctx);
             return -1;
         }
         Py_DECREF(h);
     }
+    /* The shared context of the callbacks scheduled in a row is not kept
+     * beyond the iteration: it may hold a request's objects. */
+    Py_CLEAR(self->last_ctx);
     return 0;
 }
 
@@ -1017,7 +1022,7 @@ check_thread(fa_loop *self)
 fa_handle *
 fa_loop_call_soon(fa_loop *self, PyObject *callback, PyObject *args, PyObject *context)
 {
-    fa_handle *h = fa_handle_new(self, self->st->HandleType, callback, args, context);
+    fa_handle *h = fa_handle_new_oneshot(self, self->st->HandleType, callback, args, context);
     if (h == NULL) {
         return NULL;
     }
@@ -1114,7 +1119,7 @@ loop_call_soon_threadsafe(fa_loop *self, PyObject *const *args, Py_ssize_t nargs
     }
     /* The GIL serialises this append with the thread running the loop;
      * the async handle wakes that thread if it is blocked in its poll. */
-    h = fa_handle_new(self, self->st->HandleType, cb, cbargs, context);
+    h = fa_handle_new_oneshot(self, self->st->HandleType, cb, cbargs, context);
     Py_XDECREF(cbargs);
     if (h == NULL) {
         return NULL;
@@ -1140,7 +1145,7 @@ call_at_impl(fa_loop *self, double when, PyObject *cb, PyObject *cbargs, PyObjec
         check_callback(self, cb, method) < 0) {
         return NULL;
     }
-    h = fa_handle_new(self, self->st->TimerHandleType, cb, cbargs, context);
+    h = fa_handle_new_oneshot(self, self->st->TimerHandleType, cb, cbargs, context);
     if (h == NULL) {
         return NULL;
     }
@@ -1523,6 +1528,7 @@ loop_close_c(fa_loop *self, PyObject *Py_UNUSED(ignored))
     fa_jobs_fail_all(self);
     ready_clear(self);
     heap_clear(self);
+    Py_CLEAR(self->last_ctx);
     fa_loop_close_watchers(self);
     fa_transport_close_all(self);
     fa_loop_close_orphans(self);
@@ -1647,12 +1653,13 @@ loop_traverse(fa_loop *self, visitproc visit, void *arg)
     Py_VISIT(self->module);
     Py_VISIT(self->watchers);
     Py_VISIT(self->task_factory);
+    Py_VISIT(self->last_ctx);
     Py_VISIT(self->saved_hooks);
     Py_VISIT(self->hook_first);
     Py_VISIT(self->hook_fin);
     Py_VISIT((PyObject *)self->failed);
     for (Py_ssize_t i = 0; i < self->ready_len; i++) {
-        Py_VISIT((PyObject *)self->ready[(self->ready_head + i) % self->ready_cap]);
+        Py_VISIT((PyObject *)self->ready[(self->ready_head + i) & (self->ready_cap - 1)]);
     }
     for (Py_ssize_t i = 0; i < self->heap_len; i++) {
         Py_VISIT((PyObject *)self->heap[i]);
@@ -1666,6 +1673,7 @@ loop_clear(fa_loop *self)
     ready_clear(self);
     heap_clear(self);
     Py_CLEAR(self->task_factory);
+    Py_CLEAR(self->last_ctx);
     Py_CLEAR(self->saved_hooks);
     Py_CLEAR(self->hook_first);
     Py_CLEAR(self->hook_fin);

@@ -296,13 +296,7 @@ module_exec(PyObject *module)
     if (st->LoopType == NULL) {
         return -1;
     }
-    st->HandleType = make_type(module, &fa_handle_spec, NULL, "Handle");
-    if (st->HandleType == NULL) {
-        return -1;
-    }
-    st->TimerHandleType = make_type(module, &fa_timer_handle_spec,
-                                    (PyObject *)st->HandleType, "TimerHandle");
-    if (st->TimerHandleType == NULL) {
+    if (fa_handle_init_types(module, st) < 0) {
         return -1;
     }
     st->WatcherType = make_type(module, &fa_watcher_spec, NULL, NULL);
@@ -358,6 +352,7 @@ module_clear(PyObject *module)
         }
     }
     Py_CLEAR(st->app_loop);
+    fa_handle_clear_free_list(st);
     Py_CLEAR(st->loop_class);
     Py_CLEAR(st->LoopType);
     Py_CLEAR(st->HandleType);
