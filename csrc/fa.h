@@ -169,6 +169,9 @@ typedef struct {
     PyTypeObject *WatcherType;
     PyTypeObject *GatherType;
     PyTypeObject *WaiterType;
+    PyTypeObject *ScopeType;       /* supervise.c: _Scope */
+    PyTypeObject *AsyncToSyncType; /* supervise.c: _AsyncToSync */
+    PyTypeObject *SyncCallType;    /* supervise.c: _SyncCall */
 
     PyObject *FutureType;          /* asyncio.Future (C) */
     PyObject *TaskType;            /* asyncio.Task (C) */
@@ -211,7 +214,7 @@ typedef struct {
         *s_message, *s_exception_key, *s_handle, *s_source_traceback,
         *s_asyncgen_firstiter_hook, *s_asyncgen_finalizer_hook,
         *s_log_slow_callback, *s_slow_callback_duration, *s_set_name,
-        *s_check_callback, *s_future, *s_msg, *s_qualname;
+        *s_check_callback, *s_future, *s_msg, *s_qualname, *s_get, *s_config;
 
     fa_net_state net;
 
@@ -317,6 +320,8 @@ struct fa_loop {
     void *orphans;               /* polls whose transport died off the loop thread */
 
     PyObject *task_factory;
+    PyObject *sup_var;           /* supervise.c: the scope ContextVar, or NULL */
+    PyObject *sup_hook;          /* supervise.c: record(task, scope, context) */
     PyObject *last_ctx;          /* pristine copy of the context the last one-shot
                                   * callback was scheduled in (see fa_handle) */
     PyObject *weakreflist;
@@ -356,6 +361,7 @@ fa_handle *fa_handle_new(fa_loop *loop, PyTypeObject *tp, PyObject *callback,
 fa_handle *fa_handle_new_oneshot(fa_loop *loop, PyTypeObject *tp, PyObject *callback,
                                  PyObject *args, PyObject *context);
 int fa_handle_run(fa_handle *h);
+PyObject *fa_context_vars(PyObject *ctx);
 extern Py_ssize_t fa_live_handles;
 
 /* loop.c */
@@ -373,6 +379,8 @@ int fa_loop_close_poll(fa_loop *self, uv_poll_t *p, PyObject *sock);
 void fa_loop_close_orphans(fa_loop *self);
 PyObject *fa_loop_create_task(fa_loop *self, PyObject *coro, PyObject *name,
                               PyObject *context);
+PyObject *fa_loop_create_own_task(fa_loop *self, PyObject *coro, PyObject *name,
+                                  PyObject *context);
 double fa_now(void);
 void fa_timer_remove(fa_loop *self, fa_handle *h);
 int fa_loop_check_closed(fa_loop *self);
@@ -395,6 +403,7 @@ extern PyType_Spec fa_waiter_spec;
 PyObject *fa_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
                  PyObject *kwnames);
 PyObject *fa_get_loop(PyObject *module, PyObject *unused);
+PyObject *fa_run_coro(fa_state *st, PyObject *coro, PyObject *name, PyObject *scope);
 PyObject *fa_app_loop(fa_state *st);
 void fa_home_stop(fa_loop *self);
 void fa_jobs_fail_all(fa_loop *self);
@@ -553,6 +562,22 @@ extern PyType_Spec fa_stream_spec;
 int fa_udp_init(PyObject *module, fa_state *st);
 int fa_udp_traverse(fa_state *st, visitproc visit, void *arg);
 void fa_udp_clear(fa_state *st);
+
+/* supervise.c: a task scope (the C part of flaskasync._tasks.Scope). */
+typedef struct {
+    PyObject_HEAD
+    PyObject *owner;
+    PyObject *what;
+    PyObject *children;          /* list, or NULL before the first */
+    PyObject *driver_context;    /* or NULL */
+    int open;
+    int cancel_leftovers;
+} fa_scope;
+
+int fa_supervise_init_types(PyObject *module, fa_state *st);
+int fa_loop_supervise(fa_loop *loop, PyObject *task, PyObject *context);
+PyObject *fa_loop_set_supervision(fa_loop *self, PyObject *const *args, Py_ssize_t nargs);
+void fa_scope_finish(PyObject *scope);
 
 /* gather.c */
 int fa_gather_init_type(PyObject *module, fa_state *st);

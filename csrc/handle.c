@@ -85,6 +85,14 @@ done:
     return ok;
 }
 
+/* The variable mapping a context holds (borrowed), to tell whether it
+ * changed; NULL if this interpreter's contexts cannot be read so. */
+PyObject *
+fa_context_vars(PyObject *ctx)
+{
+    return ctx_view_ok ? ctx_vars(ctx) : NULL;
+}
+
 /* The context for a one-shot callback scheduled now without context=: a
  * pristine copy of the current context, the loop's last one if the
  * current context has not changed since (same mapping), so that callbacks

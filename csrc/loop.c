@@ -1271,11 +1271,10 @@ create_task_by_asyncio(fa_loop *self, PyObject *const *args, Py_ssize_t nargs, P
     return PyObject_Vectorcall(self->st->base_create_task, args, nargs, nkw > 0 ? kwnames : NULL);
 }
 
-/* loop.create_task(coro, name=name, context=context) for the C callers
- * (gather, the runner, run_until_complete); NULL or None leave a keyword
- * out, as asyncio's callers do. */
-PyObject *
-fa_loop_create_task(fa_loop *self, PyObject *coro, PyObject *name, PyObject *context)
+/* The task for coro, not supervised: NULL or None leave a keyword out, as
+ * asyncio's callers do. */
+static PyObject *
+make_task(fa_loop *self, PyObject *coro, PyObject *name, PyObject *context)
 {
     fa_state *st = self->st;
     if (name == Py_None) {
@@ -1301,6 +1300,38 @@ fa_loop_create_task(fa_loop *self, PyObject *coro, PyObject *name, PyObject *con
     PyObject *kwn = name != NULL ? (context != NULL ? st->kw_name_context : st->kw_name)
                                  : (context != NULL ? st->kw_context : NULL);
     return create_task_by_asyncio(self, argv, 2, nk, kwn);
+}
+
+/* A task is made; with supervision on (supervise.c), record it.  If that
+ * fails the task is cancelled (it never ran) and the error raised. */
+static PyObject *
+supervised(fa_loop *self, PyObject *task, PyObject *context)
+{
+    if (task != NULL && self->sup_var != NULL && fa_loop_supervise(self, task, context) < 0) {
+        PyObject *exc = fa_fetch_exception();
+        PyObject *r = PyObject_CallMethodNoArgs(task, self->st->s_cancel);
+        Py_XDECREF(r);
+        PyErr_Clear();
+        fa_restore_exception(exc);
+        Py_CLEAR(task);
+    }
+    return task;
+}
+
+/* loop.create_task(coro, name=name, context=context) for the C callers
+ * (gather, run_until_complete). */
+PyObject *
+fa_loop_create_task(fa_loop *self, PyObject *coro, PyObject *name, PyObject *context)
+{
+    return supervised(self, make_task(self, coro, name, context), context);
+}
+
+/* The same for the runner's own task: its caller holds it, so it is not
+ * supervised. */
+PyObject *
+fa_loop_create_own_task(fa_loop *self, PyObject *coro, PyObject *name, PyObject *context)
+{
+    return make_task(self, coro, name, context);
 }
 
 /* create_task(coro, **kwargs): the fast path in C when asyncio would call
@@ -1329,8 +1360,14 @@ loop_create_task(fa_loop *self, PyObject *const *args, Py_ssize_t nargs, PyObjec
         if (fa_loop_check_closed(self) < 0) {
             return NULL;
         }
-        return new_task(self, args[0], name == Py_None ? NULL : name,
-                        context == Py_None ? NULL : context);
+        return supervised(self, new_task(self, args[0], name == Py_None ? NULL : name,
+                                         context == Py_None ? NULL : context), context);
+    }
+    context = NULL;
+    for (Py_ssize_t i = 0; i < nkw; i++) {
+        if (PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, i), "context") == 0) {
+            context = args[nargs + i];
+        }
     }
     /* self, the positional arguments, then the keyword values, as a
      * vectorcall wants them. */
@@ -1349,7 +1386,7 @@ loop_create_task(fa_loop *self, PyObject *const *args, Py_ssize_t nargs, PyObjec
     if (argv != small) {
         PyMem_Free(argv);
     }
-    return task;
+    return supervised(self, task, context);
 }
 
 static PyObject *
@@ -1654,6 +1691,8 @@ loop_traverse(fa_loop *self, visitproc visit, void *arg)
     Py_VISIT(self->watchers);
     Py_VISIT(self->task_factory);
     Py_VISIT(self->last_ctx);
+    Py_VISIT(self->sup_var);
+    Py_VISIT(self->sup_hook);
     Py_VISIT(self->saved_hooks);
     Py_VISIT(self->hook_first);
     Py_VISIT(self->hook_fin);
@@ -1674,6 +1713,8 @@ loop_clear(fa_loop *self)
     heap_clear(self);
     Py_CLEAR(self->task_factory);
     Py_CLEAR(self->last_ctx);
+    Py_CLEAR(self->sup_var);
+    Py_CLEAR(self->sup_hook);
     Py_CLEAR(self->saved_hooks);
     Py_CLEAR(self->hook_first);
     Py_CLEAR(self->hook_fin);
@@ -1870,6 +1911,9 @@ static PyMethodDef loop_methods[] = {
      "Set the factory create_task() uses: factory(loop, coro[, context=ctx]) or None."},
     {"get_task_factory", (PyCFunction)loop_get_task_factory, METH_NOARGS,
      "Return the task factory, or None."},
+    {"_set_supervision", (PyCFunction)(void (*)(void))fa_loop_set_supervision, METH_FASTCALL,
+     "_set_supervision(var, record): record the tasks this loop creates in the task\n"
+     "scope found in the ContextVar var (flaskasync._tasks); (None, None): stop."},
     {"get_debug", (PyCFunction)loop_get_debug, METH_NOARGS, "Return the debug mode flag."},
     {"__del__", (PyCFunction)loop_del_method, METH_NOARGS,
      "Finalizer: warn about an unclosed loop and close it."},
