@@ -214,7 +214,7 @@ typedef struct {
         *s_message, *s_exception_key, *s_handle, *s_source_traceback,
         *s_asyncgen_firstiter_hook, *s_asyncgen_finalizer_hook,
         *s_log_slow_callback, *s_slow_callback_duration, *s_set_name,
-        *s_check_callback, *s_future, *s_msg, *s_qualname, *s_get, *s_config;
+        *s_check_callback, *s_future, *s_msg, *s_qualname, *s_get, *s_config, *s_log_traceback;
 
     fa_net_state net;
 
@@ -577,7 +577,7 @@ typedef struct {
 int fa_supervise_init_types(PyObject *module, fa_state *st);
 int fa_loop_supervise(fa_loop *loop, PyObject *task, PyObject *context);
 PyObject *fa_loop_set_supervision(fa_loop *self, PyObject *const *args, Py_ssize_t nargs);
-void fa_scope_finish(PyObject *scope);
+void fa_scope_finish(PyObject *scope, fa_state *st);
 
 /* gather.c */
 int fa_gather_init_type(PyObject *module, fa_state *st);

@@ -290,7 +290,8 @@ module_exec(PyObject *module)
         intern(&st->s_check_callback, "_check_callback") < 0 ||
         intern(&st->s_future, "future") < 0 || intern(&st->s_msg, "msg") < 0 ||
         intern(&st->s_qualname, "__qualname__") < 0 || intern(&st->s_get, "get") < 0 ||
-        intern(&st->s_config, "config") < 0) {
+        intern(&st->s_config, "config") < 0 ||
+        intern(&st->s_log_traceback, "_log_traceback") < 0) {
         return -1;
     }
     st->LoopType = make_type(module, &fa_loop_spec, NULL, "CLoop");
@@ -404,7 +405,7 @@ module_clear(PyObject *module)
         &st->s_asyncgen_firstiter_hook, &st->s_asyncgen_finalizer_hook,
         &st->s_log_slow_callback, &st->s_slow_callback_duration, &st->s_set_name,
         &st->s_check_callback, &st->s_future, &st->s_msg, &st->s_qualname, &st->s_get,
-        &st->s_config,
+        &st->s_config, &st->s_log_traceback,
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         Py_CLEAR(*names[i]);

@@ -222,7 +222,7 @@ job_close_scope(fa_job *j)
     PyObject *scope = j->scope;
     if (scope != NULL) {
         j->scope = NULL;
-        fa_scope_finish(scope);
+        fa_scope_finish(scope, j->loop->st);
         Py_DECREF(scope);
     }
 }

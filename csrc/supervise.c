@@ -206,26 +206,72 @@ static PyType_Spec scope_spec = {
     .slots = scope_slots,
 };
 
-/* The supervised call of scope is over (on the loop): close it.  With no
- * children that is a flag; otherwise its Python close() makes the
- * unfinished ones background tasks and reports the failed ones.  Never
- * raises (an error in close() is unraisable: the call's own outcome
- * stands); a pending exception is preserved. */
+/* Whether closing the scope needs its Python close(): a child is still
+ * running (it becomes a background task), or finished with an exception
+ * nobody retrieved (it is reported), or is not an asyncio.Task (whose
+ * flags are not known).  1, 0, or -1 with an exception. */
+static int
+scope_close_needs_python(fa_state *st, PyObject *children)
+{
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(children); i++) {
+        PyObject *task = PyList_GET_ITEM(children, i), *r;
+        int v;
+        if (!PyObject_TypeCheck(task, (PyTypeObject *)st->TaskType)) {
+            return 1;
+        }
+        r = PyObject_CallMethodNoArgs(task, st->s_done);
+        if (r == NULL) {
+            return -1;
+        }
+        v = r == Py_True;
+        Py_DECREF(r);
+        if (!v) {
+            return 1;
+        }
+        /* Done: reported only if its exception was never retrieved (a
+         * result, a cancellation or a retrieved exception clear it). */
+        r = PyObject_GetAttr(task, st->s_log_traceback);
+        if (r == NULL) {
+            return -1;
+        }
+        v = PyObject_IsTrue(r);
+        Py_DECREF(r);
+        if (v != 0) {
+            return v;
+        }
+    }
+    return 0;
+}
+
+/* The supervised call of scope is over (on the loop): close it.  When
+ * every child finished and nothing is to be reported, that is two flags;
+ * otherwise the Python close() makes the unfinished children background
+ * tasks and reports the failed ones.  Never raises (an error in close() is
+ * unraisable: the call's own outcome stands); a pending exception is
+ * preserved. */
 void
-fa_scope_finish(PyObject *scope)
+fa_scope_finish(PyObject *scope, fa_state *st)
 {
     fa_scope *s = (fa_scope *)scope;
     PyObject *exc, *r;
+    int slow;
     if (s->children == NULL || PyList_GET_SIZE(s->children) == 0) {
         s->open = 0;
         return;
     }
     exc = fa_fetch_exception();
-    r = PyObject_CallMethod(scope, "close", NULL);
-    if (r == NULL) {
-        PyErr_WriteUnraisable(scope);
+    slow = scope_close_needs_python(st, s->children);
+    if (slow == 0) {
+        s->open = 0;
+        Py_CLEAR(s->children);
     }
-    Py_XDECREF(r);
+    else {
+        r = slow < 0 ? NULL : PyObject_CallMethod(scope, "close", NULL);
+        if (r == NULL) {
+            PyErr_WriteUnraisable(scope);
+        }
+        Py_XDECREF(r);
+    }
     fa_restore_exception(exc);
 }
 
