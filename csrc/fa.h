@@ -122,6 +122,11 @@ fa_asyncgen_hooks_are(PyObject *firstiter, PyObject *finalizer)
 #define FA_DGRAM_SEND_EMPTY (PY_VERSION_HEX >= 0x030D0000)
 #define FA_DGRAM_HEADER_SIZE (PY_VERSION_HEX >= 0x030D0000 ? 8 : 0)
 
+/* From 3.12 on, the weak reference list of a class whose __slots__ name
+ * __weakref__ lives before the object (Py_TPFLAGS_MANAGED_WEAKREF), not in
+ * a slot after the others: asyncio.Handle's layout differs (handle.c). */
+#define FA_MANAGED_WEAKREF (PY_VERSION_HEX >= 0x030C0000)
+
 typedef struct fa_loop fa_loop;
 typedef struct fa_handle fa_handle;
 typedef struct fa_op fa_op;
@@ -164,6 +169,9 @@ typedef struct {
     PyTypeObject *WatcherType;
     PyTypeObject *GatherType;
     PyTypeObject *WaiterType;
+    PyTypeObject *ScopeType;       /* supervise.c: _Scope */
+    PyTypeObject *AsyncToSyncType; /* supervise.c: _AsyncToSync */
+    PyTypeObject *SyncCallType;    /* supervise.c: _SyncCall */
 
     PyObject *FutureType;          /* asyncio.Future (C) */
     PyObject *TaskType;            /* asyncio.Task (C) */
@@ -207,28 +215,53 @@ typedef struct {
         *s_message, *s_exception_key, *s_handle, *s_source_traceback,
         *s_asyncgen_firstiter_hook, *s_asyncgen_finalizer_hook,
         *s_log_slow_callback, *s_slow_callback_duration, *s_set_name,
-        *s_check_callback, *s_future, *s_msg, *s_qualname;
+        *s_check_callback, *s_future, *s_msg, *s_qualname, *s_get, *s_config, *s_log_traceback;
 
     fa_net_state net;
+
+    /* handle.c: deallocated Handles and TimerHandles kept for reuse (they
+     * have the same size), linked through next_free; untracked, holding
+     * no references. */
+    fa_handle *free_handles;
+    int n_free_handles;
+    int handles_closed;          /* module cleared: free instead of keeping */
 } fa_state;
 
-/* A callback scheduled on the loop: asyncio.Handle / asyncio.TimerHandle. */
+/* A callback scheduled on the loop.  The C types derive from
+ * asyncio.Handle / asyncio.TimerHandle, so the struct starts with those
+ * classes' __slots__, where CPython lays them out (in sorted name order,
+ * then __weakref__; checked at import by handle.c).  Our fields reuse the
+ * slots whose meaning they share; getsets of the C types answer the slot
+ * names.  TimerHandle's two slots are reserved in both types, so that the
+ * C fields after them sit at the same offset in a Handle and a
+ * TimerHandle. */
 struct fa_handle {
     PyObject_HEAD
-    PyObject *callback;
-    PyObject *args;              /* tuple or NULL for no arguments */
-    PyObject *context;           /* contextvars.Context */
-    fa_loop *loop;               /* strong reference */
-    PyObject *source_traceback;  /* debug mode only */
-    PyObject *weakreflist;
-    PyObject *repr;              /* kept by cancel() in debug mode, as asyncio */
+    PyObject *args;              /* _args: tuple, or NULL for no arguments */
+    PyObject *callback;          /* _callback (None once cancelled) */
+    PyObject *cancelled_slot;    /* _cancelled: unused, see `cancelled` */
+    PyObject *context;           /* _context: the Context the callback runs in,
+                                  * or NULL while ctx_shared stands for it */
+    fa_loop *loop;               /* _loop: strong reference */
+    PyObject *repr;              /* _repr: kept by cancel() in debug mode, as asyncio */
+    PyObject *source_traceback;  /* _source_traceback: debug mode only */
+#if !FA_MANAGED_WEAKREF
+    PyObject *weakreflist;       /* __weakref__ (3.12+ keeps it before the object) */
+#endif
+    PyObject *timer_slots[2];    /* TimerHandle's _scheduled and _when: unused */
+    /* A one-shot callback scheduled without context=: a pristine copy of
+     * the scheduling context, shared by the callbacks scheduled while that
+     * context did not change and never entered.  The callback runs in a
+     * copy of it, made when it runs (or when get_context() asks). */
+    PyObject *ctx_shared;
+    double when;                 /* timer: deadline on loop.time() */
+    uint64_t seq;                /* timer: tie-break, FIFO among equal deadlines */
+    Py_ssize_t heap_index;       /* timer: position in the heap, -1 if absent */
     char cancelled;
     char queued;                 /* fd handle: already in the ready queue */
     char is_timer;
     char scheduled;              /* timer: currently in the heap */
-    double when;                 /* timer: deadline on loop.time() */
-    uint64_t seq;                /* timer: tie-break, FIFO among equal deadlines */
-    Py_ssize_t heap_index;       /* timer: position in the heap, -1 if absent */
+    fa_handle *next_free;        /* in the free list */
 };
 
 /* One libuv poll handle per watched fd, carrying the reader and writer. */
@@ -288,6 +321,10 @@ struct fa_loop {
     void *orphans;               /* polls whose transport died off the loop thread */
 
     PyObject *task_factory;
+    PyObject *sup_var;           /* supervise.c: the scope ContextVar, or NULL */
+    PyObject *sup_hook;          /* supervise.c: record(task, scope, context) */
+    PyObject *last_ctx;          /* pristine copy of the context the last one-shot
+                                  * callback was scheduled in (see fa_handle) */
     PyObject *weakreflist;
     PyObject *dict;
 
@@ -318,12 +355,15 @@ int fa_set_uv_error(int err, const char *what);
 int fa_is_fatal_exception(void);
 
 /* handle.c */
-extern PyType_Spec fa_handle_spec;
+int fa_handle_init_types(PyObject *module, fa_state *st);
+void fa_handle_clear_free_list(fa_state *st);
 PyObject *fa_format_callback(fa_handle *h);
-extern PyType_Spec fa_timer_handle_spec;
 fa_handle *fa_handle_new(fa_loop *loop, PyTypeObject *tp, PyObject *callback,
                          PyObject *args, PyObject *context);
+fa_handle *fa_handle_new_oneshot(fa_loop *loop, PyTypeObject *tp, PyObject *callback,
+                                 PyObject *args, PyObject *context);
 int fa_handle_run(fa_handle *h);
+PyObject *fa_context_vars(PyObject *ctx);
 extern Py_ssize_t fa_live_handles;
 
 /* loop.c */
@@ -341,6 +381,8 @@ int fa_loop_close_poll(fa_loop *self, uv_poll_t *p, PyObject *sock);
 void fa_loop_close_orphans(fa_loop *self);
 PyObject *fa_loop_create_task(fa_loop *self, PyObject *coro, PyObject *name,
                               PyObject *context);
+PyObject *fa_loop_create_own_task(fa_loop *self, PyObject *coro, PyObject *name,
+                                  PyObject *context);
 double fa_now(void);
 void fa_timer_remove(fa_loop *self, fa_handle *h);
 int fa_loop_check_closed(fa_loop *self);
@@ -363,6 +405,7 @@ extern PyType_Spec fa_waiter_spec;
 PyObject *fa_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
                  PyObject *kwnames);
 PyObject *fa_get_loop(PyObject *module, PyObject *unused);
+PyObject *fa_run_coro(fa_state *st, PyObject *coro, PyObject *name, PyObject *scope);
 PyObject *fa_app_loop(fa_state *st);
 void fa_home_stop(fa_loop *self);
 void fa_jobs_fail_all(fa_loop *self);
@@ -527,6 +570,22 @@ extern PyType_Spec fa_stream_spec;
 int fa_udp_init(PyObject *module, fa_state *st);
 int fa_udp_traverse(fa_state *st, visitproc visit, void *arg);
 void fa_udp_clear(fa_state *st);
+
+/* supervise.c: a task scope (the C part of flaskasync._tasks.Scope). */
+typedef struct {
+    PyObject_HEAD
+    PyObject *owner;
+    PyObject *what;
+    PyObject *children;          /* list, or NULL before the first */
+    PyObject *driver_context;    /* or NULL */
+    int open;
+    int cancel_leftovers;
+} fa_scope;
+
+int fa_supervise_init_types(PyObject *module, fa_state *st);
+int fa_loop_supervise(fa_loop *loop, PyObject *task, PyObject *context);
+PyObject *fa_loop_set_supervision(fa_loop *self, PyObject *const *args, Py_ssize_t nargs);
+void fa_scope_finish(PyObject *scope, fa_state *st);
 
 /* gather.c */
 int fa_gather_init_type(PyObject *module, fa_state *st);

@@ -29,6 +29,7 @@ fa_now(void)
 int
 fa_loop_push_ready(fa_loop *self, fa_handle *h)
 {
+    /* The capacity is a power of two: positions wrap with a mask. */
     if (self->ready_len == self->ready_cap) {
         Py_ssize_t ncap = self->ready_cap ? self->ready_cap * 2 : 64;
         fa_handle **n = PyMem_Malloc(sizeof(fa_handle *) * ncap);
@@ -37,14 +38,14 @@ fa_loop_push_ready(fa_loop *self, fa_handle *h)
             return -1;
         }
         for (Py_ssize_t i = 0; i < self->ready_len; i++) {
-            n[i] = self->ready[(self->ready_head + i) % self->ready_cap];
+            n[i] = self->ready[(self->ready_head + i) & (self->ready_cap - 1)];
         }
         PyMem_Free(self->ready);
         self->ready = n;
         self->ready_head = 0;
         self->ready_cap = ncap;
     }
-    self->ready[(self->ready_head + self->ready_len) % self->ready_cap] =
+    self->ready[(self->ready_head + self->ready_len) & (self->ready_cap - 1)] =
         (fa_handle *)Py_NewRef(h);
     self->ready_len++;
     return 0;
@@ -54,7 +55,7 @@ static fa_handle *
 ready_pop(fa_loop *self)
 {
     fa_handle *h = self->ready[self->ready_head];
-    self->ready_head = (self->ready_head + 1) % self->ready_cap;
+    self->ready_head = (self->ready_head + 1) & (self->ready_cap - 1);
     self->ready_len--;
     return h;
 }
@@ -581,10 +582,14 @@ fa_loop_run_ready(fa_loop *self)
         }
         if (r < 0) {
             Py_XSETREF(self->failed, h);
+            Py_CLEAR(self->last_ctx);
             return -1;
         }
         Py_DECREF(h);
     }
+    /* The shared context of the callbacks scheduled in a row is not kept
+     * beyond the iteration: it may hold a request's objects. */
+    Py_CLEAR(self->last_ctx);
     return 0;
 }
 
@@ -1074,7 +1079,7 @@ check_thread(fa_loop *self)
 fa_handle *
 fa_loop_call_soon(fa_loop *self, PyObject *callback, PyObject *args, PyObject *context)
 {
-    fa_handle *h = fa_handle_new(self, self->st->HandleType, callback, args, context);
+    fa_handle *h = fa_handle_new_oneshot(self, self->st->HandleType, callback, args, context);
     if (h == NULL) {
         return NULL;
     }
@@ -1171,7 +1176,7 @@ loop_call_soon_threadsafe(fa_loop *self, PyObject *const *args, Py_ssize_t nargs
     }
     /* The GIL serialises this append with the thread running the loop;
      * the async handle wakes that thread if it is blocked in its poll. */
-    h = fa_handle_new(self, self->st->HandleType, cb, cbargs, context);
+    h = fa_handle_new_oneshot(self, self->st->HandleType, cb, cbargs, context);
     Py_XDECREF(cbargs);
     if (h == NULL) {
         return NULL;
@@ -1197,7 +1202,7 @@ call_at_impl(fa_loop *self, double when, PyObject *cb, PyObject *cbargs, PyObjec
         check_callback(self, cb, method) < 0) {
         return NULL;
     }
-    h = fa_handle_new(self, self->st->TimerHandleType, cb, cbargs, context);
+    h = fa_handle_new_oneshot(self, self->st->TimerHandleType, cb, cbargs, context);
     if (h == NULL) {
         return NULL;
     }
@@ -1323,11 +1328,10 @@ create_task_by_asyncio(fa_loop *self, PyObject *const *args, Py_ssize_t nargs, P
     return PyObject_Vectorcall(self->st->base_create_task, args, nargs, nkw > 0 ? kwnames : NULL);
 }
 
-/* loop.create_task(coro, name=name, context=context) for the C callers
- * (gather, the runner, run_until_complete); NULL or None leave a keyword
- * out, as asyncio's callers do. */
-PyObject *
-fa_loop_create_task(fa_loop *self, PyObject *coro, PyObject *name, PyObject *context)
+/* The task for coro, not supervised: NULL or None leave a keyword out, as
+ * asyncio's callers do. */
+static PyObject *
+make_task(fa_loop *self, PyObject *coro, PyObject *name, PyObject *context)
 {
     fa_state *st = self->st;
     if (name == Py_None) {
@@ -1353,6 +1357,38 @@ fa_loop_create_task(fa_loop *self, PyObject *coro, PyObject *name, PyObject *con
     PyObject *kwn = name != NULL ? (context != NULL ? st->kw_name_context : st->kw_name)
                                  : (context != NULL ? st->kw_context : NULL);
     return create_task_by_asyncio(self, argv, 2, nk, kwn);
+}
+
+/* A task is made; with supervision on (supervise.c), record it.  If that
+ * fails the task is cancelled (it never ran) and the error raised. */
+static PyObject *
+supervised(fa_loop *self, PyObject *task, PyObject *context)
+{
+    if (task != NULL && self->sup_var != NULL && fa_loop_supervise(self, task, context) < 0) {
+        PyObject *exc = fa_fetch_exception();
+        PyObject *r = PyObject_CallMethodNoArgs(task, self->st->s_cancel);
+        Py_XDECREF(r);
+        PyErr_Clear();
+        fa_restore_exception(exc);
+        Py_CLEAR(task);
+    }
+    return task;
+}
+
+/* loop.create_task(coro, name=name, context=context) for the C callers
+ * (gather, run_until_complete). */
+PyObject *
+fa_loop_create_task(fa_loop *self, PyObject *coro, PyObject *name, PyObject *context)
+{
+    return supervised(self, make_task(self, coro, name, context), context);
+}
+
+/* The same for the runner's own task: its caller holds it, so it is not
+ * supervised. */
+PyObject *
+fa_loop_create_own_task(fa_loop *self, PyObject *coro, PyObject *name, PyObject *context)
+{
+    return make_task(self, coro, name, context);
 }
 
 /* create_task(coro, **kwargs): the fast path in C when asyncio would call
@@ -1381,8 +1417,14 @@ loop_create_task(fa_loop *self, PyObject *const *args, Py_ssize_t nargs, PyObjec
         if (fa_loop_check_closed(self) < 0) {
             return NULL;
         }
-        return new_task(self, args[0], name == Py_None ? NULL : name,
-                        context == Py_None ? NULL : context);
+        return supervised(self, new_task(self, args[0], name == Py_None ? NULL : name,
+                                         context == Py_None ? NULL : context), context);
+    }
+    context = NULL;
+    for (Py_ssize_t i = 0; i < nkw; i++) {
+        if (PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, i), "context") == 0) {
+            context = args[nargs + i];
+        }
     }
     /* self, the positional arguments, then the keyword values, as a
      * vectorcall wants them. */
@@ -1401,7 +1443,7 @@ loop_create_task(fa_loop *self, PyObject *const *args, Py_ssize_t nargs, PyObjec
     if (argv != small) {
         PyMem_Free(argv);
     }
-    return task;
+    return supervised(self, task, context);
 }
 
 static PyObject *
@@ -1582,6 +1624,7 @@ loop_close_c(fa_loop *self, PyObject *Py_UNUSED(ignored))
     fa_jobs_fail_all(self);
     ready_clear(self);
     heap_clear(self);
+    Py_CLEAR(self->last_ctx);
     fa_loop_close_watchers(self);
     fa_transport_close_all(self);
     fa_loop_close_orphans(self);
@@ -1706,12 +1749,15 @@ loop_traverse(fa_loop *self, visitproc visit, void *arg)
     Py_VISIT(self->module);
     Py_VISIT(self->watchers);
     Py_VISIT(self->task_factory);
+    Py_VISIT(self->last_ctx);
+    Py_VISIT(self->sup_var);
+    Py_VISIT(self->sup_hook);
     Py_VISIT(self->saved_hooks);
     Py_VISIT(self->hook_first);
     Py_VISIT(self->hook_fin);
     Py_VISIT((PyObject *)self->failed);
     for (Py_ssize_t i = 0; i < self->ready_len; i++) {
-        Py_VISIT((PyObject *)self->ready[(self->ready_head + i) % self->ready_cap]);
+        Py_VISIT((PyObject *)self->ready[(self->ready_head + i) & (self->ready_cap - 1)]);
     }
     for (Py_ssize_t i = 0; i < self->heap_len; i++) {
         Py_VISIT((PyObject *)self->heap[i]);
@@ -1725,6 +1771,9 @@ loop_clear(fa_loop *self)
     ready_clear(self);
     heap_clear(self);
     Py_CLEAR(self->task_factory);
+    Py_CLEAR(self->last_ctx);
+    Py_CLEAR(self->sup_var);
+    Py_CLEAR(self->sup_hook);
     Py_CLEAR(self->saved_hooks);
     Py_CLEAR(self->hook_first);
     Py_CLEAR(self->hook_fin);
@@ -1921,6 +1970,9 @@ static PyMethodDef loop_methods[] = {
      "Set the factory create_task() uses: factory(loop, coro[, context=ctx]) or None."},
     {"get_task_factory", (PyCFunction)loop_get_task_factory, METH_NOARGS,
      "Return the task factory, or None."},
+    {"_set_supervision", (PyCFunction)(void (*)(void))fa_loop_set_supervision, METH_FASTCALL,
+     "_set_supervision(var, record): record the tasks this loop creates in the task\n"
+     "scope found in the ContextVar var (flaskasync._tasks); (None, None): stop."},
     {"get_debug", (PyCFunction)loop_get_debug, METH_NOARGS, "Return the debug mode flag."},
     {"__del__", (PyCFunction)loop_del_method, METH_NOARGS,
      "Finalizer: warn about an unclosed loop and close it."},

@@ -316,20 +316,16 @@ module_exec(PyObject *module)
         intern(&st->s_set_name, "set_name") < 0 ||
         intern(&st->s_check_callback, "_check_callback") < 0 ||
         intern(&st->s_future, "future") < 0 || intern(&st->s_msg, "msg") < 0 ||
-        intern(&st->s_qualname, "__qualname__") < 0) {
+        intern(&st->s_qualname, "__qualname__") < 0 || intern(&st->s_get, "get") < 0 ||
+        intern(&st->s_config, "config") < 0 ||
+        intern(&st->s_log_traceback, "_log_traceback") < 0) {
         return -1;
     }
     st->LoopType = make_type(module, &fa_loop_spec, NULL, "CLoop");
     if (st->LoopType == NULL) {
         return -1;
     }
-    st->HandleType = make_type(module, &fa_handle_spec, NULL, "Handle");
-    if (st->HandleType == NULL) {
-        return -1;
-    }
-    st->TimerHandleType = make_type(module, &fa_timer_handle_spec,
-                                    (PyObject *)st->HandleType, "TimerHandle");
-    if (st->TimerHandleType == NULL) {
+    if (fa_handle_init_types(module, st) < 0) {
         return -1;
     }
     st->WatcherType = make_type(module, &fa_watcher_spec, NULL, NULL);
@@ -340,7 +336,7 @@ module_exec(PyObject *module)
     if (st->WaiterType == NULL) {
         return -1;
     }
-    if (fa_gather_init_type(module, st) < 0) {
+    if (fa_gather_init_type(module, st) < 0 || fa_supervise_init_types(module, st) < 0) {
         return -1;
     }
     if (fa_net_init(module, st) < 0) {
@@ -367,6 +363,9 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->WatcherType);
     Py_VISIT(st->GatherType);
     Py_VISIT(st->WaiterType);
+    Py_VISIT(st->ScopeType);
+    Py_VISIT(st->AsyncToSyncType);
+    Py_VISIT(st->SyncCallType);
     Py_VISIT(st->FutureType);
     Py_VISIT(st->TaskType);
     Py_VISIT(st->loop_class);
@@ -387,6 +386,7 @@ module_clear(PyObject *module)
     }
     Py_CLEAR(st->app_loop);
     Py_CLEAR(st->reenter);
+    fa_handle_clear_free_list(st);
     Py_CLEAR(st->loop_class);
     Py_CLEAR(st->LoopType);
     Py_CLEAR(st->HandleType);
@@ -394,6 +394,9 @@ module_clear(PyObject *module)
     Py_CLEAR(st->WatcherType);
     Py_CLEAR(st->GatherType);
     Py_CLEAR(st->WaiterType);
+    Py_CLEAR(st->ScopeType);
+    Py_CLEAR(st->AsyncToSyncType);
+    Py_CLEAR(st->SyncCallType);
     Py_CLEAR(st->FutureType);
     Py_CLEAR(st->TaskType);
     Py_CLEAR(st->CancelledError);
@@ -430,7 +433,8 @@ module_clear(PyObject *module)
         &st->s_message, &st->s_exception_key, &st->s_handle, &st->s_source_traceback,
         &st->s_asyncgen_firstiter_hook, &st->s_asyncgen_finalizer_hook,
         &st->s_log_slow_callback, &st->s_slow_callback_duration, &st->s_set_name,
-        &st->s_check_callback, &st->s_future, &st->s_msg, &st->s_qualname,
+        &st->s_check_callback, &st->s_future, &st->s_msg, &st->s_qualname, &st->s_get,
+        &st->s_config, &st->s_log_traceback,
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         Py_CLEAR(*names[i]);

@@ -39,6 +39,10 @@ typedef struct fa_job_s {
     int timed_out;
     int abandoned;          /* the caller left (KeyboardInterrupt) before start */
     int copy_back;          /* ctx is a copy of the caller's: copy changes back */
+    PyObject *scope;        /* the task scope set in ctx (the Flask fast path), closed
+                             * when the task is done, or NULL */
+    PyObject *ctx_vars;     /* ctx's variable mapping when the task was made, to skip
+                             * copying back when the task set nothing; or NULL */
     atomic_int posted;
     sem_t sem;
     /* Jobs whose caller waits, linked from the loop (GIL-protected), so
@@ -64,6 +68,8 @@ job_traverse(fa_job *j, visitproc visit, void *arg)
     Py_VISIT(j->task);
     Py_VISIT(j->timeout_handle);
     Py_VISIT(j->error);
+    Py_VISIT(j->scope);
+    Py_VISIT(j->ctx_vars);
     return 0;
 }
 
@@ -77,6 +83,8 @@ job_clear(fa_job *j)
     Py_CLEAR(j->task);
     Py_CLEAR(j->timeout_handle);
     Py_CLEAR(j->error);
+    Py_CLEAR(j->scope);
+    Py_CLEAR(j->ctx_vars);
     return 0;
 }
 
@@ -207,11 +215,24 @@ job_cancel_timeout(fa_job *j)
     }
 }
 
+/* The task is done (on the loop): close its scope. */
+static void
+job_close_scope(fa_job *j)
+{
+    PyObject *scope = j->scope;
+    if (scope != NULL) {
+        j->scope = NULL;
+        fa_scope_finish(scope, j->loop->st);
+        Py_DECREF(scope);
+    }
+}
+
 static PyObject *
 job_on_done(PyObject *self, PyObject *Py_UNUSED(fut))
 {
     fa_job *j = (fa_job *)self;
     job_cancel_timeout(j);
+    job_close_scope(j);
     job_post(j);
     Py_RETURN_NONE;
 }
@@ -252,7 +273,7 @@ job_start_task(fa_job *j)
             Py_CLEAR(name);
         }
     }
-    j->task = fa_loop_create_task(loop, j->coro, name, j->ctx);
+    j->task = fa_loop_create_own_task(loop, j->coro, name, j->ctx);
     Py_XDECREF(name);
     if (j->task == NULL) {
         return -1;
@@ -627,9 +648,10 @@ fa_release_app_loop(PyObject *module, PyObject *loop)
 /* --------------------------------------------------------------- run */
 
 /* Copy the values set inside the task's context back into the caller's,
- * as asgiref's async_to_sync does. */
+ * as asgiref's async_to_sync does.  skip: a variable not to copy (the
+ * task scope's), or NULL. */
 static int
-copy_context_back(PyObject *ctx)
+copy_context_back(PyObject *ctx, PyObject *skip)
 {
     PyObject *it = PyObject_GetIter(ctx);
     PyObject *var;
@@ -637,8 +659,12 @@ copy_context_back(PyObject *ctx)
         return -1;
     }
     while ((var = PyIter_Next(it)) != NULL) {
-        PyObject *val = PyObject_GetItem(ctx, var);
-        PyObject *cur = NULL;
+        PyObject *val, *cur = NULL;
+        if (var == skip) {
+            Py_DECREF(var);
+            continue;
+        }
+        val = PyObject_GetItem(ctx, var);
         if (val == NULL) {
             Py_DECREF(var);
             goto error;
@@ -794,21 +820,213 @@ drive_inline(fa_loop *L, fa_job *j)
             goto error;
         }
     }
-    fa_loop_leave(L);
     if (done) {
+        job_close_scope(j);
+        fa_loop_leave(L);
         job_cancel_timeout(j);
     }
-    else if (job_add_done_callback(j) < 0) {
-        baton_release(L);
-        return -1;
+    else {
+        int r = job_add_done_callback(j);
+        fa_loop_leave(L);
+        if (r < 0) {
+            baton_release(L);
+            return -1;
+        }
     }
     baton_release(L);
     return done;
 
 error:
+    /* The task may run on (the caller cancels it): its scope still closes
+     * when it is done. */
+    if (j->scope != NULL) {
+        PyObject *exc = fa_fetch_exception();
+        PyObject *d = PyObject_CallMethodNoArgs(j->task, st->s_done);
+        if (d == Py_True) {
+            job_close_scope(j);
+        }
+        else if (d != NULL && job_add_done_callback(j) < 0) {
+            PyErr_WriteUnraisable((PyObject *)L);
+        }
+        Py_XDECREF(d);
+        PyErr_Clear();
+        fa_restore_exception(exc);
+    }
     fa_loop_leave(L);
     baton_release(L);
     return -1;
+}
+
+/* Make ctx (the task's context) start with scope in the supervision
+ * variable var.  0, or -1 with an exception. */
+static int
+ctx_set_scope(PyObject *ctx, PyObject *var, PyObject *scope)
+{
+    PyObject *tok;
+    if (PyContext_Enter(ctx) < 0) {
+        return -1;
+    }
+    tok = PyContextVar_Set(var, scope);
+    if (PyContext_Exit(ctx) < 0) {
+        Py_XDECREF(tok);
+        return -1;
+    }
+    if (tok == NULL) {
+        return -1;
+    }
+    Py_DECREF(tok);
+    return 0;
+}
+
+/* Run coro on the app loop L from this thread: the job, the baton, the
+ * wait, the result.  timeout: seconds or NULL; name: str or NULL; context:
+ * a Context to run in (nothing copied back) or NULL for a copy of the
+ * caller's; scope: a task scope to run the call in (set in the task's
+ * context, closed when the task is done) or NULL. */
+static PyObject *
+run_job(fa_state *st, fa_loop *L, PyObject *coro, PyObject *timeout, PyObject *name,
+        PyObject *context, PyObject *scope)
+{
+    PyObject *res = NULL, *skip = NULL;
+    fa_job *j;
+    int r;
+
+    j = PyObject_GC_New(fa_job, st->WaiterType);
+    if (j == NULL) {
+        return NULL;
+    }
+    j->loop = (fa_loop *)Py_NewRef(L);
+    j->coro = Py_NewRef(coro);
+    j->ctx = NULL;
+    j->name = Py_XNewRef(name);
+    j->task = NULL;
+    j->timeout_handle = NULL;
+    j->error = NULL;
+    j->timed_out = 0;
+    j->abandoned = 0;
+    j->copy_back = context == NULL;
+    j->scope = NULL;
+    j->ctx_vars = NULL;
+    j->has_timeout = 0;
+    j->timeout = 0.0;
+    j->prev = j->next = NULL;
+    j->linked = 0;
+    atomic_init(&j->posted, 0);
+    sem_init(&j->sem, 0, 0);
+    PyObject_GC_Track(j);
+    if (timeout != NULL) {
+        j->timeout = PyFloat_AsDouble(timeout);
+        if (j->timeout == -1.0 && PyErr_Occurred()) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_TypeError, "run(): timeout must be a number or None, got %R",
+                         timeout);
+            goto done;
+        }
+        if (!(j->timeout >= 0.0)) {
+            PyErr_Format(PyExc_ValueError, "run(): timeout must be >= 0, got %R", timeout);
+            goto done;
+        }
+        j->has_timeout = 1;
+    }
+    /* run(context=) runs the task in that Context, as asyncio.Runner.run
+     * does, and copies nothing back; otherwise in a copy of the caller's,
+     * whose changes are copied back when the task is done. */
+    j->ctx = j->copy_back ? PyContext_CopyCurrent() : Py_NewRef(context);
+    if (j->ctx == NULL) {
+        goto done;
+    }
+    if (scope != NULL) {
+        if (L->sup_var == NULL) {
+            PyErr_SetString(PyExc_RuntimeError, "the app loop has no task supervision");
+            goto done;
+        }
+        if (ctx_set_scope(j->ctx, L->sup_var, scope) < 0) {
+            goto done;
+        }
+        j->scope = Py_NewRef(scope);
+        skip = Py_NewRef(L->sup_var); /* never copied back */
+    }
+    if (j->copy_back) {
+        /* Kept (and referenced) to see whether the task set anything. */
+        j->ctx_vars = Py_XNewRef(fa_context_vars(j->ctx));
+    }
+
+    if (!L->adopted && baton_try(L)) {
+        r = drive_inline(L, j);
+        if (r < 0) {
+            job_abandon(j);
+            goto copy_back;
+        }
+        if (r == 0) {
+            job_link(j);
+            r = job_wait(j);
+            job_unlink(j);
+            if (r < 0) {
+                job_abandon(j);
+                goto copy_back;
+            }
+        }
+    }
+    else {
+        /* Someone is running the loop's callbacks right now (we only got
+         * here because the GIL switched threads mid-callback), or the app
+         * loop is a server's loop running in its own thread: let that
+         * thread start our task, and wait for it. */
+        PyObject *start = PyCFunction_New(&job_start_def, (PyObject *)j);
+        fa_handle *h;
+        if (start == NULL) {
+            goto done;
+        }
+        h = fa_handle_new(L, st->HandleType, start, NULL, NULL);
+        Py_DECREF(start);
+        if (h == NULL) {
+            goto done;
+        }
+        r = fa_loop_push_ready(L, h);
+        Py_DECREF(h);
+        if (r < 0) {
+            goto done;
+        }
+        fa_loop_poke(L);
+        job_link(j);
+        r = job_wait(j);
+        job_unlink(j);
+        if (r < 0) {
+            job_abandon(j);
+            goto copy_back;
+        }
+    }
+    res = job_result(j);
+
+copy_back:
+    if (j->task != NULL && j->copy_back &&
+        (j->ctx_vars == NULL || fa_context_vars(j->ctx) != j->ctx_vars)) {
+        PyObject *exc = fa_fetch_exception();
+        if (copy_context_back(j->ctx, skip) < 0) {
+            if (exc == NULL) {
+                Py_CLEAR(res);
+                goto done;
+            }
+            PyErr_WriteUnraisable((PyObject *)L);
+        }
+        fa_restore_exception(exc);
+    }
+done:
+    Py_XDECREF(skip);
+    Py_XDECREF(j);
+    return res;
+}
+
+/* The Flask integration's fast path (supervise.c): coro, a coroutine
+ * object, run as run(coro, name=name) would, in scope. */
+PyObject *
+fa_run_coro(fa_state *st, PyObject *coro, PyObject *name, PyObject *scope)
+{
+    fa_loop *L = (fa_loop *)fa_app_loop(st);
+    if (L == NULL) {
+        return NULL;
+    }
+    return run_job(st, L, coro, NULL, name, NULL, scope);
 }
 
 PyObject *
@@ -816,10 +1034,8 @@ fa_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
 {
     fa_state *st = fa_get_state(module);
     PyObject *coro, *timeout = Py_None, *name = Py_None, *context = Py_None;
-    PyObject *running, *res = NULL;
-    fa_job *j = NULL;
+    PyObject *running;
     fa_loop *L;
-    int r;
 
     if (nargs != 1) {
         PyErr_Format(PyExc_TypeError,
@@ -900,109 +1116,6 @@ fa_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
             return PyObject_Vectorcall(st->reenter, args, nargs, kwnames);
         }
     }
-    j = PyObject_GC_New(fa_job, st->WaiterType);
-    if (j == NULL) {
-        return NULL;
-    }
-    j->loop = (fa_loop *)Py_NewRef(L);
-    j->coro = Py_NewRef(coro);
-    j->ctx = NULL;
-    j->name = name == Py_None ? NULL : Py_NewRef(name);
-    j->task = NULL;
-    j->timeout_handle = NULL;
-    j->error = NULL;
-    j->timed_out = 0;
-    j->abandoned = 0;
-    j->copy_back = context == Py_None;
-    j->has_timeout = 0;
-    j->timeout = 0.0;
-    j->prev = j->next = NULL;
-    j->linked = 0;
-    atomic_init(&j->posted, 0);
-    sem_init(&j->sem, 0, 0);
-    PyObject_GC_Track(j);
-    if (timeout != Py_None) {
-        j->timeout = PyFloat_AsDouble(timeout);
-        if (j->timeout == -1.0 && PyErr_Occurred()) {
-            PyErr_Clear();
-            PyErr_Format(PyExc_TypeError, "run(): timeout must be a number or None, got %R",
-                         timeout);
-            goto done;
-        }
-        if (!(j->timeout >= 0.0)) {
-            PyErr_Format(PyExc_ValueError, "run(): timeout must be >= 0, got %R", timeout);
-            goto done;
-        }
-        j->has_timeout = 1;
-    }
-    /* run(context=) runs the task in that Context, as asyncio.Runner.run
-     * does, and copies nothing back; otherwise in a copy of the caller's,
-     * whose changes are copied back when the task is done. */
-    j->ctx = j->copy_back ? PyContext_CopyCurrent() : Py_NewRef(context);
-    if (j->ctx == NULL) {
-        goto done;
-    }
-
-    if (!L->adopted && baton_try(L)) {
-        r = drive_inline(L, j);
-        if (r < 0) {
-            job_abandon(j);
-            goto copy_back;
-        }
-        if (r == 0) {
-            job_link(j);
-            r = job_wait(j);
-            job_unlink(j);
-            if (r < 0) {
-                job_abandon(j);
-                goto copy_back;
-            }
-        }
-    }
-    else {
-        /* Someone is running the loop's callbacks right now (we only got
-         * here because the GIL switched threads mid-callback), or the app
-         * loop is a server's loop running in its own thread: let that
-         * thread start our task, and wait for it. */
-        PyObject *start = PyCFunction_New(&job_start_def, (PyObject *)j);
-        fa_handle *h;
-        if (start == NULL) {
-            goto done;
-        }
-        h = fa_handle_new(L, st->HandleType, start, NULL, NULL);
-        Py_DECREF(start);
-        if (h == NULL) {
-            goto done;
-        }
-        r = fa_loop_push_ready(L, h);
-        Py_DECREF(h);
-        if (r < 0) {
-            goto done;
-        }
-        fa_loop_poke(L);
-        job_link(j);
-        r = job_wait(j);
-        job_unlink(j);
-        if (r < 0) {
-            job_abandon(j);
-            goto copy_back;
-        }
-    }
-    res = job_result(j);
-
-copy_back:
-    if (j->task != NULL && j->copy_back) {
-        PyObject *exc = fa_fetch_exception();
-        if (copy_context_back(j->ctx) < 0) {
-            if (exc == NULL) {
-                Py_CLEAR(res);
-                goto done;
-            }
-            PyErr_WriteUnraisable(module);
-        }
-        fa_restore_exception(exc);
-    }
-done:
-    Py_XDECREF(j);
-    return res;
+    return run_job(st, L, coro, timeout == Py_None ? NULL : timeout,
+                   name == Py_None ? NULL : name, context == Py_None ? NULL : context, NULL);
 }

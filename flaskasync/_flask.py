@@ -61,7 +61,7 @@ from flask.views import View
 from werkzeug.exceptions import GatewayTimeout
 from werkzeug.wrappers import Response as _WerkzeugResponse
 
-from . import _flaskcompat, _tasks
+from . import _core, _flaskcompat, _tasks
 from ._core import get_loop, run
 from ._streaming import AsyncStream
 from ._tasks import Scope, scoped, spawn
@@ -262,8 +262,42 @@ def _update_template_context(app, context: dict) -> None:
     context.update(orig_ctx)
 
 
-def _patched_async_to_sync(self, func):
-    return _tasks.sync_caller(func, _run_call, self)
+def _slow_caller(func, app):
+    """The Python sync caller: every case the C fast path leaves to Python."""
+    return _tasks.sync_caller(func, _run_call, app)
+
+
+def _other_value(value, func, app):
+    """func returned something else than a coroutine object: run it as the
+    Python sync caller does."""
+    if not _tasks._iscoroutine(value):
+        if not inspect.isawaitable(value):
+            raise _tasks._not_awaitable(func, value)
+        value = _tasks._await(value)
+    return _run_call(value, func, app)
+
+
+#: What the C sync caller (csrc/supervise.c) needs from Python; the order
+#: is the C side's.  The fast path covers calls with no FLASKASYNC_TIMEOUT
+#: and FLASKASYNC_BACKGROUND_TASKS on: one C call from Flask's ensure_sync
+#: to flaskasync.run, in a task scope recorded by the loop's C supervision.
+_POLICY = (
+    _tasks.Scope,
+    _slow_caller,
+    _other_value,
+    _tasks._nested_call_error,
+    _tasks.app_loop,
+    "FLASKASYNC_TIMEOUT",
+    "FLASKASYNC_BACKGROUND_TASKS",
+)
+
+
+def _async_to_sync_for(app):
+    """app.async_to_sync: the C caller, or on Flask < 3.1 (whose
+    stream_with_context needs its push tokens re-created) the Python one."""
+    if _flaskcompat.STREAM_WITH_CONTEXT_PUSHES_EARLY:
+        return functools.partial(_slow_caller, app=app)
+    return _core._AsyncToSync(app, _POLICY)
 
 
 def _patched_make_response(self, rv):
@@ -306,13 +340,16 @@ class FlaskAsync:
         for key, value in DEFAULT_CONFIG.items():
             app.config.setdefault(key, value)
         _validate_config(app.config)
+        caller = _async_to_sync_for(app)
         if not isinstance(app, Flask):
             # Set on the instance: Flask looks them up as self.<name>(...).
-            app.async_to_sync = _patched_async_to_sync.__get__(app)  # type: ignore[method-assign]
+            app.async_to_sync = caller  # type: ignore[method-assign]
             app.make_response = _patched_make_response.__get__(app)  # type: ignore[method-assign]
             if _flaskcompat.CONTEXT_PROCESSORS_BYPASS_ENSURE_SYNC:
                 patched = _patched_update_template_context.__get__(app)
                 app.update_template_context = patched  # type: ignore[method-assign]
+        else:
+            app._flaskasync_async_to_sync = caller
         app.extensions.setdefault(_EXTENSION_KEY, self)
         _tasks.register_owner(app)
         if app.config.get("FLASKASYNC_DEBUG"):
@@ -348,7 +385,7 @@ class Flask(flask.Flask):
 
     def async_to_sync(self, func: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
         """Return a sync function running ``func``'s coroutine on the app loop."""
-        return _tasks.sync_caller(func, _run_call, self)
+        return self._flaskasync_async_to_sync(func)
 
     def make_response(self, rv: Any) -> flask.Response:
         """Flask's make_response, plus async generators as streamed bodies."""

@@ -6,9 +6,10 @@ way of serving (an ASGI mode).  Flask enters only through two hooks, set by
 the integration with :func:`set_owner_hooks`: which *owner* (a Flask app)
 is current, for logging through its logger, and its shutdown grace period.
 
-Every task created on the app loop by running code (a view, a hook, a task
-they created, a spawned task) goes through :func:`_task_factory`, which
-records it:
+Every task the app loop creates (a view, a hook, a task they created, a
+spawned task; not the task ``flaskasync.run()`` makes for its caller) is
+supervised by the loop's C core (``loop._set_supervision``, see
+``csrc/supervise.c``), which records it:
 
 - in the :class:`Scope` of the call that created it, while that call runs
   (a view, a hook, a streamed response); when the call returns, the scope
@@ -17,12 +18,11 @@ records it:
   retrieved are logged;
 - in ``_background`` otherwise (spawned tasks, tasks outliving their scope),
   which holds a strong reference until the task is done and logs its
-  exception if nobody retrieves it.
+  exception if nobody retrieves it (through :func:`_record`).
 
 At process exit, :func:`_shutdown_at_exit` gives background tasks their
-grace period, then cancels them.  All of this runs on the app loop (the
-factory, done callbacks and scope closing run in loop callbacks or tasks),
-so the baton serialises it.
+grace period, then cancels them.  All of this runs on the app loop (task creation, done callbacks and scope
+closing run in loop callbacks or tasks), so the baton serialises it.
 """
 
 from __future__ import annotations
@@ -114,8 +114,11 @@ def label(func: Any) -> str:
     return getattr(func, "__qualname__", None) or repr(func)
 
 
-class Scope:
+class Scope(_core._Scope):
     """The tasks created while one supervised call runs.
+
+    ``Scope(owner, cancel_leftovers=False, detached=False, what=None)``;
+    the fields live in C (``_core._Scope``), where the loop records tasks.
 
     owner: whose logger reports them (a Flask app, or None).
     what: the function that call runs (or a str describing it).
@@ -123,20 +126,12 @@ class Scope:
     (Flask's own behaviour) instead of letting them run on.
     detached: a closed scope from the start (spawn): its tasks are
     background tasks at once.
+    open: whether tasks created now are recorded in children.
     driver_context: the Context in which ``flaskasync.run(context=...)``
     runs the calls of a scope that spans several of them (a streamed
     response); the tasks run() creates for them are not its children."""
 
-    __slots__ = ("owner", "cancel_leftovers", "open", "what", "children", "driver_context")
-
-    def __init__(self, owner: Any, cancel_leftovers: bool = False, detached: bool = False,
-                 what: Any = None) -> None:
-        self.owner = owner
-        self.cancel_leftovers = cancel_leftovers
-        self.open = not detached
-        self.what = what
-        self.children: list = []
-        self.driver_context: Optional[contextvars.Context] = None
+    __slots__ = ()
 
     @property
     def label(self) -> str:
@@ -152,7 +147,7 @@ class Scope:
             if task.done():
                 _report_unretrieved(task, self.owner, self.label)
             else:
-                _background[task] = self.owner
+                _make_background(task, self.owner)
         return children
 
     async def cancel_children(self) -> None:
@@ -208,6 +203,10 @@ _background: dict = {}
 
 def track(task: asyncio.Task, owner: Any) -> None:
     """Make task a background task of owner (on the loop)."""
+    _make_background(task, owner)
+
+
+def _make_background(task: asyncio.Task, owner: Any) -> None:
     _background[task] = owner
     task.add_done_callback(_on_task_done)
 
@@ -247,7 +246,7 @@ def _report_unretrieved(task: asyncio.Task, owner: Any, how: str) -> None:
 def _on_task_done(task: asyncio.Task) -> None:
     owner = _background.pop(task, _MISSING)
     if owner is _MISSING:
-        return  # still in an open scope: the scope reports it when it closes
+        return
     if getattr(task, "_log_traceback", True) and not task.cancelled():
         # Give whoever awaits the task (its wake-up is scheduled right after
         # this callback) the chance to retrieve the exception first.
@@ -260,49 +259,25 @@ def _on_task_done(task: asyncio.Task) -> None:
 class _LoopState:
     """Process-wide state of the supervision (re-created after fork)."""
 
-    loop = None  # the app loop our task factory is installed on
-    inner_factory = None  # a task factory that was installed before ours
+    loop = None  # the app loop the supervision is installed on
     want_debug = False
     atexit_registered = False
     lock = threading.Lock()
 
 
-def _task_factory(loop, coro, **kwargs):
-    # The interpreter's create_task passes context= and, from 3.13.3 and
-    # 3.14 on, name= and any other Task keyword (eager_start=): pass them on.
-    inner = _LoopState.inner_factory
-    if inner is not None:
-        task = inner(loop, coro, **kwargs)
-    else:
-        task = _Task(coro, loop=loop, **kwargs)
-    context = kwargs.get("context")
-    scope = scope_var.get(None) if context is None else context.get(scope_var)
-    if scope is None:
-        if _current_task(loop) is None:
-            # Created by flaskasync.run() for its caller, or by a plain
-            # callback: whoever created it holds it.
-            return task
-        _background[task] = _owner_in(context)
-    elif context is not None and context is scope.driver_context and _current_task(loop) is None:
-        # flaskasync.run(context=...) running one call of the scope (a step
-        # of a streamed response): its caller awaits it.
-        return task
-    elif scope.open:
-        scope.children.append(task)
-    else:
-        _background[task] = scope.owner
-    task.add_done_callback(_on_task_done)
-    return task
+def _record(task, scope, context):
+    """Called by the loop's C supervision for a task it cannot simply append
+    to an open scope's children: a task created by a running task outside
+    any scope (scope None), or in a closed scope.  It becomes a background
+    task of the owner current in its context, or of the scope's owner."""
+    _make_background(task, _owner_in(context) if scope is None else scope.owner)
 
 
 def _install(loop) -> None:
     with _LoopState.lock:
         if _LoopState.loop is loop:
             return
-        current = loop.get_task_factory()
-        if current is not _task_factory:
-            _LoopState.inner_factory = current
-            loop.set_task_factory(_task_factory)
+        loop._set_supervision(scope_var, _record)
         if _LoopState.want_debug:
             loop.set_debug(True)
         if not _LoopState.atexit_registered:
@@ -335,7 +310,6 @@ def _after_fork_in_child() -> None:
     # The parent's tasks do not exist on the child's (new) app loop.
     _background.clear()
     _LoopState.loop = None
-    _LoopState.inner_factory = None
     _LoopState.lock = threading.Lock()
 
 

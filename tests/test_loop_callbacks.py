@@ -466,3 +466,204 @@ def test_earlier_timer_added_while_loop_waits(loop):
     late.cancel()
     t.join()
     assert 0.0095 <= fired[0] - t0[0] < 0.3
+
+
+# ------------------------------------------------ asyncio's Handle types
+
+
+def _strip_addresses(text):
+    import re
+
+    return re.sub(r" at 0x[0-9a-f]+| at /\S+| created at \S+", "", text)
+
+
+def test_handles_are_asyncio_handles(loop):
+    h = loop.call_soon(lambda: None)
+    hs = loop.call_soon_threadsafe(lambda: None)
+    t = loop.call_later(10, lambda: None)
+    a = loop.call_at(loop.time() + 10, lambda: None)
+    assert isinstance(h, asyncio.Handle) and not isinstance(h, asyncio.TimerHandle)
+    assert isinstance(hs, asyncio.Handle) and not isinstance(hs, asyncio.TimerHandle)
+    assert isinstance(t, asyncio.TimerHandle) and isinstance(t, asyncio.Handle)
+    assert isinstance(a, asyncio.TimerHandle)
+    assert type(h).__name__ == "Handle" and type(t).__name__ == "TimerHandle"
+    t.cancel()
+    a.cancel()
+    run_once(loop)
+
+
+def _cb(*args):
+    pass
+
+
+def test_handle_repr_is_asyncios(loop):
+    h = loop.call_soon(_cb, 1, "two")
+    t = loop.call_at(12345.5, _cb, 3)
+    texts = [repr(h), repr(t)]
+    h.cancel()
+    t.cancel()
+    texts += [repr(h), repr(t)]
+    # What asyncio's own classes print for the same callbacks.
+    ref = flaskasync_ref_loop()
+    try:
+        rh = asyncio.Handle(_cb, (1, "two"), ref)
+        rt = asyncio.TimerHandle(12345.5, _cb, (3,), ref)
+        expected = [repr(rh), repr(rt)]
+        rh.cancel()
+        asyncio.Handle.cancel(rt)  # TimerHandle.cancel() would tell the loop
+        expected += [repr(rh), repr(rt)]
+    finally:
+        ref.close()
+    assert [_strip_addresses(x) for x in texts] == [_strip_addresses(x) for x in expected]
+
+
+def flaskasync_ref_loop():
+    return asyncio.new_event_loop()
+
+
+def test_handle_attributes_follow_asyncio(loop):
+    h = loop.call_soon(_cb, 1)
+    plain = loop.call_soon(_cb)
+    assert h._callback is _cb and h._args == (1,) and h._cancelled is False
+    assert plain._args == ()
+    assert h._loop is loop
+    h.cancel()
+    assert h._callback is None and h._args is None and h._cancelled is True
+    t = loop.call_at(loop.time() + 10, _cb)
+    assert t._when == t.when() and t._scheduled is True
+    t.cancel()
+    assert t.cancelled()
+    run_once(loop)
+
+
+def test_cancel_drops_callback_and_args_at_once(loop):
+    import weakref
+
+    class Arg:
+        pass
+
+    arg = Arg()
+    ref = weakref.ref(arg)
+    h = loop.call_soon(_cb, arg)
+    t = loop.call_later(10, _cb, arg)
+    del arg
+    assert ref() is not None
+    h.cancel()
+    t.cancel()
+    assert ref() is None
+    run_once(loop)
+
+
+class _Owner:
+    def method(self, *args):
+        pass
+
+
+def test_timer_handles_compare_and_hash_as_asyncios(loop):
+    o = _Owner()
+    when = loop.time() + 100
+    a = loop.call_at(when, o.method, 1)
+    b = loop.call_at(when, o.method, 1)  # an equal bound method, not the same object
+    c = loop.call_at(when, _cb, 1)
+    later = loop.call_at(when + 1, _cb)
+    assert a == b and not a != b and hash(a) == hash(b) == hash(when)
+    assert a != c and not a == c
+    assert a < later and later > a and a <= later and later >= a
+    assert a <= b and a >= b  # equal
+    assert not a <= c and not a >= c  # same time, not equal: neither
+    assert sorted([later, a]) == [a, later]
+    assert len({a, b, c}) == 2
+    # Ordered against asyncio's own TimerHandle too.
+    theirs = asyncio.TimerHandle(when + 0.5, _cb, (), loop)
+    assert a < theirs < later
+    for h in (a, b, c, later):
+        h.cancel()
+    run_once(loop)
+
+
+def test_plain_handles_compare_by_identity(loop):
+    a = loop.call_soon(_cb)
+    b = loop.call_soon(_cb)
+    assert a != b and a == a
+    assert len({a, b}) == 2
+    run_once(loop)
+
+
+def test_callbacks_scheduled_in_a_row_get_separate_contexts(loop):
+    """Each callback runs in a copy of the context current when it was
+    scheduled: what one sets is not seen by the next, and get_context()
+    is the handle's own Context."""
+    seen = []
+
+    def cb(name):
+        seen.append((name, var.get()))
+        var.set("set by " + name)
+
+    handles = [loop.call_soon(cb, name) for name in "abc"]
+    ctxs = [ctx_of(h) for h in handles]
+    assert len({id(c) for c in ctxs}) == 3
+    assert all(ctx_of(h) is c for h, c in zip(handles, ctxs))
+    ctxs[1].run(var.set, "through b's context")
+    run_once(loop)
+    assert seen == [("a", "unset"), ("b", "through b's context"), ("c", "unset")]
+    assert [c[var] for c in ctxs] == ["set by a", "set by b", "set by c"]
+    assert var.get() == "unset"
+
+
+def test_context_changes_between_schedulings_are_seen(loop):
+    """A variable set between two call_soon()s, even to an equal value,
+    is what the second callback sees: the same object, not an equal one."""
+    seen = []
+    first, second = [], []
+
+    def schedule():
+        var.set(first)
+        loop.call_soon(lambda: seen.append(var.get()))
+        var.set(second)
+        loop.call_soon(lambda: seen.append(var.get()))
+        loop.call_later(0, lambda: seen.append(var.get()))
+
+    contextvars.copy_context().run(schedule)
+    run_briefly(loop, 2)
+    assert len(seen) == 3
+    assert seen[0] is first and seen[1] is second and seen[2] is second
+
+
+def test_context_of_threadsafe_callbacks_is_the_scheduling_threads(loop):
+    seen = []
+    done = threading.Event()
+
+    def producer():
+        var.set("producer")
+        loop.call_soon_threadsafe(lambda: seen.append(var.get()))
+        var.set("producer, later")
+        loop.call_soon_threadsafe(lambda: seen.append(var.get()))
+        loop.call_soon_threadsafe(loop.stop)
+        done.set()
+
+    t = threading.Thread(target=producer)
+    t.start()
+    loop.call_later(5, loop.stop)
+    loop.run_forever()
+    t.join()
+    assert seen == ["producer", "producer, later"]
+
+
+def test_reused_handles_start_clean(loop):
+    """Handles are recycled: a new one carries nothing of an old one."""
+    import weakref
+
+    for _ in range(3):
+        hs = [loop.call_soon(_cb, i) for i in range(300)]
+        for h in hs[::2]:
+            h.cancel()
+        refs = [weakref.ref(h) for h in hs]
+        del hs, h
+        run_once(loop)
+        assert all(r() is None for r in refs)
+    h = loop.call_soon(_cb)
+    assert not h.cancelled() and h._args == () and h._repr is None
+    t = loop.call_later(10, _cb)
+    assert not t.cancelled() and t._scheduled
+    t.cancel()
+    run_once(loop)

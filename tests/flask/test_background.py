@@ -163,6 +163,42 @@ def test_failed_task_left_unawaited_by_the_view_is_logged(app, client, caplog):
     assert "view" in records[0].getMessage()
 
 
+def test_scope_close_reports_only_the_unretrieved_failure(app, client, caplog):
+    """When the view returns, its finished tasks are checked: only one that
+    failed with an exception nobody retrieved is reported; a result, a
+    retrieved exception and a cancellation are not, and none of them is
+    left as a background task."""
+
+    @app.get("/")
+    async def view():
+        async def ok():
+            return 1
+
+        async def fails(msg):
+            raise ValueError(msg)
+
+        async def waits():
+            await asyncio.sleep(10)
+
+        done = asyncio.create_task(ok())
+        retrieved = asyncio.create_task(fails("retrieved"))
+        unretrieved = asyncio.create_task(fails("left alone"))
+        cancelled = asyncio.create_task(waits())
+        await asyncio.sleep(0)
+        cancelled.cancel()
+        await asyncio.wait([done, retrieved, unretrieved, cancelled])
+        assert isinstance(retrieved.exception(), ValueError)
+        return "ok"
+
+    with caplog.at_level(logging.ERROR):
+        assert client.get("/").get_data(as_text=True) == "ok"
+    records = _error_records(caplog, app.name)
+    assert len(records) == 1
+    assert "nobody awaited it (created by" in records[0].getMessage()
+    assert "left alone" in str(records[0].exc_info[1])
+    assert not _tasks._background
+
+
 def test_awaited_or_gathered_failures_are_not_logged_twice(app, client, caplog):
     @app.get("/")
     async def view():

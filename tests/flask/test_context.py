@@ -201,6 +201,7 @@ requires_cv_request = pytest.mark.skipif(
 @requires_cv_request
 def test_request_context_pushed_in_async_view_is_rebound(app, client, monkeypatch):
     monkeypatch.setattr(_flaskcompat, "STREAM_WITH_CONTEXT_PUSHES_EARLY", True)
+    flaskasync.FlaskAsync(app)  # the sync caller is chosen when installing
     _view_pushing_the_request_context(app)
     assert client.get("/push").get_data(as_text=True) == "/push"
     assert client.get("/push").get_data(as_text=True) == "/push"
@@ -212,6 +213,7 @@ def test_request_context_pushed_in_async_view_fails_without_the_fix(app, client,
     """The reference for the test above: the token really is created in
     another Context, which Flask < 3.1 trips over."""
     monkeypatch.setattr(_flaskcompat, "STREAM_WITH_CONTEXT_PUSHES_EARLY", False)
+    flaskasync.FlaskAsync(app)  # the sync caller is chosen when installing
     _view_pushing_the_request_context(app)
     errors = []
 
