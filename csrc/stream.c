@@ -1,7 +1,7 @@
 /* Stream transports in C: TCP and Unix sockets, read and write pipes.
  *
- * A transport watches its fd with its own uv_poll_t.  When the fd is ready
- * the poll callback appends the transport's read or write Handle to the
+ * A transport watches its fd in the loop's own epoll set (ioset.c).  When
+ * the fd is ready the loop appends the transport's read or write Handle to the
  * loop's ready queue, so protocol callbacks always run from the ready
  * queue (in the loop's context, with the running loop set, with asyncio's
  * exception routing and debug timing), never from inside uv_run.  The
@@ -14,7 +14,7 @@
  * callbacks, which errors reach the exception handler, flow control, and
  * connection_lost exactly once.
  *
- * Lifetime: while the poll is started the transport holds a reference to
+ * Lifetime: while its fd is watched the transport holds a reference to
  * itself (the fd is "registered with the selector"), so a transport that
  * is reading or flushing stays alive without user references.  A paused,
  * idle transport that is dropped is finalized with a ResourceWarning and
@@ -596,8 +596,9 @@ stream_read_ready(fa_stream *t, PyObject *Py_UNUSED(ignored))
     else {
         r = read_data(t);
     }
-    /* Re-arm the watch if libuv stopped it on POLLERR: the error (say, a
-     * reset) may sit behind data this recv returned, and is read next. */
+    /* Re-arm the watch if an error condition stopped it (see
+     * fa_transport_on_events): the error (say, a reset) may sit behind
+     * data this recv returned, and is read next. */
     if (t->events != UV_READABLE || r < 0) {
         PyObject *exc = r < 0 ? fa_fetch_exception() : NULL;
         update_poll_or_report(t);
@@ -920,6 +921,25 @@ stream_force_close(fa_stream *t, PyObject *exc)
 {
     Py_INCREF(t);
     int r = force_close(t, exc == Py_None ? NULL : exc);
+    Py_DECREF(t);
+    if (r < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* _fatal_error(exc, message='Fatal error on transport'), as asyncio's
+ * selector transports have it. */
+static PyObject *
+stream_fatal_error(fa_stream *t, PyObject *args)
+{
+    PyObject *exc;
+    const char *message = "Fatal error on transport";
+    if (!PyArg_ParseTuple(args, "O|s:_fatal_error", &exc, &message)) {
+        return NULL;
+    }
+    Py_INCREF(t);
+    int r = fatal_error(t, exc, message);
     Py_DECREF(t);
     if (r < 0) {
         return NULL;
@@ -1452,6 +1472,7 @@ static PyMethodDef stream_methods[] = {
     {"set_write_buffer_limits", (PyCFunction)(void (*)(void))stream_set_write_buffer_limits,
      METH_VARARGS | METH_KEYWORDS, "set_write_buffer_limits(high=None, low=None)"},
     {"_force_close", (PyCFunction)stream_force_close, METH_O, NULL},
+    {"_fatal_error", (PyCFunction)stream_fatal_error, METH_VARARGS, NULL},
     {"_read_ready", (PyCFunction)stream_read_ready, METH_NOARGS, NULL},
     {"_write_ready", (PyCFunction)stream_write_ready, METH_NOARGS, NULL},
     {"_start_reading", (PyCFunction)stream_start_reading, METH_NOARGS, NULL},

@@ -1,9 +1,9 @@
 /* Datagram transports in C: UDP (IPv4, IPv6) and Unix datagram sockets,
  * created by loop.create_datagram_endpoint() (flaskasync/_udp.py).
  *
- * The design is stream.c's: the transport watches its fd with its own
- * uv_poll_t, created on first use, and the poll callback only appends the
- * transport's cached read or write Handle to the loop's ready queue.  The
+ * The design is stream.c's: the transport watches its fd in the loop's own
+ * epoll set (ioset.c), and a ready fd only appends the transport's cached
+ * read or write Handle to the loop's ready queue.  The
  * protocol's datagram_received / error_received / connection_lost therefore
  * always run from the ready queue (running loop set, the loop's exception
  * routing, debug timing), never inside uv_run.
@@ -32,10 +32,10 @@
  *   - sendto() after the connection is lost is dropped, with a warning
  *     from the fifth drop on.
  *
- * Lifetime: while the poll is started the transport holds a reference to
+ * Lifetime: while its fd is watched the transport holds a reference to
  * itself, so an endpoint that is reading stays alive without user
  * references, as asyncio's selector keeps it.  loop.close() stops every
- * poll (fa_udp_close_all); a transport collected while still open warns
+ * watch (fa_transport_close_all); a transport collected while still open warns
  * with a ResourceWarning and closes its socket. */
 #include "fa.h"
 
@@ -655,8 +655,8 @@ udp_read_ready(fa_udp *t, PyObject *Py_UNUSED(ignored))
     }
     Py_INCREF(t);
     r = t->direct ? read_direct(t) : read_socket(t);
-    /* Restart the poll if libuv stopped it on POLLERR: the syscall above
-     * took the socket error. */
+    /* Restart the watch if an error condition stopped it (see
+     * fa_transport_on_events): the syscall above took the socket error. */
     if (r < 0) {
         PyObject *exc = fa_fetch_exception();
         update_poll_or_report(t);
