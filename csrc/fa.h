@@ -407,6 +407,7 @@ int fa_reg_same_file(fa_reg *r);
 void fa_ioset_harvest(fa_loop *self);
 void fa_ioset_free(fa_loop *self);
 int fa_ioset_init(fa_loop *self);
+PyObject *fa_ioset_watched(fa_loop *self);
 int fa_ioset_set_interval(fa_loop *self, double seconds);
 
 /* runner.c */

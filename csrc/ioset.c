@@ -473,7 +473,7 @@ sweep(fa_loop *L)
 {
     uint64_t ticks;
     (void)read(L->sweep_fd, &ticks, sizeof(ticks));
-    if (L->n_watch == 0) {
+    if (L->n_watch == 0 && L->transports == NULL) {
         struct itimerspec off;
         memset(&off, 0, sizeof(off));
         (void)timerfd_settime(L->sweep_fd, 0, &off, NULL);
@@ -492,6 +492,18 @@ sweep(fa_loop *L)
         n = L->io_nslot;
     }
     L->sweep_cursor = n ? (L->sweep_cursor + SWEEP_BATCH) % n : 0;
+    /* Transports not in the set (reading paused, nothing to write) are
+     * checked by identity: their connection ends now, not when they
+     * resume. */
+    for (fa_transport *t = (fa_transport *)L->transports, *next; t != NULL; t = next) {
+        next = t->next;
+        if (t->events == 0 && t->fd >= 0 && t->sock != NULL && !t->fd_lost && t->reg.has_id) {
+            int same = fa_reg_same_file(&t->reg);
+            if (same != 1) {
+                fa_transport_lost(t, same);
+            }
+        }
+    }
 }
 
 /* Rebuild the set with only the live registrations: late events came for
@@ -599,6 +611,28 @@ on_ioset(uv_poll_t *p, int status, int events)
 }
 
 /* ------------------------------------------------------------ life */
+
+/* loop._watched_fds(): the fds in the set now, sorted (for tests). */
+PyObject *
+fa_ioset_watched(fa_loop *L)
+{
+    PyObject *list = PyList_New(0);
+    if (list == NULL) {
+        return NULL;
+    }
+    for (int fd = 0; fd < L->io_byfd_cap; fd++) {
+        if (L->io_byfd[fd] != NULL) {
+            PyObject *v = PyLong_FromLong(fd);
+            if (v == NULL || PyList_Append(list, v) < 0) {
+                Py_XDECREF(v);
+                Py_DECREF(list);
+                return NULL;
+            }
+            Py_DECREF(v);
+        }
+    }
+    return list;
+}
 
 /* With the loop, before its first uv_run. */
 int

@@ -1798,7 +1798,16 @@ static PyGetSetDef loop_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
+static PyObject *
+loop_watched_fds(fa_loop *self, PyObject *Py_UNUSED(ignored))
+{
+    return fa_ioset_watched(self);
+}
+
 static PyMethodDef loop_methods[] = {
+    {"_watched_fds", (PyCFunction)loop_watched_fds, METH_NOARGS,
+     "The fds the loop watches for user code now (add_reader & co., sock_*, "
+     "transports), sorted."},
     {"time", (PyCFunction)loop_time, METH_NOARGS,
      "Return the loop's time: time.monotonic()'s clock, in seconds."},
     {"call_soon", (PyCFunction)(void (*)(void))loop_call_soon, METH_FASTCALL | METH_KEYWORDS,
