@@ -673,6 +673,352 @@ async def subprocess_stdout_fd_closed(ctx):
     return {"returncode": rc}
 
 
+# ------------------------------------------------------------ peers misbehaving
+
+
+def rst_close(sock):
+    """Close with a reset (SO_LINGER 0) instead of a FIN."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    sock.close()
+
+
+@case({"lost": "ConnectionResetError", "writes_after": "dropped"})
+async def peer_reset_mid_write(ctx):
+    """The peer resets while the transport has megabytes queued."""
+    loop = ctx.loop
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    cli = socket.create_connection(srv.getsockname())
+    conn, _ = srv.accept()
+    conn.setblocking(False)
+    tr, proto = await loop.connect_accepted_socket(lambda: Proto(loop), conn)
+    tr.write(b"x" * 20_000_000)
+    await asyncio.sleep(0.05)
+    cli.recv(65536)  # the peer reads a little, then resets
+    rst_close(cli)
+    lost = await lost_outcome(proto, timeout=5)
+    tr.write(b"more")  # after the connection is lost: dropped, never raises
+    srv.close()
+    return {"lost": lost, "writes_after": "dropped"}
+
+
+def tls_contexts():
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost", "127.0.0.1").configure_cert(server)
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    return server, client
+
+
+@case({"reset_client": "handshake failed, no connection_made", "next_client": "ok"})
+async def peer_reset_mid_tls_handshake_server_side(ctx):
+    """A client sends half a ClientHello and resets: the TLS server drops
+    it (its protocol never sees a connection) and serves the next one."""
+    loop = ctx.loop
+    server_ctx, client_ctx = tls_contexts()
+    made = []
+
+    class P(Proto):
+        def connection_made(self, transport):
+            made.append(transport)
+            transport.write(b"hello")
+
+    server = await loop.create_server(lambda: P(loop), "127.0.0.1", 0, ssl=server_ctx)
+    port = server.sockets[0].getsockname()[1]
+    raw = socket.create_connection(("127.0.0.1", port))
+    raw.send(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # the start of a ClientHello
+    await asyncio.sleep(0.05)
+    rst_close(raw)
+    await asyncio.sleep(0.1)
+    first = "handshake failed, no connection_made" if not made else "connection_made"
+    r, w = await asyncio.open_connection("127.0.0.1", port, ssl=client_ctx,
+                                         server_hostname="localhost")
+    got = await asyncio.wait_for(r.readexactly(5), 5)
+    w.close()
+    await w.wait_closed()
+    server.close()
+    await server.wait_closed()
+    for t in made:
+        t.close()
+    await asyncio.sleep(0.05)
+    return {"reset_client": first, "next_client": "ok" if got == b"hello" else got.decode()}
+
+
+@case({"client": "ConnectionResetError", "loop_still_serves": True})
+async def peer_reset_mid_tls_handshake_client_side(ctx):
+    """The server resets in the middle of our TLS handshake."""
+    loop = ctx.loop
+    _, client_ctx = tls_contexts()
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    srv.setblocking(False)
+    port = srv.getsockname()[1]
+
+    async def evil_server():
+        conn, _ = await loop.sock_accept(srv)
+        await loop.sock_recv(conn, 4096)  # the ClientHello
+        rst_close(conn)
+
+    evil = loop.create_task(evil_server())
+    client = await outcome(asyncio.open_connection("127.0.0.1", port, ssl=client_ctx,
+                                                   server_hostname="localhost"), timeout=5)
+    await evil
+    srv.close()
+    return {"client": client, "loop_still_serves": await outcome(asyncio.sleep(0.01)) == "ok"}
+
+
+@case({"eof_received": True, "reply": "pong", "then": "None"})
+async def half_close(ctx):
+    """The peer shuts down its sending side: eof_received(), and the
+    transport still writes (eof_received returned True)."""
+    loop = ctx.loop
+    got_eof = loop.create_future()
+    protos = []
+
+    class P(Proto):
+        def eof_received(self):
+            got_eof.set_result(True)
+            self.transport.write(b"pong")
+            return True
+
+    server = await loop.create_server(lambda: protos.append(P(loop)) or protos[-1],
+                                      "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    w.write(b"ping")
+    w.write_eof()
+    eof = await asyncio.wait_for(got_eof, 5)
+    reply = await asyncio.wait_for(r.readexactly(4), 5)
+    protos[0].transport.close()  # after its own reply
+    then = await lost_outcome(protos[0], timeout=5)
+    rest = await asyncio.wait_for(r.read(), 5)  # the client sees EOF
+    w.close()
+    await w.wait_closed()
+    assert rest == b"", rest
+    server.close()
+    await server.wait_closed()
+    return {"eof_received": eof, "reply": reply.decode(), "then": then}
+
+
+@case({"accepted": 12, "out_of_fds_reported": True, "server_serving": True}, timeout=30)
+async def emfile_on_accept(ctx):
+    """accept() out of fds: the server reports it, keeps running, and
+    accepts again once fds are free (asyncio retries after 1 s)."""
+    loop = ctx.loop
+    accepted = []
+
+    class P(Proto):
+        def connection_made(self, transport):
+            accepted.append(transport)
+
+    server = await loop.create_server(lambda: P(loop), "127.0.0.1", 0, backlog=64)
+    port = server.sockets[0].getsockname()[1]
+    # The clients live in another process: only the server's fds count here.
+    clients = subprocess.Popen(
+        [sys.executable, "-c",
+         "import socket, sys, time\n"
+         f"s = [socket.create_connection(('127.0.0.1', {port})) for _ in range(12)]\n"
+         "sys.stdin.read()"],
+        stdin=subprocess.PIPE)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(_open_fds()) + 5, hard))
+    try:
+        deadline = loop.time() + 5
+        while not ctx.errors and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        reported = any("out of system resource" in c.get("message", "") for c in ctx.errors)
+        partial = len(accepted)
+        for t in accepted:
+            t.abort()  # frees their fds
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    deadline = loop.time() + 8
+    while len(accepted) < 12 and loop.time() < deadline:
+        await asyncio.sleep(0.02)
+    for t in accepted:
+        t.abort()
+    clients.stdin.close()
+    clients.wait()
+    serving = server.is_serving()
+    server.close()
+    await server.wait_closed()
+    await asyncio.sleep(0.05)
+    assert partial < 12, partial
+    return {"accepted": len(accepted), "out_of_fds_reported": reported,
+            "server_serving": serving}
+
+
+@case({"received": 32 << 20, "buffer_bounded": True, "rss_bounded": True}, timeout=60)
+async def slow_reader_fast_writer(ctx):
+    """A writer that honours drain() against a reader 10x slower: the
+    write buffer (and the process's memory) stays bounded by flow control."""
+    loop = ctx.loop
+    total = 32 << 20
+    chunk = b"x" * 65536
+    high = []
+
+    async def handle(reader, writer):
+        tr = writer.transport
+        for _ in range(total // len(chunk)):
+            writer.write(chunk)
+            high.append(tr.get_write_buffer_size())
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    r, w = await asyncio.open_connection("127.0.0.1", port, limit=65536)
+    rss0 = rss()
+    received = 0
+    while True:
+        data = await r.read(65536)
+        if not data:
+            break
+        received += len(data)
+        if received % (1 << 20) < 65536:
+            await asyncio.sleep(0.002)
+    rss1 = rss()
+    w.close()
+    await w.wait_closed()
+    server.close()
+    await server.wait_closed()
+    # drain() lets the buffer reach the high-water mark (64 KiB), plus the
+    # chunk written before the next drain().
+    return {"received": received, "buffer_bounded": max(high) <= 65536 + len(chunk),
+            "rss_bounded": rss1 - rss0 < 16 << 20}
+
+
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@case({"child": 0, "reader": True, "protocol": "after fork"})
+async def fork_then_child_closes_watched_fds(ctx):
+    """fork() while fds are watched; the child closes them (and runs a
+    loop of its own); the parent's watches keep working."""
+    loop = ctx.loop
+    a, b = nb_socketpair()
+    c, d = nb_socketpair()
+    got = loop.create_future()
+    loop.add_reader(a.fileno(), lambda: got.done() or got.set_result(a.recv(100)))
+    tr, proto = await loop.connect_accepted_socket(lambda: Proto(loop), c)
+    await asyncio.sleep(0.02)
+    pid = os.fork()
+    if pid == 0:  # the child
+        code = 1
+        try:
+            for fd in (a.fileno(), c.fileno()):
+                os.close(fd)
+            import flaskasync
+            lp = flaskasync.new_event_loop() if ctx.kind == "flaskasync" else asyncio.new_event_loop()
+            x, y = nb_socketpair()
+            y.send(b"child")
+            code = 0 if lp.run_until_complete(lp.sock_recv(x, 10)) == b"child" else 2
+            lp.close()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    b.send(b"after fork")
+    d.send(b"after fork")
+    reader = await asyncio.wait_for(got, 5)
+    while proto.data != b"after fork":
+        await asyncio.sleep(0.01)
+    loop.remove_reader(a.fileno())
+    tr.close()
+    await lost_outcome(proto)
+    for x in (a, b, d):
+        x.close()
+    return {"child": os.waitstatus_to_exitcode(status), "reader": reader == b"after fork",
+            "protocol": proto.data.decode()}
+
+
+# ------------------------------------------------------------ signals
+#
+# A loop blocked in each state must run Python signal handlers at once:
+# within 0.2 s of the signal, its exception propagates out of
+# run_until_complete().  Those cases drive the loop themselves (`sync`).
+
+
+class Alarm(Exception):
+    pass
+
+
+def _blocked_states():
+    def idle(loop):
+        return loop.create_future(), []  # nothing will ever complete it
+
+    def reading(loop):
+        a, b = nb_socketpair()
+        return loop.sock_recv(a, 10), [a, b]
+
+    def writing(loop):
+        a, b = nb_socketpair()
+        return loop.sock_sendall(a, b"x" * 20_000_000), [a, b]
+
+    def connecting(loop):
+        ls, fill = full_backlog_listener()
+        s = socket.socket()
+        s.setblocking(False)
+        return loop.sock_connect(s, ls.getsockname()), [s, ls, *fill]
+
+    def accepting(loop):
+        ls = socket.socket()
+        ls.bind(("127.0.0.1", 0))
+        ls.listen()
+        ls.setblocking(False)
+        return loop.sock_accept(ls), [ls]
+
+    return {"idle": idle, "reading": reading, "writing": writing, "connecting": connecting,
+            "accepting": accepting}
+
+
+def _signal_case(ctx, state, how):
+    loop = ctx.loop
+    aw, keep = _blocked_states()[state](loop)
+    task = asyncio.ensure_future(aw, loop=loop)
+    loop.run_until_complete(asyncio.sleep(0.05))  # now blocked in that state
+    if how == "sigalrm":
+        def handler(signum, frame):
+            raise Alarm
+        old = signal.signal(signal.SIGALRM, handler)
+        t0 = time.monotonic()
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+    else:
+        old = None
+        t0 = time.monotonic()
+        threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGINT)).start()
+    raised = "nothing"
+    try:
+        loop.run_until_complete(task)
+    except (Alarm, KeyboardInterrupt) as e:
+        raised = type(e).__name__
+    delay = time.monotonic() - t0 - 0.1
+    if old is not None:
+        signal.signal(signal.SIGALRM, old)
+    task.cancel()
+    try:
+        loop.run_until_complete(task)
+    except (asyncio.CancelledError, OSError):
+        pass
+    for k in keep:
+        k.close()
+    return {"raised": raised, "within_0.2s": delay < 0.2}
+
+
+for _state in _blocked_states():
+    for _how, _exc in (("sigalrm", "Alarm"), ("ctrl_c", "KeyboardInterrupt")):
+        def _sig(ctx, _state=_state, _how=_how):
+            return _signal_case(ctx, _state, _how)
+        _sig.__name__ = f"signal_{_how}_while_{_state}"
+        _sig.sync = True
+        case({"raised": _exc, "within_0.2s": True})(_sig)
+
+
 # ------------------------------------------------------------ the child process
 
 
@@ -714,7 +1060,10 @@ def _child(name, kind):
     asyncio.set_event_loop(loop)
     ctx = Ctx(loop, kind)
     loop.set_exception_handler(lambda lp, context: ctx.errors.append(context))
-    result = loop.run_until_complete(asyncio.wait_for(c.fn(ctx), c.timeout))
+    if getattr(c.fn, "sync", False):
+        result = c.fn(ctx)
+    else:
+        result = loop.run_until_complete(asyncio.wait_for(c.fn(ctx), c.timeout))
     # Let what the case closed finish closing.
     loop.run_until_complete(asyncio.sleep(0.05))
     pending = [repr(t) for t in asyncio.all_tasks(loop) if not t.done()]
