@@ -554,6 +554,7 @@ void fa_transport_close_all(fa_loop *loop);
 int fa_transport_watch(fa_transport *t, int want);
 void fa_transport_on_events(fa_transport *t, uint32_t events);
 void fa_transport_lost(fa_transport *t, int reason);
+int fa_transport_live_fd(fa_transport *t);
 int fa_transport_release_fd(fa_transport *t);
 void fa_transport_report(fa_transport *t, const char *message, PyObject *exc);
 void fa_transport_report_current(fa_transport *t);

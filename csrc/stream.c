@@ -186,9 +186,13 @@ static Py_ssize_t
 sys_send(fa_stream *t, const char *buf, Py_ssize_t len)
 {
     Py_ssize_t n;
+    int fd = fa_transport_live_fd(T(t));
+    if (fd < 0) {
+        return -1;
+    }
     do {
-        n = is_socket(t) ? send(t->fd, buf, (size_t)len, MSG_NOSIGNAL)
-                         : write(t->fd, buf, (size_t)len);
+        n = is_socket(t) ? send(fd, buf, (size_t)len, MSG_NOSIGNAL)
+                         : write(fd, buf, (size_t)len);
     } while (n < 0 && errno == EINTR);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
         return 0;
@@ -203,6 +207,10 @@ sys_send_buffer(fa_stream *t)
     struct iovec iov[MAX_IOV];
     int cnt = 0;
     Py_ssize_t n;
+    int fd = fa_transport_live_fd(T(t));
+    if (fd < 0) {
+        return -1;
+    }
     for (Py_ssize_t i = 0; i < t->wlen && cnt < MAX_IOV; i++) {
         Py_buffer *b = &t->wbuf[(t->whead + i) % t->wcap];
         Py_ssize_t off = i == 0 ? t->woff : 0;
@@ -216,10 +224,10 @@ sys_send_buffer(fa_stream *t)
             memset(&msg, 0, sizeof(msg));
             msg.msg_iov = iov;
             msg.msg_iovlen = (size_t)cnt;
-            n = sendmsg(t->fd, &msg, MSG_NOSIGNAL);
+            n = sendmsg(fd, &msg, MSG_NOSIGNAL);
         }
         else {
-            n = writev(t->fd, iov, cnt);
+            n = writev(fd, iov, cnt);
         }
     } while (n < 0 && errno == EINTR);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
@@ -404,7 +412,8 @@ set_empty_waiter(fa_stream *t, PyObject *exc)
 static int
 do_shutdown(fa_stream *t)
 {
-    if (shutdown(t->fd, SHUT_WR) < 0) {
+    int fd = fa_transport_live_fd(T(t));
+    if (fd < 0 || shutdown(fd, SHUT_WR) < 0) {
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
@@ -476,8 +485,9 @@ read_data(fa_stream *t)
             return -1;
         }
     }
+    int fd = fa_transport_live_fd(T(t));
     do {
-        n = is_socket(t) ? recv(t->fd, read_buf, MAX_READ, 0) : read(t->fd, read_buf, MAX_READ);
+        n = fd < 0 ? -1 : is_socket(t) ? recv(fd, read_buf, MAX_READ, 0) : read(fd, read_buf, MAX_READ);
     } while (n < 0 && errno == EINTR);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -531,9 +541,10 @@ read_buffered(fa_stream *t)
         PyErr_SetString(PyExc_RuntimeError, "get_buffer() returned an empty buffer");
         return callback_failed(t, "Fatal error: protocol.get_buffer() call failed.");
     }
+    int fd = fa_transport_live_fd(T(t));
     do {
-        n = is_socket(t) ? recv(t->fd, view.buf, (size_t)view.len, 0)
-                         : read(t->fd, view.buf, (size_t)view.len);
+        n = fd < 0 ? -1 : is_socket(t) ? recv(fd, view.buf, (size_t)view.len, 0)
+                                       : read(fd, view.buf, (size_t)view.len);
     } while (n < 0 && errno == EINTR);
     int saved = errno;
     PyBuffer_Release(&view);
@@ -1174,7 +1185,7 @@ stream_repr(fa_stream *t)
     const char *state = t->sock == NULL ? " closed" : (t->closing ? " closing" : "");
     const char *rd = t->mode == MODE_WRITE_PIPE ? "" : (t->events & UV_READABLE ? " read=polling" : " read=idle");
     return PyUnicode_FromFormat("<%s%s%s fd=%d%s write=<%s, bufsize=%zd>>", Py_TYPE(t)->tp_name,
-                                kind, state, t->fd, rd,
+                                kind, state, t->reg.fd, rd,
                                 t->events & UV_WRITABLE ? "polling" : "idle", t->wsize);
 }
 

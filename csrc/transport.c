@@ -219,6 +219,43 @@ error:
     PyErr_WriteUnraisable((PyObject *)t);
 }
 
+/* The fd to make a syscall on: t->fd while the socket (or pipe) object
+ * still owns it, else -1 with errno EBADF.  A socket object closed or
+ * detached behind the transport's back gave its number up, and the number
+ * may belong to another file by now: asyncio's transport calls the
+ * object's own send()/recv(), which then fail with EBADF, and so does
+ * this one (connection_lost gets that OSError), instead of reading or
+ * writing whatever file has the number now.  One fileno() call. */
+int
+fa_transport_live_fd(fa_transport *t)
+{
+    PyObject *r;
+    long fd = -1;
+    if (t->fd < 0 || t->sock == NULL) {
+        errno = EBADF;
+        return -1;
+    }
+    r = PyObject_VectorcallMethod(t->loop->st->net.s_fileno, &t->sock,
+                                  1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    if (r != NULL) {
+        fd = PyLong_Check(r) ? PyLong_AsLong(r) : -1;
+        Py_DECREF(r);
+    }
+    if (PyErr_Occurred()) {
+        PyErr_Clear(); /* a closed file object's fileno() raises ValueError */
+        fd = -1;
+    }
+    if (fd == t->fd) {
+        return t->fd;
+    }
+    t->fd_lost = FA_REG_CLOSED;
+    (void)fa_ioset_set(t->loop, &t->reg, 0);
+    t->events = 0; /* the next watch update drops the self-reference */
+    t->fd = -1;
+    errno = EBADF;
+    return -1;
+}
+
 /* Let go of a socket object whose fd number may belong to another file by
  * now: a socket.socket still holding the number is detached (closing it
  * would close the number's new owner); one the user closed (fd -1) needs

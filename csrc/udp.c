@@ -585,9 +585,10 @@ read_direct(fa_udp *t)
          * returned length reads as the end of a path. */
         memset(&ss, 0, sizeof(ss));
     }
+    int fd = fa_transport_live_fd(T(t));
     do {
         len = sizeof(ss);
-        n = recvfrom(t->fd, recv_buf, MAX_DATAGRAM, 0, (struct sockaddr *)&ss, &len);
+        n = fd < 0 ? -1 : recvfrom(fd, recv_buf, MAX_DATAGRAM, 0, (struct sockaddr *)&ss, &len);
     } while (n < 0 && errno == EINTR);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -712,12 +713,16 @@ send_one(fa_udp *t, PyObject *data, PyObject *addr)
     if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
         return -1;
     }
+    int fd = fa_transport_live_fd(T(t));
     do {
-        if (t->connected) {
-            n = send(t->fd, view.buf, (size_t)view.len, MSG_NOSIGNAL);
+        if (fd < 0) {
+            n = -1;
+        }
+        else if (t->connected) {
+            n = send(fd, view.buf, (size_t)view.len, MSG_NOSIGNAL);
         }
         else {
-            n = sendto(t->fd, view.buf, (size_t)view.len, MSG_NOSIGNAL,
+            n = sendto(fd, view.buf, (size_t)view.len, MSG_NOSIGNAL,
                        (struct sockaddr *)&ss, sslen);
         }
     } while (n < 0 && errno == EINTR);

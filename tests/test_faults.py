@@ -524,32 +524,61 @@ for _state in ("reading", "paused", "writing"):
         flaskasync={"lost": "OSError", "abort": "ok"}))
 
 
-@case({"lost": "OSError", "peer_got": "nothing"})
-async def transport_write_after_close_fd(ctx):
-    """write() on a transport whose fd was closed: EBADF, connection lost,
-    and nothing reaches the file that took the number."""
+async def _write_after(ctx, how):
     loop = ctx.loop
     a, b = nb_socketpair()
     tr, proto = await loop.connect_accepted_socket(lambda: Proto(loop), a)
     await asyncio.sleep(0.01)
     fd = a.fileno()
-    a.detach()
-    os.close(fd)
+    if how == "socket_closed":
+        a.close()
+    else:
+        os.close(fd)  # the socket object still claims the number
     c, d = socket.socketpair()  # takes the number
     assert fd in (c.fileno(), d.fileno())
-    other = d if c.fileno() == fd else c
+    other = d if c.fileno() == fd else c  # the peer of the socket that took the number
     other.setblocking(False)
-    if ctx.kind == "flaskasync":
-        await asyncio.sleep(0.2)  # let the check find it first
+    taken = os.fstat(fd).st_ino
+    if how == "fd_closed":
+        await asyncio.sleep(0.2)
     tr.write(b"must not reach the new file")
     lost = await lost_outcome(proto)
     try:
         got = other.recv(100)
     except BlockingIOError:
         got = b""
+    attempt(tr.abort)
+    await lost_outcome(proto)
+    # Did closing the transport close the file that has its old number?
+    try:
+        intact = os.fstat(fd).st_ino == taken
+    except OSError:
+        intact = False
+    if how == "fd_closed":
+        quietly(a.detach)
     for x in (c, d, b):
-        x.close()
-    return {"lost": lost, "peer_got": "nothing" if not got else got.decode()}
+        quietly(x.close)
+    return {"lost": lost, "peer_got": "nothing" if not got else got.decode(),
+            "new_file_intact": intact}
+
+
+@case({"lost": "OSError", "peer_got": "nothing", "new_file_intact": True})
+async def transport_write_after_socket_closed(ctx):
+    """write() right after the socket object was closed and its number
+    reused: EBADF (the object's fd is -1), nothing reaches the new file."""
+    return await _write_after(ctx, "socket_closed")
+
+
+@case(differs(asyncio={"lost": "hang", "peer_got": "must not reach the new file",
+                       "new_file_intact": False},
+              flaskasync={"lost": "OSError", "peer_got": "nothing", "new_file_intact": True}))
+async def transport_write_after_fd_closed_under_socket(ctx):
+    """os.close() under the socket object, the number reused: asyncio's
+    transport writes into the file that took the number, and closing the
+    transport closes that file too; flaskasync's periodic check finds the fd
+    replaced first, and the transport lets the socket object go without
+    closing the number."""
+    return await _write_after(ctx, "fd_closed")
 
 
 # ------------------------------------------------------------ servers
