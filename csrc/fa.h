@@ -10,6 +10,7 @@
 #include <semaphore.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #ifdef FA_DEBUG
 #define FA_ASSERT(x) assert(x)
@@ -264,15 +265,37 @@ struct fa_handle {
     fa_handle *next_free;        /* in the free list */
 };
 
-/* One libuv poll handle per watched fd, carrying the reader and writer. */
+/* An fd the loop watches for user code (add_reader & co., sock_*, a
+ * transport), registered in the loop's own epoll set (ioset.c), never in
+ * libuv's: libuv aborts the process when its deferred epoll_ctl meets a fd
+ * that was closed since, and user code may close any fd at any time. */
+typedef struct fa_reg {
+    int fd;                      /* the fd number, as it was watched */
+    uint32_t events;             /* EPOLLIN | EPOLLOUT in the set; 0: not in it */
+    uint32_t slot;               /* token slot while in the set */
+    unsigned char kind;          /* FA_REG_WATCHER or FA_REG_TRANSPORT */
+    unsigned char has_id;        /* dev/ino: the file the fd referred to */
+    dev_t dev;
+    ino_t ino;
+} fa_reg;
+
+#define FA_REG_WATCHER 1
+#define FA_REG_TRANSPORT 2
+
+/* fa_ioset_set() results besides 0 and -errno: the fd no longer refers to
+ * the file it was watched for.  The registration is dropped and its owner
+ * told (fa_watcher_lost, fa_transport_lost). */
+#define FA_REG_CLOSED (-100001)   /* the fd was closed */
+#define FA_REG_REPLACED (-100002) /* the fd number now refers to another file */
+
+/* The reader and writer of one fd (add_reader/add_writer, sock_*). */
 typedef struct {
     PyObject_HEAD
     fa_loop *loop;
     fa_handle *reader;
     fa_handle *writer;
-    uv_poll_t *poll;             /* malloc'd; freed in the close callback */
-    int fd;
-    int events;                  /* UV_READABLE | UV_WRITABLE currently started */
+    fa_reg reg;
+    int lost;                    /* 0, or FA_REG_CLOSED / FA_REG_REPLACED */
 } fa_watcher;
 
 struct fa_loop {
@@ -301,9 +324,28 @@ struct fa_loop {
     uint64_t timer_seq;
 
     PyObject *watchers;          /* dict fd -> fa_watcher */
-    Py_ssize_t n_io;             /* started user I/O watchers */
+    Py_ssize_t n_io;             /* pending work only uv_run completes (DNS, signals) */
     Py_ssize_t n_closing;        /* uv handles waiting for their close callback */
-    int io_dirty;                /* a watcher changed since the last uv_run */
+    int io_dirty;                /* an internal uv handle changed since the last uv_run */
+
+    /* The loop's own epoll set for user fds (ioset.c), itself watched by
+     * libuv like the timerfd. */
+    int ioset_fd;                /* -1 until first used */
+    int ioset_poll_ready;
+    uv_poll_t ioset_poll;
+    int ioset_junk;              /* an event came for a registration we dropped */
+    fa_reg **io_slot;            /* token slot -> registration (slot 0: the sweep) */
+    uint32_t *io_gen;            /* token slot -> generation */
+    uint32_t io_nslot, io_capslot;
+    uint32_t *io_free;           /* free slots */
+    uint32_t io_nfree;
+    fa_reg **io_byfd;            /* fd number -> the registration in the set */
+    int io_byfd_cap;
+    Py_ssize_t n_watch;          /* registrations in the set */
+    int sweep_fd;                /* timerfd in the set: the periodic liveness check */
+    int sweep_armed;
+    uint32_t sweep_cursor;
+    double sweep_interval;       /* seconds between liveness checks */
     fa_handle *failed;           /* handle whose callback raised KeyboardInterrupt/SystemExit */
     fa_handle *current;          /* debug mode: the handle running now (borrowed) */
 
@@ -318,7 +360,6 @@ struct fa_loop {
     void *jobs;                  /* app loop: runner jobs waiting (fa_job list) */
     fa_op *requests;             /* libuv requests in flight (dns.c), cancelled by close */
     void *transports;            /* transport.c: live transports (linked list) */
-    void *orphans;               /* polls whose transport died off the loop thread */
 
     PyObject *task_factory;
     PyObject *sup_var;           /* supervise.c: the scope ContextVar, or NULL */
@@ -377,8 +418,6 @@ int fa_loop_enter(fa_loop *self);
 void fa_loop_leave(fa_loop *self);
 void fa_loop_arm_timer(fa_loop *self);
 void fa_loop_poke(fa_loop *self);
-int fa_loop_close_poll(fa_loop *self, uv_poll_t *p, PyObject *sock);
-void fa_loop_close_orphans(fa_loop *self);
 PyObject *fa_loop_create_task(fa_loop *self, PyObject *coro, PyObject *name,
                               PyObject *context);
 PyObject *fa_loop_create_own_task(fa_loop *self, PyObject *coro, PyObject *name,
@@ -399,6 +438,21 @@ PyObject *fa_loop_add_io(fa_loop *self, PyObject *args, int events);
 PyObject *fa_loop_remove_io(fa_loop *self, PyObject *fdobj, int events);
 PyObject *fa_loop_check_fd_no_transport(fa_loop *self, PyObject *fdobj);
 void fa_loop_close_watchers(fa_loop *self);
+void fa_watcher_on_events(fa_watcher *w, uint32_t events);
+void fa_watcher_lost(fa_watcher *w, int reason);
+
+/* ioset.c: the loop's own epoll set for user fds. */
+int fa_ioset_set(fa_loop *self, fa_reg *r, uint32_t events);
+int fa_ioset_probe(fa_loop *self, fa_reg *r);
+int fa_ioset_raise(fa_loop *self, fa_reg *r, int rc);
+PyObject *fa_ioset_lost_error(int fd, int reason);
+void fa_reg_init(fa_reg *r, int fd, int kind, int identify);
+int fa_reg_same_file(fa_reg *r);
+void fa_ioset_harvest(fa_loop *self);
+void fa_ioset_free(fa_loop *self);
+int fa_ioset_init(fa_loop *self);
+PyObject *fa_ioset_watched(fa_loop *self);
+int fa_ioset_set_interval(fa_loop *self, double seconds);
 
 /* runner.c */
 extern PyType_Spec fa_waiter_spec;
@@ -460,6 +514,7 @@ struct fa_op {
     fa_handle *handle;           /* reader/writer Handle registered for fd */
     int fd;
     int events;                  /* UV_READABLE or UV_WRITABLE */
+    int fd_lost;                 /* FA_REG_*: the fd went away while waited on */
     Py_buffer view;              /* sock_sendall: the data being sent */
     int has_view;
     Py_ssize_t pos;              /* sock_sendall: bytes sent; sendfile: total */
@@ -509,6 +564,7 @@ PyObject *fa_loop_sock_sendto(fa_loop *self, PyObject *args, PyObject *kwds);
 PyObject *fa_loop_sock_connect(fa_loop *self, PyObject *args, PyObject *kwds);
 PyObject *fa_loop_sock_accept(fa_loop *self, PyObject *args, PyObject *kwds);
 PyObject *fa_loop_sock_sendfile(fa_loop *self, PyObject *args, PyObject *kwds);
+fa_op *fa_sock_handle_op(fa_handle *h);
 
 /* transport.c: what the C transports share.  Every transport struct
  * starts with FA_TRANSPORT_HEAD.  The transports derive from asyncio's
@@ -527,9 +583,10 @@ PyObject *fa_loop_sock_sendfile(fa_loop *self, PyObject *args, PyObject *kwds);
     PyObject *sock;              /* socket or pipe object; NULL once closed */        \
     fa_handle *read_h;           /* Handle calling the read-ready method */           \
     fa_handle *write_h;          /* Handle calling the write-ready method */          \
-    uv_poll_t *poll;             /* made on first use */                              \
-    int fd;                      /* -1 once closed */                                 \
-    int events;                  /* events the poll is started for */                 \
+    fa_reg reg;                  /* the fd's registration in the loop's set */        \
+    int fd;                      /* -1 once closed (or lost) */                       \
+    int events;                  /* UV_READABLE | UV_WRITABLE watched now */          \
+    int fd_lost;                 /* FA_REG_CLOSED / FA_REG_REPLACED: fd gone behind our back */ \
     int self_ref;                /* holds a reference to itself while watching */     \
     int fd_lent;                 /* loop.sendfile() lent the fd to sock_sendfile */   \
     struct fa_transport *prev, *next; /* loop->transports, until the fd is released */
@@ -543,10 +600,12 @@ typedef struct fa_transport {
 void fa_transport_list_add(fa_transport *t);
 void fa_transport_list_remove(fa_transport *t);
 int fa_transport_check_fd(fa_loop *loop, int fd);
-int fa_transport_drop_poll(fa_transport *t, PyObject *sock);
+void fa_transport_unwatch(fa_transport *t);
 void fa_transport_close_all(fa_loop *loop);
 int fa_transport_watch(fa_transport *t, int want);
-void fa_transport_on_io(uv_poll_t *p, int status, int events);
+void fa_transport_on_events(fa_transport *t, uint32_t events);
+void fa_transport_lost(fa_transport *t, int reason);
+int fa_transport_live_fd(fa_transport *t);
 int fa_transport_release_fd(fa_transport *t);
 void fa_transport_report(fa_transport *t, const char *message, PyObject *exc);
 void fa_transport_report_current(fa_transport *t);

@@ -503,12 +503,14 @@ fa_loop_collect(fa_loop *self, int may_block)
             return -1;
         }
     }
-    else if (self->n_io > 0 || self->n_closing > 0) {
+    else if (self->n_io > 0 || self->n_closing > 0 || self->io_dirty) {
         self->io_dirty = 0;
-        uv_run(&self->uv, UV_RUN_NOWAIT);
+        uv_run(&self->uv, UV_RUN_NOWAIT); /* collects the ready user fds too */
     }
-    if (self->orphans != NULL) {
-        fa_loop_close_orphans(self);
+    else if (self->n_watch > 0) {
+        /* Only user fds to look at: one epoll_wait on the loop's own set,
+         * without going through uv_run. */
+        fa_ioset_harvest(self);
     }
     if (PyErr_Occurred()) {
         return -1;
@@ -958,76 +960,6 @@ fa_loop_poke(fa_loop *self)
 {
     if (self->uv_ready && !fa_loop_forked(self)) {
         uv_async_send(&self->wakeup);
-    }
-}
-
-/* ---------------------------------------------------- transport polls */
-
-typedef struct fa_orphan {
-    uv_poll_t *poll;
-    PyObject *sock;              /* closed once the poll is */
-    struct fa_orphan *next;
-} fa_orphan;
-
-static void
-on_poll_closed(uv_handle_t *h)
-{
-    fa_loop *loop = (fa_loop *)h->data;
-    loop->n_closing--;
-    PyMem_RawFree(h);
-}
-
-/* Close a transport's uv_poll.  On the thread running the loop, or with
- * the loop not running, at once (returns 0: the caller closes the socket
- * after).  From another thread (a transport finalized by a GC pass there)
- * the loop may be inside uv_run with the GIL released, so libuv must not
- * be touched: the poll and the socket go to the loop thread, which closes
- * the poll and then the socket (returns 1: the caller must not close
- * sock).  Closing the fd first would let its number be reused before
- * libuv drops the old registration, which would remove the new one. */
-int
-fa_loop_close_poll(fa_loop *self, uv_poll_t *p, PyObject *sock)
-{
-    if (fa_loop_forked(self) || !self->uv_ready) {
-        return 0; /* the handle's memory goes with the parent's uv loop */
-    }
-    if (self->thread_id != 0 && self->thread_id != PyThread_get_thread_ident()) {
-        fa_orphan *o = PyMem_RawMalloc(sizeof(fa_orphan));
-        if (o != NULL) {
-            o->poll = p;
-            o->sock = Py_XNewRef(sock);
-            o->next = (fa_orphan *)self->orphans;
-            self->orphans = o; /* the GIL serializes this list */
-            fa_loop_poke(self);
-            return 1;
-        }
-        /* Out of memory: closing now is the lesser risk. */
-    }
-    p->data = self;
-    self->n_closing++;
-    uv_close((uv_handle_t *)p, on_poll_closed);
-    return 0;
-}
-
-/* On the loop thread: close the polls handed over by other threads. */
-void
-fa_loop_close_orphans(fa_loop *self)
-{
-    while (self->orphans != NULL) {
-        fa_orphan *o = (fa_orphan *)self->orphans;
-        self->orphans = o->next;
-        o->poll->data = self;
-        self->n_closing++;
-        uv_close((uv_handle_t *)o->poll, on_poll_closed);
-        if (o->sock != NULL) {
-            PyObject *r = PyObject_CallMethod(o->sock, "close", NULL);
-            if (r == NULL) {
-                PyErr_WriteUnraisable(o->sock);
-            }
-            Py_XDECREF(r);
-            Py_DECREF(o->sock);
-        }
-        PyMem_RawFree(o);
     }
 }
 
@@ -1568,6 +1500,7 @@ loop_free_uv(fa_loop *self)
     self->uv_ready = 0;
     if (self->fork_gen != atomic_load(&fa_fork_generation)) {
         close(uv_backend_fd(&self->uv));
+        fa_ioset_free(self); /* our copies of the fds only */
         if (self->timer_fd >= 0) {
             close(self->timer_fd);
         }
@@ -1584,11 +1517,16 @@ loop_free_uv(fa_loop *self)
         uv_close((uv_handle_t *)&self->sig_poll, on_internal_close);
         self->sig_poll_ready = 0;
     }
+    if (self->ioset_poll_ready) {
+        uv_close((uv_handle_t *)&self->ioset_poll, on_internal_close);
+        self->ioset_poll_ready = 0;
+    }
     uv_close((uv_handle_t *)&self->wakeup, on_internal_close);
     uv_close((uv_handle_t *)&self->prepare, on_internal_close);
     uv_close((uv_handle_t *)&self->check, on_internal_close);
     uv_close((uv_handle_t *)&self->timer_poll, on_internal_close);
     uv_run(&self->uv, UV_RUN_DEFAULT);
+    fa_ioset_free(self);
     if (uv_loop_close(&self->uv) != 0) {
         /* Some handle is still open (cannot happen unless a transport leaked
          * it); run once more to flush its close callback. */
@@ -1627,7 +1565,6 @@ loop_close_c(fa_loop *self, PyObject *Py_UNUSED(ignored))
     Py_CLEAR(self->last_ctx);
     fa_loop_close_watchers(self);
     fa_transport_close_all(self);
-    fa_loop_close_orphans(self);
     /* DNS lookups still queued are dropped; one already running in
      * libuv's threadpool cannot be: wait for it with the GIL released (the
      * prepare handle releases it when `blocking` is set), so other threads
@@ -1684,6 +1621,8 @@ loop_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->st = fa_get_state(module);
     self->timer_fd = -1;
     self->sig_rfd = self->sig_wfd = -1;
+    self->ioset_fd = self->sweep_fd = -1;
+    self->sweep_interval = 1.0;
     self->armed_when = -1.0;
     self->fork_gen = atomic_load(&fa_fork_generation);
     self->watchers = PyDict_New();
@@ -1724,12 +1663,20 @@ loop_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     uv_poll_start(&self->timer_poll, UV_READABLE, on_timer_fd);
     uv_unref((uv_handle_t *)&self->timer_poll);
     self->uv_ready = 1;
+    if (fa_ioset_init(self) < 0) {
+        goto fail_ioset;
+    }
     /* libuv adds fds to its epoll set lazily, on the next uv_run: do it now
      * so the home thread's poll on the backend fd sees the timerfd and the
      * wake-up eventfd from the start. */
     uv_run(&self->uv, UV_RUN_NOWAIT);
     return (PyObject *)self;
 
+fail_ioset:
+    self->uv_ready = 0;
+    uv_close((uv_handle_t *)&self->timer_poll, NULL);
+    close(self->timer_fd);
+    self->timer_fd = -1;
 fail_handles:
     uv_close((uv_handle_t *)&self->wakeup, NULL);
     uv_close((uv_handle_t *)&self->prepare, NULL);
@@ -1826,7 +1773,6 @@ loop_dealloc(fa_loop *self)
         self->closed = 1;
         fa_loop_close_watchers(self);
         fa_transport_close_all(self);
-        fa_loop_close_orphans(self);
         if (self->uv_ready && self->fork_gen == atomic_load(&fa_fork_generation)) {
             while (self->n_closing > 0) {
                 uv_run(&self->uv, UV_RUN_NOWAIT);
@@ -1903,6 +1849,33 @@ loop_get_current_handle(fa_loop *self, void *Py_UNUSED(c))
     return Py_NewRef(self->current != NULL ? (PyObject *)self->current : Py_None);
 }
 
+/* _fd_check_interval: seconds between the checks that find a watched fd
+ * closed behind the loop's back (ioset.c); 0 turns them off. */
+static PyObject *
+loop_get_fd_check_interval(fa_loop *self, void *Py_UNUSED(c))
+{
+    return PyFloat_FromDouble(self->sweep_interval);
+}
+
+static int
+loop_set_fd_check_interval(fa_loop *self, PyObject *value, void *Py_UNUSED(c))
+{
+    double v;
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "cannot delete _fd_check_interval");
+        return -1;
+    }
+    v = PyFloat_AsDouble(value);
+    if (v == -1.0 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (!(v >= 0.0) || !isfinite(v)) {
+        PyErr_SetString(PyExc_ValueError, "_fd_check_interval must be a finite number >= 0");
+        return -1;
+    }
+    return fa_ioset_set_interval(self, v);
+}
+
 /* The finalizer as a method: flaskasync.Loop inherits asyncio's
  * BaseEventLoop, whose __del__ would otherwise replace it. */
 static PyObject *
@@ -1926,10 +1899,23 @@ static PyGetSetDef loop_getset[] = {
      "Number of scheduled timers.", NULL},
     {"_task_factory", (getter)loop_get_task_factory_attr, (setter)loop_set_task_factory_attr,
      "The task factory (None for asyncio.Task), as BaseEventLoop keeps it.", NULL},
+    {"_fd_check_interval", (getter)loop_get_fd_check_interval,
+     (setter)loop_set_fd_check_interval,
+     "Seconds between the checks for watched fds closed behind the loop's back "
+     "(default 1.0; 0: never).", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
+static PyObject *
+loop_watched_fds(fa_loop *self, PyObject *Py_UNUSED(ignored))
+{
+    return fa_ioset_watched(self);
+}
+
 static PyMethodDef loop_methods[] = {
+    {"_watched_fds", (PyCFunction)loop_watched_fds, METH_NOARGS,
+     "The fds the loop watches for user code now (add_reader & co., sock_*, "
+     "transports), sorted."},
     {"time", (PyCFunction)loop_time, METH_NOARGS,
      "Return the loop's time: time.monotonic()'s clock, in seconds."},
     {"call_soon", (PyCFunction)(void (*)(void))loop_call_soon, METH_FASTCALL | METH_KEYWORDS,

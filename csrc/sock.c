@@ -145,27 +145,36 @@ sock_fileno(fa_op *op)
 
 /* Stop watching the fd, unless another caller replaced our Handle since
  * (add_reader cancels the Handle it replaces), as asyncio's
- * _sock_read_done/_sock_write_done do. */
+ * _sock_read_done/_sock_write_done do, or the fd was lost and its watch
+ * dropped (the number may be watched for another file by now). */
 static int
 unwatch(fa_op *op)
 {
     fa_handle *h = op->handle;
-    PyObject *fd, *r = NULL;
-    int cancelled;
+    PyObject *key, *r;
+    fa_watcher *w;
     op->handle = NULL;
     if (h == NULL) {
         return 0;
     }
-    cancelled = h->cancelled;
-    Py_DECREF(h);
-    if (cancelled) {
+    if (h->cancelled) {
+        Py_DECREF(h);
         return 0;
     }
-    fd = PyLong_FromLong(op->fd);
-    if (fd != NULL) {
-        r = fa_loop_remove_io(op->loop, fd, op->events);
-        Py_DECREF(fd);
+    key = PyLong_FromLong(op->fd);
+    if (key == NULL) {
+        Py_DECREF(h);
+        return -1;
     }
+    w = (fa_watcher *)PyDict_GetItemWithError(op->loop->watchers, key);
+    if (w == NULL || (op->events == UV_READABLE ? w->reader : w->writer) != h) {
+        Py_DECREF(h);
+        Py_DECREF(key);
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    Py_DECREF(h);
+    r = fa_loop_remove_io(op->loop, key, op->events | (op->fd_lost ? FA_IO_UNCHECKED : 0));
+    Py_DECREF(key);
     if (r == NULL) {
         return -1;
     }
@@ -197,6 +206,19 @@ sock_fd_ready(PyObject *self, PyObject *Py_UNUSED(ignored))
         Py_RETURN_NONE;
     }
     Py_DECREF(done);
+    if (op->fd_lost) {
+        /* The fd was closed (or now refers to another file) while we
+         * waited: asyncio's call would wait forever; fail clearly, and
+         * never retry the syscall on whatever the number is now. */
+        PyObject *exc = fa_ioset_lost_error(op->fd, op->fd_lost);
+        if (exc == NULL) {
+            goto error;
+        }
+        r = PyObject_CallMethodOneArg(fut, st->s_set_exception, exc);
+        Py_DECREF(exc);
+        Py_DECREF(fut);
+        return r;
+    }
     status = op->kind->ready(op);
     if (status == 0) {
         Py_DECREF(fut);
@@ -246,6 +268,19 @@ sock_fut_done(PyObject *self, PyObject *Py_UNUSED(fut))
 
 static PyMethodDef sock_fd_ready_def = {"_sock_ready", sock_fd_ready, METH_NOARGS, NULL};
 static PyMethodDef sock_fut_done_def = {"_sock_done", sock_fut_done, METH_O, NULL};
+
+/* The sock_* call waiting through this fd Handle, or NULL if h is another
+ * callback (borrowed). */
+fa_op *
+fa_sock_handle_op(fa_handle *h)
+{
+    PyObject *cb = h->callback;
+    if (cb != NULL && PyCFunction_Check(cb) &&
+        PyCFunction_GET_FUNCTION(cb) == (PyCFunction)sock_fd_ready) {
+        return (fa_op *)PyCFunction_GET_SELF(cb);
+    }
+    return NULL;
+}
 
 /* Register op's ready callback as fd's reader or writer and keep its
  * Handle, to know later whether it was replaced. */

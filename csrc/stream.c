@@ -1,7 +1,7 @@
 /* Stream transports in C: TCP and Unix sockets, read and write pipes.
  *
- * A transport watches its fd with its own uv_poll_t.  When the fd is ready
- * the poll callback appends the transport's read or write Handle to the
+ * A transport watches its fd in the loop's own epoll set (ioset.c).  When
+ * the fd is ready the loop appends the transport's read or write Handle to the
  * loop's ready queue, so protocol callbacks always run from the ready
  * queue (in the loop's context, with the running loop set, with asyncio's
  * exception routing and debug timing), never from inside uv_run.  The
@@ -14,7 +14,7 @@
  * callbacks, which errors reach the exception handler, flow control, and
  * connection_lost exactly once.
  *
- * Lifetime: while the poll is started the transport holds a reference to
+ * Lifetime: while its fd is watched the transport holds a reference to
  * itself (the fd is "registered with the selector"), so a transport that
  * is reading or flushing stays alive without user references.  A paused,
  * idle transport that is dropped is finalized with a ResourceWarning and
@@ -186,9 +186,13 @@ static Py_ssize_t
 sys_send(fa_stream *t, const char *buf, Py_ssize_t len)
 {
     Py_ssize_t n;
+    int fd = fa_transport_live_fd(T(t));
+    if (fd < 0) {
+        return -1;
+    }
     do {
-        n = is_socket(t) ? send(t->fd, buf, (size_t)len, MSG_NOSIGNAL)
-                         : write(t->fd, buf, (size_t)len);
+        n = is_socket(t) ? send(fd, buf, (size_t)len, MSG_NOSIGNAL)
+                         : write(fd, buf, (size_t)len);
     } while (n < 0 && errno == EINTR);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
         return 0;
@@ -203,6 +207,10 @@ sys_send_buffer(fa_stream *t)
     struct iovec iov[MAX_IOV];
     int cnt = 0;
     Py_ssize_t n;
+    int fd = fa_transport_live_fd(T(t));
+    if (fd < 0) {
+        return -1;
+    }
     for (Py_ssize_t i = 0; i < t->wlen && cnt < MAX_IOV; i++) {
         Py_buffer *b = &t->wbuf[(t->whead + i) % t->wcap];
         Py_ssize_t off = i == 0 ? t->woff : 0;
@@ -216,10 +224,10 @@ sys_send_buffer(fa_stream *t)
             memset(&msg, 0, sizeof(msg));
             msg.msg_iov = iov;
             msg.msg_iovlen = (size_t)cnt;
-            n = sendmsg(t->fd, &msg, MSG_NOSIGNAL);
+            n = sendmsg(fd, &msg, MSG_NOSIGNAL);
         }
         else {
-            n = writev(t->fd, iov, cnt);
+            n = writev(fd, iov, cnt);
         }
     } while (n < 0 && errno == EINTR);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
@@ -404,7 +412,8 @@ set_empty_waiter(fa_stream *t, PyObject *exc)
 static int
 do_shutdown(fa_stream *t)
 {
-    if (shutdown(t->fd, SHUT_WR) < 0) {
+    int fd = fa_transport_live_fd(T(t));
+    if (fd < 0 || shutdown(fd, SHUT_WR) < 0) {
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
@@ -476,8 +485,9 @@ read_data(fa_stream *t)
             return -1;
         }
     }
+    int fd = fa_transport_live_fd(T(t));
     do {
-        n = is_socket(t) ? recv(t->fd, read_buf, MAX_READ, 0) : read(t->fd, read_buf, MAX_READ);
+        n = fd < 0 ? -1 : is_socket(t) ? recv(fd, read_buf, MAX_READ, 0) : read(fd, read_buf, MAX_READ);
     } while (n < 0 && errno == EINTR);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -531,9 +541,10 @@ read_buffered(fa_stream *t)
         PyErr_SetString(PyExc_RuntimeError, "get_buffer() returned an empty buffer");
         return callback_failed(t, "Fatal error: protocol.get_buffer() call failed.");
     }
+    int fd = fa_transport_live_fd(T(t));
     do {
-        n = is_socket(t) ? recv(t->fd, view.buf, (size_t)view.len, 0)
-                         : read(t->fd, view.buf, (size_t)view.len);
+        n = fd < 0 ? -1 : is_socket(t) ? recv(fd, view.buf, (size_t)view.len, 0)
+                                       : read(fd, view.buf, (size_t)view.len);
     } while (n < 0 && errno == EINTR);
     int saved = errno;
     PyBuffer_Release(&view);
@@ -596,8 +607,9 @@ stream_read_ready(fa_stream *t, PyObject *Py_UNUSED(ignored))
     else {
         r = read_data(t);
     }
-    /* Re-arm the watch if libuv stopped it on POLLERR: the error (say, a
-     * reset) may sit behind data this recv returned, and is read next. */
+    /* Re-arm the watch if an error condition stopped it (see
+     * fa_transport_on_events): the error (say, a reset) may sit behind
+     * data this recv returned, and is read next. */
     if (t->events != UV_READABLE || r < 0) {
         PyObject *exc = r < 0 ? fa_fetch_exception() : NULL;
         update_poll_or_report(t);
@@ -927,6 +939,25 @@ stream_force_close(fa_stream *t, PyObject *exc)
     Py_RETURN_NONE;
 }
 
+/* _fatal_error(exc, message='Fatal error on transport'), as asyncio's
+ * selector transports have it. */
+static PyObject *
+stream_fatal_error(fa_stream *t, PyObject *args)
+{
+    PyObject *exc;
+    const char *message = "Fatal error on transport";
+    if (!PyArg_ParseTuple(args, "O|s:_fatal_error", &exc, &message)) {
+        return NULL;
+    }
+    Py_INCREF(t);
+    int r = fatal_error(t, exc, message);
+    Py_DECREF(t);
+    if (r < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 stream_call_connection_lost(fa_stream *t, PyObject *exc)
 {
@@ -1154,7 +1185,7 @@ stream_repr(fa_stream *t)
     const char *state = t->sock == NULL ? " closed" : (t->closing ? " closing" : "");
     const char *rd = t->mode == MODE_WRITE_PIPE ? "" : (t->events & UV_READABLE ? " read=polling" : " read=idle");
     return PyUnicode_FromFormat("<%s%s%s fd=%d%s write=<%s, bufsize=%zd>>", Py_TYPE(t)->tp_name,
-                                kind, state, t->fd, rd,
+                                kind, state, t->reg.fd, rd,
                                 t->events & UV_WRITABLE ? "polling" : "idle", t->wsize);
 }
 
@@ -1452,6 +1483,7 @@ static PyMethodDef stream_methods[] = {
     {"set_write_buffer_limits", (PyCFunction)(void (*)(void))stream_set_write_buffer_limits,
      METH_VARARGS | METH_KEYWORDS, "set_write_buffer_limits(high=None, low=None)"},
     {"_force_close", (PyCFunction)stream_force_close, METH_O, NULL},
+    {"_fatal_error", (PyCFunction)stream_fatal_error, METH_VARARGS, NULL},
     {"_read_ready", (PyCFunction)stream_read_ready, METH_NOARGS, NULL},
     {"_write_ready", (PyCFunction)stream_write_ready, METH_NOARGS, NULL},
     {"_start_reading", (PyCFunction)stream_start_reading, METH_NOARGS, NULL},

@@ -1,9 +1,13 @@
 /* What the C transports (stream.c, udp.c) share: the list of a loop's
- * live transports, the fd watch (one uv_poll_t per transport, made on first
- * use, holding a reference to its transport while started), closing it,
- * error reporting, and write-buffer limits.  Every transport struct starts
- * with FA_TRANSPORT_HEAD (fa.h), so these functions take an fa_transport. */
+ * live transports, the fd watch (a registration in the loop's own epoll
+ * set, holding a reference to its transport while it watches), closing
+ * it, a fd lost behind the transport's back, error reporting, and
+ * write-buffer limits.  Every transport struct starts with
+ * FA_TRANSPORT_HEAD (fa.h), so these functions take an fa_transport. */
 #include "fa.h"
+
+#include <errno.h>
+#include <sys/epoll.h>
 
 /* ------------------------------------------------------------ the list */
 
@@ -11,6 +15,10 @@ void
 fa_transport_list_add(fa_transport *t)
 {
     fa_transport *head = (fa_transport *)t->loop->transports;
+    /* The identity of the fd's file, to never watch another file that
+     * took its number after the transport's socket was closed behind its
+     * back (ioset.c). */
+    fa_reg_init(&t->reg, t->fd, FA_REG_TRANSPORT, 1);
     t->prev = NULL;
     t->next = head;
     if (head != NULL) {
@@ -50,27 +58,16 @@ fa_transport_check_fd(fa_loop *loop, int fd)
     return 0;
 }
 
-/* ------------------------------------------------------------ the poll */
+/* ------------------------------------------------------------ the watch */
 
-/* Close the transport's uv_poll (its fd stays open, owned by the socket
- * object).  Returns 1 if the loop took sock over, to close it after the
- * poll (see fa_loop_close_poll), else 0. */
-int
-fa_transport_drop_poll(fa_transport *t, PyObject *sock)
+/* Stop watching the transport's fd (the fd stays open, owned by the
+ * socket object).  Safe from any thread holding the GIL: the set is the
+ * loop's own, and epoll_ctl() is thread-safe. */
+void
+fa_transport_unwatch(fa_transport *t)
 {
-    fa_loop *loop = t->loop;
-    uv_poll_t *p = t->poll;
-    if (p == NULL) {
-        return 0;
-    }
-    t->poll = NULL;
-    if (t->events) {
-        /* Only on the loop thread: a started poll keeps its transport alive. */
-        uv_poll_stop(p);
-        loop->n_io--;
-        t->events = 0;
-    }
-    return fa_loop_close_poll(loop, p, sock);
+    (void)fa_ioset_set(t->loop, &t->reg, 0);
+    t->events = 0;
 }
 
 /* loop.close(): stop watching every transport's fd.  A transport that was
@@ -83,7 +80,7 @@ fa_transport_close_all(fa_loop *loop)
     fa_transport *t = (fa_transport *)loop->transports, *next;
     for (; t != NULL; t = next) {
         next = t->next;
-        fa_transport_drop_poll(t, NULL);
+        fa_transport_unwatch(t);
         if (t->self_ref) {
             if (held == NULL || PyList_Append(held, (PyObject *)t) < 0) {
                 PyErr_Clear();
@@ -96,76 +93,36 @@ fa_transport_close_all(fa_loop *loop)
     Py_XDECREF(held);
 }
 
-/* Create the uv_poll on first use: a write pipe on a character device
- * such as /dev/null, which epoll refuses, works as long as it never has
- * to wait, as with asyncio. */
-static int
-ensure_poll(fa_transport *t)
+static inline uint32_t
+epoll_events(int want)
 {
-    int rc;
-    if (t->poll != NULL) {
-        return 0;
-    }
-    if (fa_loop_check_closed(t->loop) < 0) {
-        return -1;
-    }
-    t->poll = PyMem_RawMalloc(sizeof(uv_poll_t));
-    if (t->poll == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    rc = uv_poll_init(&t->loop->uv, t->poll, t->fd);
-    if (rc < 0) {
-        PyMem_RawFree(t->poll);
-        t->poll = NULL;
-        if (rc == UV_EEXIST) {
-            PyErr_Format(PyExc_RuntimeError,
-                         "File descriptor %d is used by another watcher of this loop "
-                         "(add_reader/add_writer or a sock_* call in progress)", t->fd);
-            return -1;
-        }
-        return fa_set_uv_error(rc, "uv_poll_init");
-    }
-    t->poll->data = t;
-    return 0;
+    return (want & UV_READABLE ? EPOLLIN : 0) | (want & UV_WRITABLE ? EPOLLOUT : 0);
 }
 
-/* Start or stop the poll for `want` (UV_READABLE | UV_WRITABLE, 0 for
- * nothing) and hold a reference to the transport while it waits.  The
- * caller must own a reference (the self-reference may be dropped here).
- * Returns -1 with an exception. */
+/* Watch the fd for `want` (UV_READABLE | UV_WRITABLE, 0 for nothing) and
+ * hold a reference to the transport while it watches.  The caller must
+ * own a reference (the self-reference may be dropped here).  A fd found
+ * closed or replaced ends the transport with an OSError (see
+ * fa_transport_lost), not here.  Returns -1 with an exception. */
 int
 fa_transport_watch(fa_transport *t, int want)
 {
-    fa_loop *loop = t->loop;
-    int r;
+    int rc;
     if (t->fd < 0) {
         want = 0;
     }
     if (want != t->events) {
-        if (want) {
-            if (ensure_poll(t) < 0) {
-                return -1;
-            }
-            r = uv_poll_start(t->poll, want, fa_transport_on_io);
-            if (r < 0) {
-                return fa_set_uv_error(r, "uv_poll_start");
-            }
-            if (t->events == 0) {
-                loop->n_io++;
-            }
+        if (want && fa_loop_check_closed(t->loop) < 0) {
+            return -1;
         }
-        else {
-            uv_poll_stop(t->poll);
-            loop->n_io--;
+        rc = fa_ioset_set(t->loop, &t->reg, epoll_events(want));
+        if (rc == FA_REG_CLOSED || rc == FA_REG_REPLACED) {
+            want = 0; /* fa_transport_lost() took over */
+        }
+        else if (rc < 0) {
+            return fa_ioset_raise(t->loop, &t->reg, rc);
         }
         t->events = want;
-        loop->io_dirty = 1;
-        if (loop->is_app && atomic_load(&loop->baton) == 0) {
-            /* Nobody drives the app loop: its home thread must register the
-             * change with epoll. */
-            fa_loop_poke(loop);
-        }
     }
     if (want && !t->self_ref) {
         t->self_ref = 1;
@@ -178,70 +135,189 @@ fa_transport_watch(fa_transport *t, int want)
     return 0;
 }
 
-/* The poll callback of every transport: queue its read and/or write
- * Handle (once: level-triggered, uv_run may report the fd again before the
- * ready queue runs).  The handles run the syscalls; they check the
- * transport's state themselves. */
+/* The fd is ready: queue the transport's read and/or write Handle (once:
+ * level-triggered, the set may report the fd again before the ready queue
+ * runs).  The handles run the syscalls and check the transport's state.
+ * On an error condition (a reset, an ICMP error on a UDP socket) both
+ * sides retry their syscall, which reports and clears the error, after
+ * the watch is stopped (as libuv's poll handles do), so that a side that
+ * does not read the error cannot spin the loop; they restart it. */
 void
-fa_transport_on_io(uv_poll_t *p, int status, int events)
+fa_transport_on_events(fa_transport *t, uint32_t events)
 {
-    fa_transport *t = (fa_transport *)p->data;
-    fa_loop *loop;
-    int want;
-    if (t == NULL) {
-        return;
+    fa_loop *loop = t->loop;
+    int want = t->events, ready = 0;
+    if (events & EPOLLERR) {
+        (void)fa_ioset_set(loop, &t->reg, 0);
+        t->events = 0;
+        ready = UV_READABLE | UV_WRITABLE;
     }
-    loop = t->loop;
-    fa_loop_gil_ensure(loop);
-    want = t->events;
-    if (status < 0) {
-        /* libuv stopped the poll after an error on the fd (POLLERR, e.g. a
-         * reset, or an ICMP error on a UDP socket): both sides retry their
-         * syscall, which reports (and clears) the error, and restart the
-         * poll. */
-        if (t->events) {
-            loop->n_io--;
-            t->events = 0;
-            loop->io_dirty = 1;
+    else {
+        if ((events & (EPOLLIN | EPOLLOUT)) == 0) {
+            ready = want; /* a bare hang-up: both watched sides see it */
         }
-        events = want = UV_READABLE | UV_WRITABLE;
+        if (events & EPOLLIN) {
+            ready |= UV_READABLE;
+        }
+        if (events & EPOLLOUT) {
+            ready |= UV_WRITABLE;
+        }
+        ready &= want;
     }
-    if ((events & want & UV_READABLE) && t->read_h != NULL && !t->read_h->queued) {
+    if ((ready & UV_READABLE) && t->read_h != NULL && !t->read_h->queued) {
         if (fa_loop_push_ready(loop, t->read_h) == 0) {
             t->read_h->queued = 1;
         }
     }
-    if ((events & want & UV_WRITABLE) && t->write_h != NULL && !t->write_h->queued) {
+    if ((ready & UV_WRITABLE) && t->write_h != NULL && !t->write_h->queued) {
         if (fa_loop_push_ready(loop, t->write_h) == 0) {
             t->write_h->queued = 1;
         }
     }
-    if (PyErr_Occurred()) {
-        /* Growing the ready queue failed (MemoryError); we are in a libuv
-         * callback: report it.  The fd is level-triggered, so it comes
-         * back next iteration. */
-        PyErr_WriteUnraisable((PyObject *)t);
+}
+
+/* The loop's set found the transport's fd closed, or its number referring
+ * to another file (closed and reused, dup2()): the socket was closed behind
+ * the transport's back.  asyncio's transport would wait forever for a
+ * reader (its fd silently left epoll) or fail its next write with EBADF;
+ * this one stops using the number at once (a write must not reach the
+ * file that now has it) and ends with _fatal_error(OSError(EBADF)), so
+ * the protocol's connection_lost() gets that error.  The socket object is
+ * detached, not closed, when released (see fa_transport_release_fd). */
+void
+fa_transport_lost(fa_transport *t, int reason)
+{
+    PyObject *exc, *cb = NULL, *args = NULL;
+    fa_handle *h;
+    if (t->fd_lost || t->sock == NULL) {
+        return;
     }
+    t->fd_lost = reason;
+    t->fd = -1;
+    t->events = 0;
+    exc = fa_ioset_lost_error(t->reg.fd, reason);
+    if (exc == NULL) {
+        goto error;
+    }
+    cb = PyObject_GetAttrString((PyObject *)t, "_fatal_error");
+    args = cb != NULL ? Py_BuildValue("(Os)", exc, "Fatal error on transport") : NULL;
+    Py_DECREF(exc);
+    if (args == NULL) {
+        goto error;
+    }
+    h = fa_loop_call_soon(t->loop, cb, args, NULL);
+    if (h == NULL) {
+        goto error;
+    }
+    Py_DECREF(h);
+    Py_DECREF(cb);
+    Py_DECREF(args);
+    return;
+error:
+    Py_XDECREF(cb);
+    Py_XDECREF(args);
+    PyErr_WriteUnraisable((PyObject *)t);
+}
+
+/* The fd to make a syscall on: t->fd while the socket (or pipe) object
+ * still owns it, else -1 with errno EBADF.  A socket object closed or
+ * detached behind the transport's back gave its number up, and the number
+ * may belong to another file by now: asyncio's transport calls the
+ * object's own send()/recv(), which then fail with EBADF, and so does
+ * this one (connection_lost gets that OSError), instead of reading or
+ * writing whatever file has the number now.  One fileno() call. */
+int
+fa_transport_live_fd(fa_transport *t)
+{
+    PyObject *r;
+    long fd = -1;
+    if (t->fd < 0 || t->sock == NULL) {
+        errno = EBADF;
+        return -1;
+    }
+    r = PyObject_VectorcallMethod(t->loop->st->net.s_fileno, &t->sock,
+                                  1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    if (r != NULL) {
+        fd = PyLong_Check(r) ? PyLong_AsLong(r) : -1;
+        Py_DECREF(r);
+    }
+    if (PyErr_Occurred()) {
+        PyErr_Clear(); /* a closed file object's fileno() raises ValueError */
+        fd = -1;
+    }
+    if (fd == t->fd) {
+        return t->fd;
+    }
+    t->fd_lost = FA_REG_CLOSED;
+    (void)fa_ioset_set(t->loop, &t->reg, 0);
+    t->events = 0; /* the next watch update drops the self-reference */
+    t->fd = -1;
+    errno = EBADF;
+    return -1;
+}
+
+/* Let go of a socket object whose fd number may belong to another file by
+ * now: a socket.socket still holding the number is detached (closing it
+ * would close the number's new owner); one the user closed (fd -1) needs
+ * nothing; anything else (a pipe's file object) is closed, as asyncio
+ * would.  Returns a new reference or NULL with an exception. */
+static PyObject *
+release_lost_socket(fa_transport *t, PyObject *sock)
+{
+    PyObject *fdobj, *mod, *socktype = NULL;
+    long fd;
+    int is_sock = 0;
+    fdobj = PyObject_CallMethod(sock, "fileno", NULL);
+    if (fdobj == NULL) {
+        PyErr_Clear();
+        return PyObject_CallMethod(sock, "close", NULL);
+    }
+    fd = PyLong_Check(fdobj) ? PyLong_AsLong(fdobj) : -2;
+    Py_DECREF(fdobj);
+    PyErr_Clear();
+    if (fd == -1) {
+        Py_RETURN_NONE;
+    }
+    mod = PyImport_ImportModule("socket");
+    if (mod != NULL) {
+        socktype = PyObject_GetAttrString(mod, "socket");
+        Py_DECREF(mod);
+    }
+    if (socktype != NULL) {
+        is_sock = PyObject_IsInstance(sock, socktype);
+        Py_DECREF(socktype);
+    }
+    if (is_sock < 0 || socktype == NULL) {
+        PyErr_Clear();
+        is_sock = 0;
+    }
+    if (is_sock && fd == t->reg.fd) {
+        return PyObject_CallMethod(sock, "detach", NULL);
+    }
+    return PyObject_CallMethod(sock, "close", NULL);
 }
 
 /* Close the socket object after stopping the watch; the fd is -1 from
- * here.  Returns -1 with an exception if sock.close() raised. */
+ * here.  A socket whose fd was closed behind the transport's back, or
+ * whose number now refers to another file, is detached instead: closing it
+ * would close the number's new owner.  Returns -1 with an exception if
+ * sock.close() raised. */
 int
 fa_transport_release_fd(fa_transport *t)
 {
     PyObject *sock = t->sock, *r;
-    int handed_over = fa_transport_drop_poll(t, sock);
+    int detach = t->fd_lost != 0;
+    fa_transport_unwatch(t);
     fa_transport_list_remove(t);
+    if (!detach && t->fd >= 0 && fa_reg_same_file(&t->reg) != 1) {
+        detach = 1;
+    }
     t->fd = -1;
     if (sock == NULL) {
         return 0;
     }
     t->sock = NULL;
-    if (handed_over) {
-        Py_DECREF(sock); /* the loop thread closes it after the poll */
-        return 0;
-    }
-    r = PyObject_CallMethod(sock, "close", NULL);
+    r = detach ? release_lost_socket(t, sock) : PyObject_CallMethod(sock, "close", NULL);
     Py_DECREF(sock);
     if (r == NULL) {
         return -1;
@@ -460,7 +536,7 @@ fa_transport_dealloc_start(fa_transport *t, PyObject *weakreflist)
             }
         }
         else {
-            fa_transport_drop_poll(t, NULL);
+            fa_transport_unwatch(t);
             fa_transport_list_remove(t);
         }
     }

@@ -1,9 +1,9 @@
 /* Datagram transports in C: UDP (IPv4, IPv6) and Unix datagram sockets,
  * created by loop.create_datagram_endpoint() (flaskasync/_udp.py).
  *
- * The design is stream.c's: the transport watches its fd with its own
- * uv_poll_t, created on first use, and the poll callback only appends the
- * transport's cached read or write Handle to the loop's ready queue.  The
+ * The design is stream.c's: the transport watches its fd in the loop's own
+ * epoll set (ioset.c), and a ready fd only appends the transport's cached
+ * read or write Handle to the loop's ready queue.  The
  * protocol's datagram_received / error_received / connection_lost therefore
  * always run from the ready queue (running loop set, the loop's exception
  * routing, debug timing), never inside uv_run.
@@ -32,10 +32,10 @@
  *   - sendto() after the connection is lost is dropped, with a warning
  *     from the fifth drop on.
  *
- * Lifetime: while the poll is started the transport holds a reference to
+ * Lifetime: while its fd is watched the transport holds a reference to
  * itself, so an endpoint that is reading stays alive without user
  * references, as asyncio's selector keeps it.  loop.close() stops every
- * poll (fa_udp_close_all); a transport collected while still open warns
+ * watch (fa_transport_close_all); a transport collected while still open warns
  * with a ResourceWarning and closes its socket. */
 #include "fa.h"
 
@@ -585,9 +585,10 @@ read_direct(fa_udp *t)
          * returned length reads as the end of a path. */
         memset(&ss, 0, sizeof(ss));
     }
+    int fd = fa_transport_live_fd(T(t));
     do {
         len = sizeof(ss);
-        n = recvfrom(t->fd, recv_buf, MAX_DATAGRAM, 0, (struct sockaddr *)&ss, &len);
+        n = fd < 0 ? -1 : recvfrom(fd, recv_buf, MAX_DATAGRAM, 0, (struct sockaddr *)&ss, &len);
     } while (n < 0 && errno == EINTR);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -655,8 +656,8 @@ udp_read_ready(fa_udp *t, PyObject *Py_UNUSED(ignored))
     }
     Py_INCREF(t);
     r = t->direct ? read_direct(t) : read_socket(t);
-    /* Restart the poll if libuv stopped it on POLLERR: the syscall above
-     * took the socket error. */
+    /* Restart the watch if an error condition stopped it (see
+     * fa_transport_on_events): the syscall above took the socket error. */
     if (r < 0) {
         PyObject *exc = fa_fetch_exception();
         update_poll_or_report(t);
@@ -712,12 +713,16 @@ send_one(fa_udp *t, PyObject *data, PyObject *addr)
     if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
         return -1;
     }
+    int fd = fa_transport_live_fd(T(t));
     do {
-        if (t->connected) {
-            n = send(t->fd, view.buf, (size_t)view.len, MSG_NOSIGNAL);
+        if (fd < 0) {
+            n = -1;
+        }
+        else if (t->connected) {
+            n = send(fd, view.buf, (size_t)view.len, MSG_NOSIGNAL);
         }
         else {
-            n = sendto(t->fd, view.buf, (size_t)view.len, MSG_NOSIGNAL,
+            n = sendto(fd, view.buf, (size_t)view.len, MSG_NOSIGNAL,
                        (struct sockaddr *)&ss, sslen);
         }
     } while (n < 0 && errno == EINTR);

@@ -1,108 +1,83 @@
-/* fd watching: add_reader/add_writer/remove_reader/remove_writer on one
- * uv_poll_t per fd.  The handle stays registered until removed; each time
- * the fd is ready its Handle is appended to the ready queue, as asyncio's
- * selector loop does. */
+/* fd watching: add_reader/add_writer/remove_reader/remove_writer.  One
+ * watcher per fd holds its reader and writer Handles; the fd is registered
+ * in the loop's own epoll set (ioset.c) until both are removed, and each
+ * time it is ready its Handles are appended to the ready queue, as
+ * asyncio's selector loop does.
+ *
+ * A fd closed while watched (or closed and reused, or dup2()'d over) is
+ * found by the set (fa_watcher_lost): its watch is dropped.  A plain
+ * callback then simply never runs again, as with asyncio's loop, and
+ * remove_reader() still finds it; a sock_* call waiting on the fd ends
+ * with an OSError where asyncio's would wait forever. */
 #include "fa.h"
 
-static void
-watcher_on_close(uv_handle_t *h)
-{
-    fa_watcher *w = (fa_watcher *)h->data;
-    fa_loop *loop = w->loop;
-    fa_loop_gil_ensure(loop);
-    PyMem_RawFree(h);
-    w->poll = NULL;
-    loop->n_closing--;
-    Py_DECREF(w); /* the reference taken when the close started */
-}
+#include <sys/epoll.h>
 
 static void
-watcher_on_io(uv_poll_t *p, int status, int events)
+push(fa_loop *loop, fa_handle *h)
 {
-    fa_watcher *w = (fa_watcher *)p->data;
-    fa_loop *loop = w->loop;
-    fa_loop_gil_ensure(loop);
-    if (status < 0) {
-        /* An error on the fd: wake both sides so they see it on their next
-         * read or write, as a selector reports the fd ready. */
-        events = UV_READABLE | UV_WRITABLE;
-    }
-    /* Level-triggered: a fd stays ready until read, and uv_run may be
-     * called more than once before the ready queue runs; queue the handle
-     * once, as a selector loop reports the fd once per iteration. */
-    if ((events & UV_READABLE) && w->reader != NULL && !w->reader->cancelled &&
-        !w->reader->queued) {
-        if (fa_loop_push_ready(loop, w->reader) == 0) {
-            w->reader->queued = 1;
-        }
-    }
-    if ((events & (UV_WRITABLE | UV_DISCONNECT)) && w->writer != NULL &&
-        !w->writer->cancelled && !w->writer->queued) {
-        if (fa_loop_push_ready(loop, w->writer) == 0) {
-            w->writer->queued = 1;
-        }
-    }
-    if (PyErr_Occurred()) {
-        /* Growing the ready queue failed (MemoryError).  We are in a libuv
-         * callback and must not return with an exception set: report it;
-         * the fd is level-triggered, so it is queued again next iteration. */
-        PyErr_WriteUnraisable((PyObject *)w);
+    if (h != NULL && !h->cancelled && !h->queued && fa_loop_push_ready(loop, h) == 0) {
+        h->queued = 1;
     }
 }
 
-/* Bring the uv_poll in line with the registered handles; close it when
- * nothing is left.  Returns -1 with an exception on failure. */
+/* The fd is ready.  As selectors.EpollSelector reports it: anything but
+ * EPOLLIN (EPOLLOUT, an error or a hang-up) makes it writable, anything
+ * but EPOLLOUT readable, for the sides that are watched.  Level-triggered,
+ * and uv_run may report the fd more than once before the ready queue runs:
+ * each Handle is queued once, as a selector loop reports the fd once per
+ * iteration. */
+void
+fa_watcher_on_events(fa_watcher *w, uint32_t events)
+{
+    if (events & ~(uint32_t)EPOLLOUT) {
+        push(w->loop, w->reader);
+    }
+    if (events & ~(uint32_t)EPOLLIN) {
+        push(w->loop, w->writer);
+    }
+}
+
+/* The set found the fd closed or replaced and dropped its registration.
+ * A sock_* call waiting on it is woken to fail; a plain callback is left
+ * registered but never runs again (asyncio's loop does not run it either:
+ * epoll forgets a closed fd). */
+void
+fa_watcher_lost(fa_watcher *w, int reason)
+{
+    fa_handle *sides[2] = {w->reader, w->writer};
+    w->lost = reason;
+    for (int i = 0; i < 2; i++) {
+        fa_op *op = sides[i] != NULL ? fa_sock_handle_op(sides[i]) : NULL;
+        if (op != NULL) {
+            op->fd_lost = reason;
+            push(w->loop, sides[i]);
+        }
+    }
+}
+
+/* Bring the registration in line with the Handles.  Returns 0, or a
+ * fa_ioset_set() error code (no exception set). */
 static int
 watcher_update(fa_watcher *w)
 {
-    fa_loop *loop = w->loop;
-    int events = 0;
-    int r;
+    uint32_t events = 0;
+    if (w->lost) {
+        return w->lost;
+    }
     if (w->reader != NULL) {
-        events |= UV_READABLE;
+        events |= EPOLLIN;
     }
     if (w->writer != NULL) {
-        events |= UV_WRITABLE;
+        events |= EPOLLOUT;
     }
-    if (events == w->events || w->poll == NULL) {
-        return 0;
-    }
-    if (events) {
-        r = uv_poll_start(w->poll, events, watcher_on_io);
-        if (r < 0) {
-            return fa_set_uv_error(r, "uv_poll_start");
-        }
-        if (w->events == 0) {
-            loop->n_io++;
-        }
-    }
-    else {
-        uv_poll_stop(w->poll);
-        loop->n_io--;
-    }
-    w->events = events;
-    loop->io_dirty = 1;
-    if (loop->is_app && atomic_load(&loop->baton) == 0) {
-        /* Nobody drives the app loop: the home thread must register the
-         * change with epoll (it runs uv_run when woken). */
-        fa_loop_poke(loop);
-    }
-    return 0;
+    return fa_ioset_set(w->loop, &w->reg, events);
 }
 
 static void
 watcher_close(fa_watcher *w)
 {
-    if (w->poll == NULL || uv_is_closing((uv_handle_t *)w->poll)) {
-        return;
-    }
-    if (w->events) {
-        w->loop->n_io--;
-        w->events = 0;
-    }
-    w->loop->n_closing++;
-    Py_INCREF(w);
-    uv_close((uv_handle_t *)w->poll, watcher_on_close);
+    (void)fa_ioset_set(w->loop, &w->reg, 0);
 }
 
 /* fd from an int or an object with fileno(), with the errors asyncio's
@@ -152,6 +127,47 @@ cancel_handle(fa_handle *h)
     }
 }
 
+static fa_watcher *
+watcher_new(fa_loop *self, int fd)
+{
+    fa_watcher *w = PyObject_GC_New(fa_watcher, self->st->WatcherType);
+    if (w == NULL) {
+        return NULL;
+    }
+    w->loop = (fa_loop *)Py_NewRef(self);
+    w->reader = w->writer = NULL;
+    w->lost = 0;
+    fa_reg_init(&w->reg, fd, FA_REG_WATCHER, 0);
+    PyObject_GC_Track(w);
+    return w;
+}
+
+/* Drop a watcher from the loop: its Handles are cancelled and its fd no
+ * longer watched.  The caller holds a reference to w. */
+static void
+watcher_discard(fa_loop *self, fa_watcher *w, PyObject *key)
+{
+    fa_handle *sides[2] = {w->reader, w->writer};
+    w->reader = w->writer = NULL;
+    for (int i = 0; i < 2; i++) {
+        /* A sock_* call whose fd was lost must still run its Handle, to
+         * fail with OSError instead of waiting forever. */
+        if (sides[i] != NULL && !(w->lost && fa_sock_handle_op(sides[i]) != NULL)) {
+            cancel_handle(sides[i]);
+        }
+        Py_XDECREF(sides[i]);
+    }
+    watcher_close(w);
+    if (PyDict_GetItemWithError(self->watchers, key) == (PyObject *)w) {
+        if (PyDict_DelItem(self->watchers, key) < 0) {
+            PyErr_Clear();
+        }
+    }
+    else {
+        PyErr_Clear();
+    }
+}
+
 PyObject *
 fa_loop_add_io(fa_loop *self, PyObject *args, int events)
 {
@@ -161,7 +177,7 @@ fa_loop_add_io(fa_loop *self, PyObject *args, int events)
     PyObject *fdobj, *cb, *cbargs = NULL, *key = NULL;
     fa_watcher *w = NULL;
     fa_handle *h = NULL, *old;
-    int fd, r;
+    int fd, rc;
 
     if (PyTuple_GET_SIZE(args) < 2) {
         PyErr_Format(PyExc_TypeError, "%s() takes at least 2 arguments (fd, callback)", method);
@@ -198,44 +214,26 @@ fa_loop_add_io(fa_loop *self, PyObject *args, int events)
     if (w == NULL && PyErr_Occurred()) {
         goto error;
     }
-    if (w == NULL || w->poll == NULL || uv_is_closing((uv_handle_t *)w->poll)) {
-        if (check && fa_transport_check_fd(self, fd) < 0) {
-            w = NULL;
-            goto error;
-        }
-        if (w != NULL && PyDict_DelItem(self->watchers, key) < 0) {
-            w = NULL;
-            goto error;
-        }
-        w = PyObject_GC_New(fa_watcher, self->st->WatcherType);
-        if (w == NULL) {
-            goto error;
-        }
-        w->loop = (fa_loop *)Py_NewRef(self);
-        w->reader = w->writer = NULL;
-        w->fd = fd;
-        w->events = 0;
-        w->poll = PyMem_RawMalloc(sizeof(uv_poll_t));
-        PyObject_GC_Track(w);
-        if (w->poll == NULL) {
-            PyErr_NoMemory();
-            goto error;
-        }
-        r = uv_poll_init(&self->uv, w->poll, fd);
-        if (r < 0) {
-            PyMem_RawFree(w->poll);
-            w->poll = NULL;
-            fa_set_uv_error(r, method);
-            goto error;
-        }
-        w->poll->data = w;
-        if (PyDict_SetItem(self->watchers, key, (PyObject *)w) < 0) {
-            watcher_close(w);
-            goto error;
-        }
+    Py_XINCREF(w);
+    if (w != NULL && !w->lost) {
+        /* Is the watch still on the file this fd refers to?  (Closed and
+         * reopened under the same number, the fd is another file now.) */
+        (void)fa_ioset_probe(self, &w->reg);
     }
-    else {
-        Py_INCREF(w);
+    if (w != NULL && w->lost) {
+        /* The fd was closed since: its old Handles watched a file that is
+         * gone.  Start afresh for the file the number refers to now. */
+        watcher_discard(self, w, key);
+        Py_CLEAR(w);
+    }
+    if (w == NULL) {
+        if (check && fa_transport_check_fd(self, fd) < 0) {
+            goto error;
+        }
+        w = watcher_new(self, fd);
+        if (w == NULL || PyDict_SetItem(self->watchers, key, (PyObject *)w) < 0) {
+            goto error;
+        }
     }
     if (events == UV_READABLE) {
         old = w->reader;
@@ -246,12 +244,25 @@ fa_loop_add_io(fa_loop *self, PyObject *args, int events)
         w->writer = h;
     }
     h = NULL;
+    rc = watcher_update(w);
+    if (rc < 0) {
+        /* As asyncio's selector: a registration that fails is undone and
+         * raises (OSError EBADF for a closed fd, PermissionError for a
+         * regular file), and nothing is left behind. */
+        PyObject *exc;
+        fa_ioset_raise(self, &w->reg, rc == FA_REG_CLOSED ? -EBADF : rc);
+        exc = fa_fetch_exception();
+        if (old != NULL) {
+            cancel_handle(old);
+            Py_DECREF(old);
+        }
+        watcher_discard(self, w, key);
+        fa_restore_exception(exc);
+        goto error;
+    }
     if (old != NULL) {
         cancel_handle(old);
         Py_DECREF(old);
-    }
-    if (watcher_update(w) < 0) {
-        goto error;
     }
     Py_DECREF(w);
     Py_DECREF(key);
@@ -310,14 +321,12 @@ fa_loop_remove_io(fa_loop *self, PyObject *fdobj, int events)
     }
     cancel_handle(h);
     Py_DECREF(h);
-    if (watcher_update(w) < 0) {
-        PyErr_Clear(); /* stopping a poll does not fail; be safe */
-    }
     if (w->reader == NULL && w->writer == NULL) {
-        watcher_close(w);
-        if (PyDict_DelItem(self->watchers, key) < 0) {
-            PyErr_Clear();
-        }
+        watcher_discard(self, w, key);
+    }
+    else {
+        /* Stop watching this side; a fd found gone here is dropped. */
+        (void)watcher_update(w);
     }
     Py_DECREF(w);
     Py_DECREF(key);
@@ -343,11 +352,6 @@ fa_loop_close_watchers(fa_loop *self)
     if (self->watchers == NULL) {
         return;
     }
-    if (fa_loop_forked(self)) {
-        /* The uv loop belongs to the parent: drop the Python side only. */
-        PyDict_Clear(self->watchers);
-        return;
-    }
     while (PyDict_Next(self->watchers, &pos, &key, &value)) {
         fa_watcher *w = (fa_watcher *)value;
         fa_handle *r = w->reader, *wr = w->writer;
@@ -356,7 +360,7 @@ fa_loop_close_watchers(fa_loop *self)
         cancel_handle(wr);
         Py_XDECREF(r);
         Py_XDECREF(wr);
-        watcher_close(w);
+        watcher_close(w); /* in a forked child: forgets, never touches the set */
     }
     PyDict_Clear(self->watchers);
 }
@@ -384,11 +388,8 @@ watcher_dealloc(fa_watcher *w)
 {
     PyTypeObject *tp = Py_TYPE(w);
     PyObject_GC_UnTrack(w);
-    /* A live poll holds a reference to us while closing, so poll is NULL
-     * here unless the uv loop is already gone (fork child, close). */
-    if (w->poll != NULL) {
-        PyMem_RawFree(w->poll);
-        w->poll = NULL;
+    if (w->loop != NULL) {
+        watcher_close(w);
     }
     watcher_clear(w);
     Py_CLEAR(w->loop);
