@@ -23,7 +23,8 @@ cp -r csrc flaskasync tests setup.py pyproject.toml README.md "$out"/
 rm -f "$out"/flaskasync/*.so
 cd "$out"
 if [ $# -eq 0 ]; then
-    set -- tests/test_loop_*.py tests/test_gather.py tests/test_runner.py tests/test_leaks.py
+    set -- tests/test_loop_*.py tests/test_gather.py tests/test_runner.py tests/test_leaks.py \
+        tests/test_faults.py
 fi
 FLASKASYNC_SANITIZE=1 FLASKASYNC_DEBUG=1 FLASKASYNC_WERROR=1 \
     "$python" setup.py -q build_ext --inplace 2>&1 | grep -v -i "betaconfiguration\|warnings.warn" || true
