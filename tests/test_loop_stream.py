@@ -22,6 +22,7 @@ import warnings
 import pytest
 
 import asyncio_ref
+from protocols import Echo, Proto
 
 
 # Helpers are defined here, not imported from conftest.
@@ -48,58 +49,6 @@ def closed_port():
     port = s.getsockname()[1]
     s.close()
     return port
-
-
-class Proto(asyncio.Protocol):
-    """Records every callback it receives, in order."""
-
-    def __init__(self, loop, eof_result=None):
-        self.loop = loop
-        self.events = []  # "made", "data", "eof", "lost" (consecutive data merged)
-        self.data = bytearray()
-        self.data_types = set()
-        self.transport = None
-        self.eof_result = eof_result
-        self.lost_calls = []
-        self.flow = []  # "pause" / "resume"
-        self.made = loop.create_future()
-        self.eof = loop.create_future()
-        self.lost = loop.create_future()
-
-    def connection_made(self, transport):
-        self.events.append("made")
-        self.transport = transport
-        self.made.set_result(transport)
-
-    def data_received(self, data):
-        if not self.events or self.events[-1] != "data":
-            self.events.append("data")
-        self.data_types.add(type(data))
-        self.data += data
-
-    def eof_received(self):
-        self.events.append("eof")
-        if not self.eof.done():
-            self.eof.set_result(None)
-        return self.eof_result
-
-    def connection_lost(self, exc):
-        self.events.append("lost")
-        self.lost_calls.append(exc)
-        if not self.lost.done():
-            self.lost.set_result(exc)
-
-    def pause_writing(self):
-        self.flow.append("pause")
-
-    def resume_writing(self):
-        self.flow.append("resume")
-
-
-class Echo(Proto):
-    def data_received(self, data):
-        super().data_received(data)
-        self.transport.write(data)
 
 
 class BufProto(asyncio.BufferedProtocol):

@@ -18,6 +18,7 @@ import uuid
 import pytest
 
 import asyncio_ref
+from protocols import Echo, Factory, Proto
 
 
 # Helpers are defined here, not imported from conftest.
@@ -40,63 +41,6 @@ def fd_count():
 def tmpdir_path():
     with tempfile.TemporaryDirectory() as d:
         yield d
-
-
-class Proto(asyncio.Protocol):
-    """Records every callback it receives, in order."""
-
-    def __init__(self, loop, eof_result=None):
-        self.events = []
-        self.data = bytearray()
-        self.transport = None
-        self.eof_result = eof_result
-        self.lost_calls = []
-        self.made = loop.create_future()
-        self.eof = loop.create_future()
-        self.lost = loop.create_future()
-
-    def connection_made(self, transport):
-        self.events.append("made")
-        self.transport = transport
-        self.made.set_result(transport)
-
-    def data_received(self, data):
-        assert type(data) is bytes
-        if not self.events or self.events[-1] != "data":
-            self.events.append("data")
-        self.data += data
-
-    def eof_received(self):
-        self.events.append("eof")
-        if not self.eof.done():
-            self.eof.set_result(None)
-        return self.eof_result
-
-    def connection_lost(self, exc):
-        self.events.append("lost")
-        self.lost_calls.append(exc)
-        if not self.lost.done():
-            self.lost.set_result(exc)
-
-
-class Echo(Proto):
-    def data_received(self, data):
-        super().data_received(data)
-        self.transport.write(data)
-
-
-class Factory:
-    """A protocol factory that keeps the protocols it made."""
-
-    def __init__(self, cls, loop):
-        self.cls = cls
-        self.loop = loop
-        self.made = []
-
-    def __call__(self):
-        p = self.cls(self.loop)
-        self.made.append(p)
-        return p
 
 
 # ------------------------------------------------------------ with a path
