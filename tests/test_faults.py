@@ -56,6 +56,7 @@ class Case:
     expected: dict
     timeout: float
     env: dict = field(default_factory=dict)
+    asan_options: str = ""
 
 
 class Differs(dict):
@@ -76,11 +77,13 @@ def pick(expected, kind):
     return expected
 
 
-def case(expected, *, timeout=CHILD_DEADLINE, env=None):
+def case(expected, *, timeout=CHILD_DEADLINE, env=None, asan_options=""):
+    """A case; asan_options are added to ASAN_OPTIONS when the run is under
+    ASan (scripts/asan.sh)."""
     def deco(fn):
         assert fn.__name__ not in CASES, fn.__name__
         CASES[fn.__name__] = Case(fn, {k: pick(expected, k) for k in ("asyncio", "flaskasync")},
-                                  timeout, env or {})
+                                  timeout, env or {}, asan_options)
         return fn
 
     return deco
@@ -881,7 +884,10 @@ async def emfile_on_accept(ctx):
             "server_serving": serving}
 
 
-@case({"received": 32 << 20, "buffer_bounded": True, "rss_bounded": True}, timeout=60)
+# Under ASan, freed memory waits in a quarantine (256 MB by default) before
+# reuse, so RSS grows with what was freed: turned off for this case.
+@case({"received": 32 << 20, "buffer_bounded": True, "rss_bounded": True}, timeout=60,
+      asan_options="quarantine_size_mb=0")
 async def slow_reader_fast_writer(ctx):
     """A writer that honours drain() against a reader 10x slower: the
     write buffer (and the process's memory) stays bounded by flow control."""
@@ -1115,6 +1121,8 @@ def run_case(name, kind):
     c = CASES[name]
     env = dict(os.environ, **c.env)
     env.pop("PYTHONASYNCIODEBUG", None)
+    if c.asan_options and "ASAN_OPTIONS" in env:
+        env["ASAN_OPTIONS"] += ":" + c.asan_options
     try:
         p = subprocess.run([sys.executable, "-X", "faulthandler", __file__, name, kind],
                            capture_output=True, text=True, timeout=c.timeout + 30, env=env)
