@@ -28,6 +28,7 @@ the loop's exception handler got in ``ctx.errors``.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import errno
 import gc
 import json
@@ -1136,10 +1137,31 @@ def run_case(name, kind):
     return json.loads(lines[-1][len("RESULT "):]), p.stderr
 
 
+# Each case is a subprocess that mostly waits (interpreter start-up, the
+# HANG bounds, sleeps), so the selected cases run JOBS at a time, started in
+# test order ahead of the tests that check them; the result of each is still
+# its own test.  FLASKASYNC_FAULT_JOBS=1 runs them one by one.
+JOBS = max(1, int(os.environ.get("FLASKASYNC_FAULT_JOBS", "3")))
+
+
+@pytest.fixture(scope="module")
+def case_runs(request):
+    wanted = [item.callspec.params for item in request.session.items
+              if getattr(item, "originalname", None) == "test_fault"
+              and item.module.__name__ == __name__]
+    with concurrent.futures.ThreadPoolExecutor(JOBS, thread_name_prefix="fault-case") as pool:
+        runs = {(p["name"], p["kind"]): pool.submit(run_case, p["name"], p["kind"])
+                for p in wanted}
+        yield runs
+        for f in runs.values():
+            f.cancel()
+
+
 @pytest.mark.parametrize("kind", ["flaskasync", "asyncio"])
 @pytest.mark.parametrize("name", list(CASES))
-def test_fault(name, kind):
-    report, stderr = run_case(name, kind)
+def test_fault(name, kind, case_runs):
+    run = case_runs.get((name, kind))
+    report, stderr = run.result() if run is not None else run_case(name, kind)
     expected = CASES[name].expected[kind]
     assert report["result"] == expected, (report, stderr)
     assert report["pending_tasks"] == [], report
