@@ -5,36 +5,6 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-atomic_ulong fa_fork_generation = 0;
-
-/* libuv errors become OSError subclasses carrying the errno, like the
- * stdlib's own socket errors.  Always returns -1. */
-int
-fa_set_uv_error(int err, const char *what)
-{
-    PyObject *args, *exc;
-    args = Py_BuildValue("(is)", -err, uv_strerror(err));
-    if (args == NULL) {
-        return -1;
-    }
-    exc = PyObject_Call(PyExc_OSError, args, NULL);
-    Py_DECREF(args);
-    if (exc == NULL) {
-        return -1;
-    }
-    PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-    Py_DECREF(exc);
-    (void)what;
-    return -1;
-}
-
-int
-fa_is_fatal_exception(void)
-{
-    return PyErr_ExceptionMatches(PyExc_KeyboardInterrupt) ||
-           PyErr_ExceptionMatches(PyExc_SystemExit);
-}
-
 static PyObject *
 mod_set_loop_class(PyObject *module, PyObject *cls)
 {
@@ -82,7 +52,7 @@ static PyObject *
 mod_has_app_loop(PyObject *module, PyObject *Py_UNUSED(ignored))
 {
     fa_state *st = fa_get_state(module);
-    int alive = st->app_loop != NULL && st->app_fork_gen == atomic_load(&fa_fork_generation) &&
+    int alive = st->app_loop != NULL && !fa_forked(st->app_fork_gen) &&
                 !((fa_loop *)st->app_loop)->closed;
     return PyBool_FromLong(alive);
 }
@@ -380,7 +350,7 @@ module_clear(PyObject *module)
     fa_state *st = fa_get_state(module);
     if (st->app_loop != NULL) {
         fa_loop *L = (fa_loop *)st->app_loop;
-        if (L->fork_gen == atomic_load(&fa_fork_generation)) {
+        if (!fa_loop_forked(L)) {
             fa_home_stop(L);
         }
     }

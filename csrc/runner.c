@@ -51,8 +51,6 @@ typedef struct fa_job_s {
     int linked;
 } fa_job;
 
-static atomic_int atfork_registered = 0;
-
 static void job_unlink(struct fa_job_s *j);
 
 /* ------------------------------------------------------------ the job */
@@ -461,7 +459,7 @@ fa_home_stop(fa_loop *L)
         return;
     }
     L->home_started = 0;
-    if (L->fork_gen != atomic_load(&fa_fork_generation)) {
+    if (fa_loop_forked(L)) {
         return; /* forked child: the thread does not exist here */
     }
     atomic_store(&L->home_stop, 1);
@@ -473,27 +471,12 @@ fa_home_stop(fa_loop *L)
     sem_destroy(&L->home_sem);
 }
 
-static void
-after_fork_child(void)
-{
-    atomic_fetch_add(&fa_fork_generation, 1);
-}
-
-/* Called once per process from module init. */
-void
-fa_register_atfork(void)
-{
-    if (atomic_exchange(&atfork_registered, 1) == 0) {
-        pthread_atfork(NULL, NULL, after_fork_child);
-    }
-}
-
 /* ----------------------------------------------------------- app loop */
 
 PyObject *
 fa_app_loop(fa_state *st)
 {
-    unsigned long gen = atomic_load(&fa_fork_generation);
+    unsigned long gen = fa_fork_gen();
     PyObject *cls, *loop;
     fa_loop *L;
 
@@ -586,7 +569,7 @@ PyObject *
 fa_adopt_app_loop(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     fa_state *st = fa_get_state(module);
-    unsigned long gen = atomic_load(&fa_fork_generation);
+    unsigned long gen = fa_fork_gen();
     fa_loop *L;
 
     if (nargs != 2) {
