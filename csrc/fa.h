@@ -419,6 +419,8 @@ PyObject *fa_run_coro(fa_state *st, PyObject *coro, PyObject *name, PyObject *sc
 PyObject *fa_app_loop(fa_state *st);
 void fa_home_stop(fa_loop *self);
 void fa_jobs_fail_all(fa_loop *self);
+int fa_app_idle(fa_loop *L);
+void fa_app_wake(fa_loop *L);
 PyObject *fa_adopt_app_loop(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *fa_release_app_loop(PyObject *module, PyObject *loop);
 

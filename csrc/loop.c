@@ -1019,9 +1019,7 @@ fa_loop_call_soon(fa_loop *self, PyObject *callback, PyObject *args, PyObject *c
         Py_DECREF(h);
         return NULL;
     }
-    if (self->is_app && atomic_load_explicit(&self->baton, memory_order_acquire) == 0) {
-        fa_loop_poke(self);
-    }
+    fa_app_wake(self);
     return h;
 }
 
@@ -1145,8 +1143,10 @@ call_at_impl(fa_loop *self, double when, PyObject *cb, PyObject *cbargs, PyObjec
         Py_DECREF(h);
         return NULL;
     }
-    if (self->is_app && atomic_load_explicit(&self->baton, memory_order_acquire) == 0) {
-        /* Nobody drives the app loop: reprogram the home thread's wake-up. */
+    if (fa_app_idle(self)) {
+        /* Nobody drives the app loop: reprogram the home thread's wake-up
+         * (its timerfd) rather than poking it: it wakes when the timer is
+         * due. */
         fa_loop_arm_timer(self);
     }
     return (PyObject *)h;
