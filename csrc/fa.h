@@ -107,7 +107,7 @@ typedef struct {
         *s_sendto, *s_connect, *s_accept, *s_fileno, *s_gettimeout,
         *s_getsockopt, *s_setblocking, *s_family, *s_type, *s_proto,
         *s_getaddrinfo, *s_throw, *s_close, *s_ssl, *s_mode, *s_readinto,
-        *s_seek, *s_run_in_executor, *s_sock_sendall, *s_data_received, *s_get_buffer,
+        *s_run_in_executor, *s_sock_sendall, *s_data_received, *s_get_buffer,
         *s_buffer_updated, *s_connection_lost;
     PyTypeObject *StreamType;      /* stream.c: StreamTransport */
     PyObject *BufferedProtocol;    /* asyncio.BufferedProtocol */
@@ -167,15 +167,15 @@ typedef struct {
     unsigned long app_fork_gen;    /* fork generation the app loop belongs to */
 
     /* Interned method and keyword names. */
-    PyObject *s_call_soon, *s_done, *s_result, *s_exception, *s_cancel,
+    PyObject *s_done, *s_result, *s_exception, *s_cancel,
         *s_cancelled, *s_add_done_callback, *s_remove_done_callback,
         *s_set_result, *s_set_exception, *s_make_cancelled_error,
         *s_call_exception_handler, *s_get_loop, *s_create_task,
-        *s_log_destroy_pending, *s_context, *s_loop, *s_name,
+        *s_log_destroy_pending, *s_loop,
         *s_message, *s_exception_key, *s_handle, *s_source_traceback,
         *s_asyncgen_firstiter_hook, *s_asyncgen_finalizer_hook,
-        *s_log_slow_callback, *s_slow_callback_duration, *s_set_name,
-        *s_check_callback, *s_future, *s_msg, *s_qualname, *s_get, *s_config, *s_log_traceback;
+        *s_log_slow_callback, *s_slow_callback_duration,
+        *s_msg, *s_qualname, *s_get, *s_config, *s_log_traceback;
 
     fa_net_state net;
 
@@ -185,6 +185,7 @@ typedef struct {
     fa_handle *free_handles;
     int n_free_handles;
     int handles_closed;          /* module cleared: free instead of keeping */
+    Py_ssize_t live_handles;     /* Handles alive, for the leak tests (GIL-protected) */
 } fa_state;
 
 /* A callback scheduled on the loop.  The C types derive from
@@ -361,7 +362,6 @@ fa_handle *fa_handle_new_oneshot(fa_loop *loop, PyTypeObject *tp, PyObject *call
                                  PyObject *args, PyObject *context);
 int fa_handle_run(fa_handle *h);
 PyObject *fa_context_vars(PyObject *ctx);
-extern Py_ssize_t fa_live_handles;
 
 /* loop.c */
 extern PyType_Spec fa_loop_spec;

@@ -20,7 +20,7 @@ mod_set_loop_class(PyObject *module, PyObject *cls)
 static PyObject *
 mod_live_handles(PyObject *module, PyObject *Py_UNUSED(ignored))
 {
-    return PyLong_FromSsize_t(fa_live_handles);
+    return PyLong_FromSsize_t(fa_get_state(module)->live_handles);
 }
 
 static PyObject *
@@ -262,7 +262,7 @@ module_exec(PyObject *module)
             return -1;
         }
     }
-    if (intern(&st->s_call_soon, "call_soon") < 0 || intern(&st->s_done, "done") < 0 ||
+    if (intern(&st->s_done, "done") < 0 ||
         intern(&st->s_result, "result") < 0 || intern(&st->s_exception, "exception") < 0 ||
         intern(&st->s_cancel, "cancel") < 0 || intern(&st->s_cancelled, "cancelled") < 0 ||
         intern(&st->s_add_done_callback, "add_done_callback") < 0 ||
@@ -274,8 +274,7 @@ module_exec(PyObject *module)
         intern(&st->s_get_loop, "get_loop") < 0 ||
         intern(&st->s_create_task, "create_task") < 0 ||
         intern(&st->s_log_destroy_pending, "_log_destroy_pending") < 0 ||
-        intern(&st->s_context, "context") < 0 || intern(&st->s_loop, "loop") < 0 ||
-        intern(&st->s_name, "name") < 0 || intern(&st->s_message, "message") < 0 ||
+        intern(&st->s_loop, "loop") < 0 || intern(&st->s_message, "message") < 0 ||
         intern(&st->s_exception_key, "exception") < 0 ||
         intern(&st->s_handle, "handle") < 0 ||
         intern(&st->s_source_traceback, "source_traceback") < 0 ||
@@ -283,9 +282,7 @@ module_exec(PyObject *module)
         intern(&st->s_asyncgen_finalizer_hook, "_asyncgen_finalizer_hook") < 0 ||
         intern(&st->s_log_slow_callback, "_log_slow_callback") < 0 ||
         intern(&st->s_slow_callback_duration, "slow_callback_duration") < 0 ||
-        intern(&st->s_set_name, "set_name") < 0 ||
-        intern(&st->s_check_callback, "_check_callback") < 0 ||
-        intern(&st->s_future, "future") < 0 || intern(&st->s_msg, "msg") < 0 ||
+        intern(&st->s_msg, "msg") < 0 ||
         intern(&st->s_qualname, "__qualname__") < 0 || intern(&st->s_get, "get") < 0 ||
         intern(&st->s_config, "config") < 0 ||
         intern(&st->s_log_traceback, "_log_traceback") < 0) {
@@ -395,15 +392,15 @@ module_clear(PyObject *module)
     Py_CLEAR(st->kw_name_context);
     fa_net_clear(st);
     PyObject **names[] = {
-        &st->s_call_soon, &st->s_done, &st->s_result, &st->s_exception, &st->s_cancel,
+        &st->s_done, &st->s_result, &st->s_exception, &st->s_cancel,
         &st->s_cancelled, &st->s_add_done_callback, &st->s_remove_done_callback,
         &st->s_set_result, &st->s_set_exception, &st->s_make_cancelled_error,
         &st->s_call_exception_handler, &st->s_get_loop, &st->s_create_task,
-        &st->s_log_destroy_pending, &st->s_context, &st->s_loop, &st->s_name,
+        &st->s_log_destroy_pending, &st->s_loop,
         &st->s_message, &st->s_exception_key, &st->s_handle, &st->s_source_traceback,
         &st->s_asyncgen_firstiter_hook, &st->s_asyncgen_finalizer_hook,
-        &st->s_log_slow_callback, &st->s_slow_callback_duration, &st->s_set_name,
-        &st->s_check_callback, &st->s_future, &st->s_msg, &st->s_qualname, &st->s_get,
+        &st->s_log_slow_callback, &st->s_slow_callback_duration,
+        &st->s_msg, &st->s_qualname, &st->s_get,
         &st->s_config, &st->s_log_traceback,
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
