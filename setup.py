@@ -84,7 +84,7 @@ setup(
         Extension(
             "flaskasync._core",
             sources=sources,
-            depends=[os.path.join("csrc", "fa.h")],
+            depends=sorted(os.path.join("csrc", f) for f in os.listdir("csrc") if f.endswith(".h")),
             define_macros=macros,
             extra_compile_args=extra_compile,
             extra_link_args=extra_link,

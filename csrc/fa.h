@@ -12,6 +12,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "util.h"   /* the layer below everything: exceptions, uv errors, fork generation */
+
 #ifdef FA_DEBUG
 #define FA_ASSERT(x) assert(x)
 #else
@@ -21,7 +23,8 @@
 /* ------------------------------------------------ Python versions
  * What differs between the Pythons we build for (3.11 and newer) is here,
  * in one place: the C API bridges (the rest of csrc/ is written against
- * the current API), then the asyncio/socket behaviours that changed with a
+ * the current API; the exception ones are with the exception helpers in
+ * util.h), then the asyncio/socket behaviours that changed with a
  * release, as FA_* constants that the code tests with plain C conditions.
  * What can be asked of the running interpreter instead (a function's
  * signature, an attribute that a release added) is asked at import, in
@@ -35,50 +38,6 @@
 #define Py_T_PYSSIZET T_PYSSIZET
 #define Py_READONLY READONLY
 #endif
-
-/* The exception being raised, taken out of the error indicator (which is
- * left clear): a new reference, normalized, its traceback attached; NULL
- * if none was set.  PyErr_GetRaisedException() from 3.12 on; 3.11 has only
- * the (type, value, traceback) triple, deprecated since. */
-static inline PyObject *
-fa_fetch_exception(void)
-{
-#if PY_VERSION_HEX >= 0x030C0000
-    return PyErr_GetRaisedException();
-#else
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    if (type == NULL) {
-        return NULL;
-    }
-    PyErr_NormalizeException(&type, &value, &tb);
-    if (tb != NULL) {
-        PyException_SetTraceback(value, tb);
-    }
-    Py_DECREF(type);
-    Py_XDECREF(tb);
-    return value;
-#endif
-}
-
-/* Make exc (a reference taken by fa_fetch_exception, stolen) the exception
- * being raised again, with its traceback.  NULL clears the indicator, as
- * PyErr_SetRaisedException(NULL) does: the usual save/restore around code
- * that must not disturb an exception in flight is
- *     PyObject *exc = fa_fetch_exception(); ...; fa_restore_exception(exc); */
-static inline void
-fa_restore_exception(PyObject *exc)
-{
-#if PY_VERSION_HEX >= 0x030C0000
-    PyErr_SetRaisedException(exc);
-#else
-    if (exc == NULL) {
-        PyErr_Restore(NULL, NULL, NULL);
-        return;
-    }
-    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, PyException_GetTraceback(exc));
-#endif
-}
 
 /* Whether this thread's async generator hooks are (firstiter, finalizer),
  * read from the thread state where 3.11 and 3.12 keep them: 1 or 0.  -1
@@ -148,7 +107,7 @@ typedef struct {
         *s_sendto, *s_connect, *s_accept, *s_fileno, *s_gettimeout,
         *s_getsockopt, *s_setblocking, *s_family, *s_type, *s_proto,
         *s_getaddrinfo, *s_throw, *s_close, *s_ssl, *s_mode, *s_readinto,
-        *s_seek, *s_run_in_executor, *s_sock_sendall, *s_data_received, *s_get_buffer,
+        *s_run_in_executor, *s_sock_sendall, *s_data_received, *s_get_buffer,
         *s_buffer_updated, *s_connection_lost;
     PyTypeObject *StreamType;      /* stream.c: StreamTransport */
     PyObject *BufferedProtocol;    /* asyncio.BufferedProtocol */
@@ -208,15 +167,15 @@ typedef struct {
     unsigned long app_fork_gen;    /* fork generation the app loop belongs to */
 
     /* Interned method and keyword names. */
-    PyObject *s_call_soon, *s_done, *s_result, *s_exception, *s_cancel,
+    PyObject *s_done, *s_result, *s_exception, *s_cancel,
         *s_cancelled, *s_add_done_callback, *s_remove_done_callback,
         *s_set_result, *s_set_exception, *s_make_cancelled_error,
         *s_call_exception_handler, *s_get_loop, *s_create_task,
-        *s_log_destroy_pending, *s_context, *s_loop, *s_name,
+        *s_log_destroy_pending, *s_loop,
         *s_message, *s_exception_key, *s_handle, *s_source_traceback,
         *s_asyncgen_firstiter_hook, *s_asyncgen_finalizer_hook,
-        *s_log_slow_callback, *s_slow_callback_duration, *s_set_name,
-        *s_check_callback, *s_future, *s_msg, *s_qualname, *s_get, *s_config, *s_log_traceback;
+        *s_log_slow_callback, *s_slow_callback_duration,
+        *s_msg, *s_qualname, *s_get, *s_config, *s_log_traceback;
 
     fa_net_state net;
 
@@ -226,6 +185,7 @@ typedef struct {
     fa_handle *free_handles;
     int n_free_handles;
     int handles_closed;          /* module cleared: free instead of keeping */
+    Py_ssize_t live_handles;     /* Handles alive, for the leak tests (GIL-protected) */
 } fa_state;
 
 /* A callback scheduled on the loop.  The C types derive from
@@ -391,9 +351,6 @@ struct fa_loop {
 
 /* module.c */
 extern PyModuleDef fa_module_def;
-extern atomic_ulong fa_fork_generation;
-int fa_set_uv_error(int err, const char *what);
-int fa_is_fatal_exception(void);
 
 /* handle.c */
 int fa_handle_init_types(PyObject *module, fa_state *st);
@@ -405,7 +362,6 @@ fa_handle *fa_handle_new_oneshot(fa_loop *loop, PyTypeObject *tp, PyObject *call
                                  PyObject *args, PyObject *context);
 int fa_handle_run(fa_handle *h);
 PyObject *fa_context_vars(PyObject *ctx);
-extern Py_ssize_t fa_live_handles;
 
 /* loop.c */
 extern PyType_Spec fa_loop_spec;
@@ -463,7 +419,8 @@ PyObject *fa_run_coro(fa_state *st, PyObject *coro, PyObject *name, PyObject *sc
 PyObject *fa_app_loop(fa_state *st);
 void fa_home_stop(fa_loop *self);
 void fa_jobs_fail_all(fa_loop *self);
-void fa_register_atfork(void);
+int fa_app_idle(fa_loop *L);
+void fa_app_wake(fa_loop *L);
 PyObject *fa_adopt_app_loop(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *fa_release_app_loop(PyObject *module, PyObject *loop);
 

@@ -4,9 +4,6 @@
  * handler instead of stopping the loop. */
 #include "fa.h"
 
-/* Live handle count, for the leak tests (the GIL protects it). */
-Py_ssize_t fa_live_handles = 0;
-
 /* Deallocated handles kept for reuse.  A handle taken from the list is not
  * a new allocation to the cyclic GC (its count of young objects does not
  * grow), as CPython's own free lists (of contexts, for example) are not. */
@@ -153,7 +150,7 @@ handle_alloc(fa_loop *loop, PyTypeObject *tp, PyObject *callback, PyObject *args
             return NULL;
         }
     }
-    fa_live_handles++;
+    st->live_handles++;
     h->args = (args != NULL && PyTuple_GET_SIZE(args) > 0) ? Py_NewRef(args) : NULL;
     h->callback = Py_NewRef(callback);
     h->cancelled_slot = NULL;
@@ -288,7 +285,9 @@ handle_dealloc(fa_handle *h)
     }
 #endif
     (void)handle_clear(h);
-    fa_live_handles--;
+    if (st != NULL) {
+        st->live_handles--;
+    }
     if (st != NULL && !st->handles_closed && st->n_free_handles < FA_HANDLE_FREE_MAX) {
         /* Keep the memory; the type reference goes (PyObject_Init takes a
          * new one on reuse). */

@@ -255,9 +255,7 @@ ensure_set(fa_loop *L)
     /* libuv adds the set to its own epoll on the next uv_run: the app
      * loop's home thread must get there before it polls (runner.c). */
     L->io_dirty = 1;
-    if (L->is_app && atomic_load(&L->baton) == 0) {
-        fa_loop_poke(L);
-    }
+    fa_app_wake(L);
     return 0;
 
 fail:
@@ -544,9 +542,7 @@ rebuild(fa_loop *L)
     close(nfd);
     uv_poll_start(&L->ioset_poll, UV_READABLE, on_ioset);
     L->io_dirty = 1;
-    if (L->is_app && atomic_load(&L->baton) == 0) {
-        fa_loop_poke(L);
-    }
+    fa_app_wake(L);
 }
 
 static void

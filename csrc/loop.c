@@ -733,7 +733,7 @@ fa_loop_leave(fa_loop *self)
 int
 fa_loop_forked(fa_loop *self)
 {
-    return self->fork_gen != atomic_load(&fa_fork_generation);
+    return fa_forked(self->fork_gen);
 }
 
 int
@@ -1019,9 +1019,7 @@ fa_loop_call_soon(fa_loop *self, PyObject *callback, PyObject *args, PyObject *c
         Py_DECREF(h);
         return NULL;
     }
-    if (self->is_app && atomic_load_explicit(&self->baton, memory_order_acquire) == 0) {
-        fa_loop_poke(self);
-    }
+    fa_app_wake(self);
     return h;
 }
 
@@ -1145,8 +1143,10 @@ call_at_impl(fa_loop *self, double when, PyObject *cb, PyObject *cbargs, PyObjec
         Py_DECREF(h);
         return NULL;
     }
-    if (self->is_app && atomic_load_explicit(&self->baton, memory_order_acquire) == 0) {
-        /* Nobody drives the app loop: reprogram the home thread's wake-up. */
+    if (fa_app_idle(self)) {
+        /* Nobody drives the app loop: reprogram the home thread's wake-up
+         * (its timerfd) rather than poking it: it wakes when the timer is
+         * due. */
         fa_loop_arm_timer(self);
     }
     return (PyObject *)h;
@@ -1498,7 +1498,7 @@ loop_free_uv(fa_loop *self)
         return;
     }
     self->uv_ready = 0;
-    if (self->fork_gen != atomic_load(&fa_fork_generation)) {
+    if (fa_loop_forked(self)) {
         close(uv_backend_fd(&self->uv));
         fa_ioset_free(self); /* our copies of the fds only */
         if (self->timer_fd >= 0) {
@@ -1579,7 +1579,7 @@ loop_close_c(fa_loop *self, PyObject *Py_UNUSED(ignored))
         }
     }
     /* Flush the watchers' close callbacks before the uv loop goes. */
-    if (self->uv_ready && self->fork_gen == atomic_load(&fa_fork_generation)) {
+    if (self->uv_ready && !fa_loop_forked(self)) {
         while (self->n_closing > 0) {
             uv_run(&self->uv, UV_RUN_NOWAIT);
         }
@@ -1624,7 +1624,7 @@ loop_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->ioset_fd = self->sweep_fd = -1;
     self->sweep_interval = 1.0;
     self->armed_when = -1.0;
-    self->fork_gen = atomic_load(&fa_fork_generation);
+    self->fork_gen = fa_fork_gen();
     self->watchers = PyDict_New();
     if (self->watchers == NULL) {
         goto error;
@@ -1738,7 +1738,7 @@ loop_finalize(fa_loop *self)
         return;
     }
     exc = fa_fetch_exception();
-    if (self->fork_gen == atomic_load(&fa_fork_generation)) {
+    if (!fa_loop_forked(self)) {
         if (PyErr_ResourceWarning((PyObject *)self, 1, "unclosed event loop %R", self) < 0) {
             PyErr_WriteUnraisable((PyObject *)self);
         }
@@ -1763,7 +1763,7 @@ loop_dealloc(fa_loop *self)
         fa_home_stop(self);
     }
     (void)loop_clear(self);
-    if (!self->closed && self->fork_gen != atomic_load(&fa_fork_generation)) {
+    if (!self->closed && fa_loop_forked(self)) {
         /* Forked child: the uv loop and its epoll set belong to the parent;
          * drop the Python side only. */
         self->closed = 1;
@@ -1773,7 +1773,7 @@ loop_dealloc(fa_loop *self)
         self->closed = 1;
         fa_loop_close_watchers(self);
         fa_transport_close_all(self);
-        if (self->uv_ready && self->fork_gen == atomic_load(&fa_fork_generation)) {
+        if (self->uv_ready && !fa_loop_forked(self)) {
             while (self->n_closing > 0) {
                 uv_run(&self->uv, UV_RUN_NOWAIT);
             }

@@ -5,36 +5,6 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-atomic_ulong fa_fork_generation = 0;
-
-/* libuv errors become OSError subclasses carrying the errno, like the
- * stdlib's own socket errors.  Always returns -1. */
-int
-fa_set_uv_error(int err, const char *what)
-{
-    PyObject *args, *exc;
-    args = Py_BuildValue("(is)", -err, uv_strerror(err));
-    if (args == NULL) {
-        return -1;
-    }
-    exc = PyObject_Call(PyExc_OSError, args, NULL);
-    Py_DECREF(args);
-    if (exc == NULL) {
-        return -1;
-    }
-    PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-    Py_DECREF(exc);
-    (void)what;
-    return -1;
-}
-
-int
-fa_is_fatal_exception(void)
-{
-    return PyErr_ExceptionMatches(PyExc_KeyboardInterrupt) ||
-           PyErr_ExceptionMatches(PyExc_SystemExit);
-}
-
 static PyObject *
 mod_set_loop_class(PyObject *module, PyObject *cls)
 {
@@ -50,7 +20,7 @@ mod_set_loop_class(PyObject *module, PyObject *cls)
 static PyObject *
 mod_live_handles(PyObject *module, PyObject *Py_UNUSED(ignored))
 {
-    return PyLong_FromSsize_t(fa_live_handles);
+    return PyLong_FromSsize_t(fa_get_state(module)->live_handles);
 }
 
 static PyObject *
@@ -82,7 +52,7 @@ static PyObject *
 mod_has_app_loop(PyObject *module, PyObject *Py_UNUSED(ignored))
 {
     fa_state *st = fa_get_state(module);
-    int alive = st->app_loop != NULL && st->app_fork_gen == atomic_load(&fa_fork_generation) &&
+    int alive = st->app_loop != NULL && !fa_forked(st->app_fork_gen) &&
                 !((fa_loop *)st->app_loop)->closed;
     return PyBool_FromLong(alive);
 }
@@ -292,7 +262,7 @@ module_exec(PyObject *module)
             return -1;
         }
     }
-    if (intern(&st->s_call_soon, "call_soon") < 0 || intern(&st->s_done, "done") < 0 ||
+    if (intern(&st->s_done, "done") < 0 ||
         intern(&st->s_result, "result") < 0 || intern(&st->s_exception, "exception") < 0 ||
         intern(&st->s_cancel, "cancel") < 0 || intern(&st->s_cancelled, "cancelled") < 0 ||
         intern(&st->s_add_done_callback, "add_done_callback") < 0 ||
@@ -304,8 +274,7 @@ module_exec(PyObject *module)
         intern(&st->s_get_loop, "get_loop") < 0 ||
         intern(&st->s_create_task, "create_task") < 0 ||
         intern(&st->s_log_destroy_pending, "_log_destroy_pending") < 0 ||
-        intern(&st->s_context, "context") < 0 || intern(&st->s_loop, "loop") < 0 ||
-        intern(&st->s_name, "name") < 0 || intern(&st->s_message, "message") < 0 ||
+        intern(&st->s_loop, "loop") < 0 || intern(&st->s_message, "message") < 0 ||
         intern(&st->s_exception_key, "exception") < 0 ||
         intern(&st->s_handle, "handle") < 0 ||
         intern(&st->s_source_traceback, "source_traceback") < 0 ||
@@ -313,9 +282,7 @@ module_exec(PyObject *module)
         intern(&st->s_asyncgen_finalizer_hook, "_asyncgen_finalizer_hook") < 0 ||
         intern(&st->s_log_slow_callback, "_log_slow_callback") < 0 ||
         intern(&st->s_slow_callback_duration, "slow_callback_duration") < 0 ||
-        intern(&st->s_set_name, "set_name") < 0 ||
-        intern(&st->s_check_callback, "_check_callback") < 0 ||
-        intern(&st->s_future, "future") < 0 || intern(&st->s_msg, "msg") < 0 ||
+        intern(&st->s_msg, "msg") < 0 ||
         intern(&st->s_qualname, "__qualname__") < 0 || intern(&st->s_get, "get") < 0 ||
         intern(&st->s_config, "config") < 0 ||
         intern(&st->s_log_traceback, "_log_traceback") < 0) {
@@ -380,7 +347,7 @@ module_clear(PyObject *module)
     fa_state *st = fa_get_state(module);
     if (st->app_loop != NULL) {
         fa_loop *L = (fa_loop *)st->app_loop;
-        if (L->fork_gen == atomic_load(&fa_fork_generation)) {
+        if (!fa_loop_forked(L)) {
             fa_home_stop(L);
         }
     }
@@ -425,15 +392,15 @@ module_clear(PyObject *module)
     Py_CLEAR(st->kw_name_context);
     fa_net_clear(st);
     PyObject **names[] = {
-        &st->s_call_soon, &st->s_done, &st->s_result, &st->s_exception, &st->s_cancel,
+        &st->s_done, &st->s_result, &st->s_exception, &st->s_cancel,
         &st->s_cancelled, &st->s_add_done_callback, &st->s_remove_done_callback,
         &st->s_set_result, &st->s_set_exception, &st->s_make_cancelled_error,
         &st->s_call_exception_handler, &st->s_get_loop, &st->s_create_task,
-        &st->s_log_destroy_pending, &st->s_context, &st->s_loop, &st->s_name,
+        &st->s_log_destroy_pending, &st->s_loop,
         &st->s_message, &st->s_exception_key, &st->s_handle, &st->s_source_traceback,
         &st->s_asyncgen_firstiter_hook, &st->s_asyncgen_finalizer_hook,
-        &st->s_log_slow_callback, &st->s_slow_callback_duration, &st->s_set_name,
-        &st->s_check_callback, &st->s_future, &st->s_msg, &st->s_qualname, &st->s_get,
+        &st->s_log_slow_callback, &st->s_slow_callback_duration,
+        &st->s_msg, &st->s_qualname, &st->s_get,
         &st->s_config, &st->s_log_traceback,
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {

@@ -662,14 +662,14 @@ net_attr(PyObject **out, const char *module, const char *name)
         &(n)->s_sendto, &(n)->s_connect, &(n)->s_accept, &(n)->s_fileno,                 \
         &(n)->s_gettimeout, &(n)->s_getsockopt, &(n)->s_setblocking, &(n)->s_family,     \
         &(n)->s_type, &(n)->s_proto, &(n)->s_getaddrinfo, &(n)->s_throw, &(n)->s_close,  \
-        &(n)->s_ssl, &(n)->s_mode, &(n)->s_readinto, &(n)->s_seek,                       \
+        &(n)->s_ssl, &(n)->s_mode, &(n)->s_readinto,                                     \
         &(n)->s_run_in_executor, &(n)->s_sock_sendall, &(n)->s_data_received,            \
         &(n)->s_get_buffer, &(n)->s_buffer_updated, &(n)->s_connection_lost
 
 static const char *const net_name_strings[] = {
     "recv", "recv_into", "recvfrom", "recvfrom_into", "send", "sendto", "connect",
     "accept", "fileno", "gettimeout", "getsockopt", "setblocking", "family", "type",
-    "proto", "getaddrinfo", "throw", "close", "ssl", "mode", "readinto", "seek",
+    "proto", "getaddrinfo", "throw", "close", "ssl", "mode", "readinto",
     "run_in_executor", "sock_sendall", "data_received", "get_buffer", "buffer_updated",
     "connection_lost",
 };

@@ -51,8 +51,6 @@ typedef struct fa_job_s {
     int linked;
 } fa_job;
 
-static atomic_int atfork_registered = 0;
-
 static void job_unlink(struct fa_job_s *j);
 
 /* ------------------------------------------------------------ the job */
@@ -357,6 +355,27 @@ baton_release(fa_loop *L)
     fa_restore_exception(exc);
 }
 
+/* Is L the app loop with nobody driving it (the baton free)?  Then only its
+ * home thread will service it, and something that gives it work from
+ * outside a driver (a callback, a timer, an fd to register) must wake that
+ * thread.  seq_cst like every atomic here.  Called with the GIL held. */
+int
+fa_app_idle(fa_loop *L)
+{
+    return L->is_app && atomic_load(&L->baton) == 0;
+}
+
+/* The one "work was added to the app loop: if it is idle, poke its home
+ * thread" entry point.  No-op for other loops and while a driver holds the
+ * baton (baton_release pokes for what it leaves behind). */
+void
+fa_app_wake(fa_loop *L)
+{
+    if (fa_app_idle(L)) {
+        fa_loop_poke(L);
+    }
+}
+
 /* Run everything runnable now without blocking.  Errors other than
  * KeyboardInterrupt/SystemExit were already routed to the exception
  * handler; those two are logged here because no caller can receive them. */
@@ -461,7 +480,7 @@ fa_home_stop(fa_loop *L)
         return;
     }
     L->home_started = 0;
-    if (L->fork_gen != atomic_load(&fa_fork_generation)) {
+    if (fa_loop_forked(L)) {
         return; /* forked child: the thread does not exist here */
     }
     atomic_store(&L->home_stop, 1);
@@ -473,27 +492,12 @@ fa_home_stop(fa_loop *L)
     sem_destroy(&L->home_sem);
 }
 
-static void
-after_fork_child(void)
-{
-    atomic_fetch_add(&fa_fork_generation, 1);
-}
-
-/* Called once per process from module init. */
-void
-fa_register_atfork(void)
-{
-    if (atomic_exchange(&atfork_registered, 1) == 0) {
-        pthread_atfork(NULL, NULL, after_fork_child);
-    }
-}
-
 /* ----------------------------------------------------------- app loop */
 
 PyObject *
 fa_app_loop(fa_state *st)
 {
-    unsigned long gen = atomic_load(&fa_fork_generation);
+    unsigned long gen = fa_fork_gen();
     PyObject *cls, *loop;
     fa_loop *L;
 
@@ -586,7 +590,7 @@ PyObject *
 fa_adopt_app_loop(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     fa_state *st = fa_get_state(module);
-    unsigned long gen = atomic_load(&fa_fork_generation);
+    unsigned long gen = fa_fork_gen();
     fa_loop *L;
 
     if (nargs != 2) {

@@ -1,0 +1,49 @@
+/* flaskasync internal: the general helpers declared in util.h.  Depends on
+ * nothing else in csrc/. */
+#include "util.h"
+
+#include <pthread.h>
+#include <uv.h>
+
+atomic_ulong fa_fork_generation = 0;
+static atomic_int atfork_registered = 0;
+
+int
+fa_set_uv_error(int err, const char *what)
+{
+    PyObject *args, *exc;
+    args = Py_BuildValue("(is)", -err, uv_strerror(err));
+    if (args == NULL) {
+        return -1;
+    }
+    exc = PyObject_Call(PyExc_OSError, args, NULL);
+    Py_DECREF(args);
+    if (exc == NULL) {
+        return -1;
+    }
+    PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+    Py_DECREF(exc);
+    (void)what;
+    return -1;
+}
+
+int
+fa_is_fatal_exception(void)
+{
+    return PyErr_ExceptionMatches(PyExc_KeyboardInterrupt) ||
+           PyErr_ExceptionMatches(PyExc_SystemExit);
+}
+
+static void
+after_fork_child(void)
+{
+    atomic_fetch_add(&fa_fork_generation, 1);
+}
+
+void
+fa_register_atfork(void)
+{
+    if (atomic_exchange(&atfork_registered, 1) == 0) {
+        pthread_atfork(NULL, NULL, after_fork_child);
+    }
+}

@@ -1,0 +1,93 @@
+/* flaskasync internal: the general helpers every other C file may use.
+ * This layer depends on nothing else in csrc/ (only Python, libuv and
+ * libc): exceptions in flight, the libuv error -> OSError mapping, and the
+ * fork generation. */
+#ifndef FLASKASYNC_UTIL_H
+#define FLASKASYNC_UTIL_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdatomic.h>
+
+/* ---------------------------------------------------------- exceptions */
+
+/* The exception being raised, taken out of the error indicator (which is
+ * left clear): a new reference, normalized, its traceback attached; NULL
+ * if none was set.  PyErr_GetRaisedException() from 3.12 on; 3.11 has only
+ * the (type, value, traceback) triple, deprecated since. */
+static inline PyObject *
+fa_fetch_exception(void)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyErr_GetRaisedException();
+#else
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (type == NULL) {
+        return NULL;
+    }
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL) {
+        PyException_SetTraceback(value, tb);
+    }
+    Py_DECREF(type);
+    Py_XDECREF(tb);
+    return value;
+#endif
+}
+
+/* Make exc (a reference taken by fa_fetch_exception, stolen) the exception
+ * being raised again, with its traceback.  NULL clears the indicator, as
+ * PyErr_SetRaisedException(NULL) does: the usual save/restore around code
+ * that must not disturb an exception in flight is
+ *     PyObject *exc = fa_fetch_exception(); ...; fa_restore_exception(exc); */
+static inline void
+fa_restore_exception(PyObject *exc)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(exc);
+#else
+    if (exc == NULL) {
+        PyErr_Restore(NULL, NULL, NULL);
+        return;
+    }
+    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, PyException_GetTraceback(exc));
+#endif
+}
+
+/* Is the exception being raised one that must not be swallowed by a
+ * callback's error handling (KeyboardInterrupt, SystemExit)?  1 or 0. */
+int fa_is_fatal_exception(void);
+
+/* Raise the libuv error err (negative errno) as the OSError subclass for
+ * its errno, like the stdlib's own socket errors.  Always returns -1. */
+int fa_set_uv_error(int err, const char *what);
+
+/* ------------------------------------------------------ fork generation
+ * Counts the fork()s that led to this process (a pthread_atfork child
+ * handler adds one).  Whatever remembers the generation it was made in
+ * (a loop, the app loop in the module state) can tell it was inherited
+ * from a parent: its epoll set, eventfd, timerfd and threads then belong
+ * to the parent and must not be used. */
+extern atomic_ulong fa_fork_generation;
+
+/* The current generation, to remember. */
+static inline unsigned long
+fa_fork_gen(void)
+{
+    return atomic_load(&fa_fork_generation);
+}
+
+/* Was something remembered in generation gen made before a fork() that
+ * led to this process? */
+static inline int
+fa_forked(unsigned long gen)
+{
+    return gen != atomic_load(&fa_fork_generation);
+}
+
+/* Install the atfork handler that counts generations (once per process;
+ * module init calls it). */
+void fa_register_atfork(void);
+
+#endif /* FLASKASYNC_UTIL_H */
