@@ -322,7 +322,8 @@ def main(argv=None) -> int:
         """bench_flask's server (readiness probe, log file, stop by process
         group) on another command line."""
 
-        def __init__(self, mode: str, log_path: str):  # noqa: super().__init__ starts flask_app
+        def __init__(self, mode: str, log_path: str):
+            # Not super().__init__(): that one starts flask_app:app.
             self.variant = mode
             self.port = free_port()
             self.url = f"http://127.0.0.1:{self.port}"
