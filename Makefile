@@ -11,6 +11,7 @@
 PORT ?= 5000
 PYTHON ?=
 PYTEST_ARGS ?=
+SOAK_ARGS ?=
 
 ifeq ($(strip $(PYTHON)),)
 VENV := .venv
@@ -22,7 +23,7 @@ endif
 endif
 export PYTHON
 
-.PHONY: serve test test-asan bench wheel check-wheel sdist check-sdist clean
+.PHONY: serve test test-asan bench soak wheel check-wheel sdist check-sdist clean
 
 serve:
 	FLASKASYNC_TEST_PEERS=0 ./scripts/bootstrap.sh
@@ -43,6 +44,15 @@ bench:
 	$(VENV)/bin/pip install -q uvloop asgiref gunicorn httpx sniffio
 	$(VENV)/bin/python bench/bench_core.py
 	$(VENV)/bin/python bench/bench_net.py
+
+# The soak: 1,000,000 requests per mode (gunicorn gthread, ASGI mode) of a
+# mix of async views, errors and worker RSS every 50,000; writes
+# bench/results/soak.json and docs/img/soak_rss.png.  A shorter run:
+#   make soak SOAK_ARGS='--requests 100000'
+soak:
+	EXTRA_TOOLS=wrk FLASKASYNC_TEST_PEERS=0 ./scripts/bootstrap.sh
+	$(VENV)/bin/pip install -q matplotlib
+	nice -n 5 $(VENV)/bin/python bench/soak.py $(SOAK_ARGS)
 
 # A binary wheel for this interpreter, repaired by auditwheel into a
 # manylinux wheel that carries libuv: dist/flaskasync-*-cpXY-*-manylinux_*.whl
