@@ -419,8 +419,27 @@ PyObject *fa_run_coro(fa_state *st, PyObject *coro, PyObject *name, PyObject *sc
 PyObject *fa_app_loop(fa_state *st);
 void fa_home_stop(fa_loop *self);
 void fa_jobs_fail_all(fa_loop *self);
-int fa_app_idle(fa_loop *L);
-void fa_app_wake(fa_loop *L);
+/* Is L the app loop with nobody driving it (the baton free)?  Then only its
+ * home thread (runner.c) will service it, and something that gives it work
+ * from outside a driver (a callback, a timer, an fd to register) must wake
+ * that thread.  seq_cst like every atomic of the runner.  GIL held.
+ * Inline: call_soon pays for it on every call. */
+static inline int
+fa_app_idle(fa_loop *L)
+{
+    return L->is_app && atomic_load(&L->baton) == 0;
+}
+
+/* The one "work was added to the app loop: if it is idle, poke its home
+ * thread" entry point.  No-op for other loops and while a driver holds the
+ * baton (the runner's baton release pokes for what it leaves behind). */
+static inline void
+fa_app_wake(fa_loop *L)
+{
+    if (fa_app_idle(L)) {
+        fa_loop_poke(L);
+    }
+}
 PyObject *fa_adopt_app_loop(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *fa_release_app_loop(PyObject *module, PyObject *loop);
 

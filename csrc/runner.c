@@ -355,27 +355,6 @@ baton_release(fa_loop *L)
     fa_restore_exception(exc);
 }
 
-/* Is L the app loop with nobody driving it (the baton free)?  Then only its
- * home thread will service it, and something that gives it work from
- * outside a driver (a callback, a timer, an fd to register) must wake that
- * thread.  seq_cst like every atomic here.  Called with the GIL held. */
-int
-fa_app_idle(fa_loop *L)
-{
-    return L->is_app && atomic_load(&L->baton) == 0;
-}
-
-/* The one "work was added to the app loop: if it is idle, poke its home
- * thread" entry point.  No-op for other loops and while a driver holds the
- * baton (baton_release pokes for what it leaves behind). */
-void
-fa_app_wake(fa_loop *L)
-{
-    if (fa_app_idle(L)) {
-        fa_loop_poke(L);
-    }
-}
-
 /* Run everything runnable now without blocking.  Errors other than
  * KeyboardInterrupt/SystemExit were already routed to the exception
  * handler; those two are logged here because no caller can receive them. */
