@@ -765,6 +765,46 @@ def test_closed_app_loop_is_replaced():
     assert flaskasync.run(where()) is new
 
 
+def test_closing_app_loop_fails_a_waiting_run_with_runtime_error():
+    # A thread waits in run() for a coroutine that will never finish; the
+    # app loop is closed under it: it gets a clear RuntimeError (not the
+    # task's InvalidStateError, "Result is not set."), and at once.
+    loop = flaskasync.get_loop()
+    started = threading.Event()
+    outcome = []
+
+    async def forever():
+        asyncio.current_task()._log_destroy_pending = False  # closed under it
+        started.set()
+        await asyncio.sleep(60)
+
+    def waiter():
+        try:
+            outcome.append(flaskasync.run(forever()))
+        except BaseException as e:  # noqa: BLE001
+            outcome.append(e)
+
+    t = threading.Thread(target=waiter, daemon=True)
+    t.start()
+    assert started.wait(5)
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            loop.close()
+            break
+        except RuntimeError as e:
+            # The waiter (or the home thread) is driving it at this instant.
+            assert str(e) == "Cannot close a running event loop"
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+    t.join(5)
+    assert not t.is_alive()
+    assert len(outcome) == 1
+    assert type(outcome[0]) is RuntimeError
+    assert str(outcome[0]) == "the flaskasync app loop was closed while this coroutine was running"
+    assert flaskasync.get_loop() is not loop
+
+
 # -------------------------------------------------------- async_to_sync
 
 
