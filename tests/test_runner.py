@@ -124,6 +124,85 @@ def test_timeout_not_reached():
     assert flaskasync.run(asyncio.sleep(0.02, "later"), timeout=None) == "later"
 
 
+class _Result:
+    pass
+
+
+async def _make_result():
+    return _Result()
+
+
+def test_timeout_disarmed_when_run_finishes_inline():
+    # The timeout's timer must go with the run: armed, it would keep the
+    # task and its result alive for the whole timeout.
+    import gc
+    import weakref
+
+    r = flaskasync.run(_make_result(), timeout=60)
+    ref = weakref.ref(r)
+    del r
+    gc.collect()
+    assert ref() is None
+
+
+def test_timeout_disarmed_when_run_finishes_in_another_thread():
+    # A run submitted while another thread drives the loop finishes there:
+    # its timeout goes too, as above.
+    import gc
+    import weakref
+
+    driving = threading.Event()
+    box = []
+
+    async def drive():
+        driving.set()
+        time.sleep(0.2)  # holds the loop while the other thread submits
+        for _ in range(20):
+            await asyncio.sleep(0.005)
+            if box:
+                break
+
+    def submitter():
+        assert driving.wait(5)
+        box.append(weakref.ref(flaskasync.run(_make_result(), timeout=60)))
+
+    t = threading.Thread(target=submitter, daemon=True)
+    t.start()
+    flaskasync.run(drive())
+    t.join(5)
+    assert len(box) == 1
+    gc.collect()
+    assert box[0]() is None
+
+
+def test_timeout_zero_times_out_like_wait_for_zero():
+    # run(coro, timeout=0) is accepted and behaves as asyncio.wait_for(coro, 0)
+    # for a coroutine that suspends: cancelled, TimeoutError from the
+    # CancelledError.
+    def make(log):
+        async def slow():
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                log.append("cancelled")
+                raise
+
+        return slow()
+
+    ref_log, log = [], []
+    with pytest.raises(TimeoutError) as ref:
+        asyncio.run(asyncio.wait_for(make(ref_log), 0))
+    with pytest.raises(TimeoutError) as got:
+        flaskasync.run(make(log), timeout=0)
+    assert type(got.value) is type(ref.value)
+    assert type(got.value.__cause__) is type(ref.value.__cause__)
+    assert str(got.value) == "flaskasync.run() timed out after 0.0 seconds"
+    # asyncio.wait_for(, 0) cancels a coroutine before it starts on 3.11,
+    # and at its first suspension from 3.12; run() starts it first.
+    assert ref_log in ([], ["cancelled"])
+    assert log == ["cancelled"]
+
+
 def test_timeout_ignored_by_coroutine():
     # The coroutine swallows the cancellation and finishes later: run() must
     # not return before it finished, and its outcome must match
