@@ -448,6 +448,25 @@ def test_run_in_executor_default(loop):
     assert tid != threading.get_ident()
 
 
+def test_default_executor_threads_are_named_as_asyncios(loop):
+    # asyncio's default executor names its threads "asyncio_0", ...; so
+    # does the app loop's (the one flaskasync.run and asyncio.to_thread use).
+    async def name():
+        return await asyncio.to_thread(lambda: threading.current_thread().name)
+
+    assert loop.run_until_complete(name()).startswith("asyncio_")
+    loop.run_until_complete(loop.shutdown_default_executor())
+
+
+def test_app_loop_default_executor_threads_are_named_as_asyncios():
+    import flaskasync
+
+    async def name():
+        return await asyncio.to_thread(lambda: threading.current_thread().name)
+
+    assert flaskasync.run(name()).startswith("asyncio_")
+
+
 def test_run_in_executor_exception(loop):
     def fail():
         raise KeyError("in thread")
