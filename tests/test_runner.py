@@ -829,6 +829,38 @@ def test_keyboard_interrupt_while_waiting_cancels_coroutine():
     assert seen == ["cancelled"]
 
 
+def test_keyboard_interrupt_before_a_submitted_coroutine_started_drops_it():
+    # The caller found the loop driven by another thread and submitted its
+    # coroutine; Ctrl-C arrives before the loop got to start it: the
+    # coroutine is closed unstarted, never run unattended.
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        pytest.skip("SIGINT handler is not Python's default")
+    driving = threading.Event()
+    ran = []
+
+    async def hold_the_loop():
+        driving.set()
+        time.sleep(0.3)  # the loop is busy: main's run() must submit
+        await asyncio.sleep(0.05)
+
+    async def never():
+        ran.append("started")
+
+    driver = threading.Thread(target=flaskasync.run, args=(hold_the_loop(),), daemon=True)
+    driver.start()
+    assert driving.wait(5)
+    t = threading.Timer(
+        0.05, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT)
+    )
+    t.start()
+    with pytest.raises(KeyboardInterrupt):
+        flaskasync.run(never())
+    t.join()
+    driver.join(5)
+    assert flaskasync.run(asyncio.sleep(0.02, "after")) == "after"
+    assert ran == []
+
+
 def test_closed_app_loop_is_replaced():
     old = flaskasync.get_loop()
     assert flaskasync.run(trivial(1)) == 1
