@@ -343,6 +343,24 @@ def test_close_drops_pending_callbacks(loop):
     assert called == []
 
 
+def test_close_releases_pending_callbacks(loop):
+    # asyncio's close() clears its ready queue and its timers: what the
+    # pending callbacks hold is released at once, not when the loop goes.
+    import weakref
+
+    class Arg:
+        pass
+
+    soon, later = Arg(), Arg()
+    refs = weakref.ref(soon), weakref.ref(later)
+    loop.call_soon(id, soon)
+    loop.call_later(10, id, later)
+    del soon, later
+    assert [r() is None for r in refs] == [False, False]
+    loop.close()
+    assert [r() is None for r in refs] == [True, True]
+
+
 CLOSED_CALLS = {
     "call_soon": lambda lp: lp.call_soon(lambda: None),
     "call_soon_threadsafe": lambda lp: lp.call_soon_threadsafe(lambda: None),
