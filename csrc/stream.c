@@ -1178,15 +1178,37 @@ stream_reset_empty_waiter(fa_stream *t, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+/* As the running interpreter's asyncio writes them (after the class name):
+ * _SelectorSocketTransport's "closed"/"closing", the fd, then the polling
+ * state while connection_lost has not run (its _loop is not None);
+ * _UnixReadPipeTransport's and _UnixWritePipeTransport's "polling"/"idle"
+ * (and "bufsize=N") while the pipe is open and the loop too, "open" on a
+ * closed loop, "closed" once the pipe is. */
 static PyObject *
 stream_repr(fa_stream *t)
 {
-    const char *kind = t->mode == MODE_SOCKET ? "" : (t->mode == MODE_READ_PIPE ? " read-pipe" : " write-pipe");
+    const char *name = Py_TYPE(t)->tp_name;
     const char *state = t->sock == NULL ? " closed" : (t->closing ? " closing" : "");
-    const char *rd = t->mode == MODE_WRITE_PIPE ? "" : (t->events & UV_READABLE ? " read=polling" : " read=idle");
-    return PyUnicode_FromFormat("<%s%s%s fd=%d%s write=<%s, bufsize=%zd>>", Py_TYPE(t)->tp_name,
-                                kind, state, t->reg.fd, rd,
-                                t->events & UV_WRITABLE ? "polling" : "idle", t->wsize);
+    int loop_open = t->loop != NULL && !t->loop->closed;
+    const char *reading = t->events & UV_READABLE ? "polling" : "idle";
+    const char *writing = t->events & UV_WRITABLE ? "polling" : "idle";
+
+    if (t->mode == MODE_SOCKET) {
+        if (t->protocol == NULL || !loop_open) {
+            return PyUnicode_FromFormat("<%s%s fd=%d>", name, state, t->reg.fd);
+        }
+        return PyUnicode_FromFormat("<%s%s fd=%d read=%s write=<%s, bufsize=%zd>>", name, state,
+                                    t->reg.fd, reading, writing, t->wsize);
+    }
+    if (t->sock == NULL || !loop_open) {
+        return PyUnicode_FromFormat("<%s%s fd=%d %s>", name, state, t->reg.fd,
+                                    t->sock == NULL ? "closed" : "open");
+    }
+    if (t->mode == MODE_READ_PIPE) {
+        return PyUnicode_FromFormat("<%s%s fd=%d %s>", name, state, t->reg.fd, reading);
+    }
+    return PyUnicode_FromFormat("<%s%s fd=%d %s bufsize=%zd>", name, state, t->reg.fd, writing,
+                                t->wsize);
 }
 
 /* ------------------------------------------------------------ type */

@@ -554,6 +554,28 @@ def test_cancel_drops_callback_and_args_at_once(loop):
     run_once(loop)
 
 
+def test_cancel_drops_a_bound_callback_and_args_as_asyncio(loop):
+    # asyncio sets _callback and _args to None on cancel(): neither the
+    # callback's owner nor an argument is kept alive by the handle.
+    import weakref
+
+    class Owner:
+        def method(self, arg):
+            pass
+
+    for schedule in (loop.call_soon, lambda *a: loop.call_later(10, *a)):
+        owner, arg = Owner(), Owner()
+        refs = weakref.ref(owner), weakref.ref(arg)
+        h = schedule(owner.method, arg)
+        del owner, arg
+        assert all(r() is not None for r in refs)
+        h.cancel()
+        assert [r() for r in refs] == [None, None]
+        assert h._callback is None
+        assert h._args is None
+    run_once(loop)
+
+
 class _Owner:
     def method(self, *args):
         pass

@@ -274,6 +274,32 @@ def test_slow_callback_warning_in_debug_mode(loop, caplog):
     assert took >= 0.03
 
 
+def test_slow_task_step_logged_as_asyncio_logs_it(loop, caplog):
+    # asyncio names a task's step by the task's repr ("Executing <Task
+    # pending name='slow' coro=<...>> took 0.150 seconds"), through the
+    # "asyncio" logger, with the format and the arguments kept apart.
+    loop.set_debug(True)
+    loop.slow_callback_duration = 0.05
+
+    async def slow():
+        time.sleep(0.06)
+        await asyncio.sleep(0)
+
+    with caplog.at_level(logging.WARNING, logger="asyncio"):
+        task = loop.create_task(slow(), name="slow")
+        loop.run_until_complete(task)
+    records = [r for r in caplog.records if r.name == "asyncio" and "Executing" in r.msg]
+    assert len(records) == 1, [r.getMessage() for r in records]
+    rec = records[0]
+    assert rec.levelno == logging.WARNING
+    assert rec.msg == "Executing %s took %.3f seconds"
+    what, took = rec.args
+    assert isinstance(what, str) and isinstance(took, float)
+    assert what.startswith("<Task pending name='slow' coro=<")
+    assert 0.06 <= took < 5
+    assert rec.getMessage() == f"Executing {what} took {took:.3f} seconds"
+
+
 def test_no_slow_callback_warning_without_debug(loop, caplog):
     loop.set_debug(False)
     loop.slow_callback_duration = 0.001

@@ -99,6 +99,35 @@ def test_reader_is_level_triggered(loop, sockpair):
     assert count[0] == before + 3
 
 
+def test_reader_removed_by_another_readers_callback_does_not_run(loop):
+    # Both fds are ready in the same iteration; whichever reader runs first
+    # removes the other, whose queued callback must then not run (asyncio
+    # cancels the handle it already put in the ready queue).
+    pairs = [socket.socketpair() for _ in range(2)]
+    try:
+        fds = [a.fileno() for a, _ in pairs]
+        ran = []
+
+        def on_readable(i):
+            ran.append(i)
+            loop.remove_reader(fds[1 - i])
+
+        for i, (a, b) in enumerate(pairs):
+            a.setblocking(False)
+            b.send(b"x")
+            loop.add_reader(fds[i], on_readable, i)
+        run_once(loop)
+        assert len(ran) == 1
+        run_briefly(loop, 3)
+        # The survivor keeps running (its data is unread), the other never.
+        assert ran == [ran[0]] * 4
+        loop.remove_reader(fds[ran[0]])
+    finally:
+        for a, b in pairs:
+            a.close()
+            b.close()
+
+
 def test_add_reader_replaces_previous(loop, sockpair):
     a, b = sockpair
     got = []
@@ -417,6 +446,25 @@ def test_run_in_executor_default(loop):
     result, tid = loop.run_until_complete(loop.run_in_executor(None, work, 2, 3))
     assert result == 5
     assert tid != threading.get_ident()
+
+
+def test_default_executor_threads_are_named_as_asyncios(loop):
+    # asyncio's default executor names its threads "asyncio_0", ...; so
+    # does the app loop's (the one flaskasync.run and asyncio.to_thread use).
+    async def name():
+        return await asyncio.to_thread(lambda: threading.current_thread().name)
+
+    assert loop.run_until_complete(name()).startswith("asyncio_")
+    loop.run_until_complete(loop.shutdown_default_executor())
+
+
+def test_app_loop_default_executor_threads_are_named_as_asyncios():
+    import flaskasync
+
+    async def name():
+        return await asyncio.to_thread(lambda: threading.current_thread().name)
+
+    assert flaskasync.run(name()).startswith("asyncio_")
 
 
 def test_run_in_executor_exception(loop):

@@ -899,3 +899,53 @@ def test_child_running_at_close_is_reaped_not_left_a_zombie(fa_loop, caplog):
         time.sleep(0.05)
     assert state == "reaped"
     assert message in caplog.text
+
+
+def _repr_state(tr):
+    """repr(transport) after the class name, with the fd number as N."""
+    import re
+
+    text = repr(tr)
+    assert text.startswith("<") and text.endswith(">")
+    return re.sub(r"fd=-?\d+", "fd=N", text[1:-1].split(" ", 1)[1])
+
+
+def test_pipe_transport_reprs_say_open_closing_closed_as_asyncio(loop):
+    # asyncio's _UnixReadPipeTransport / _UnixWritePipeTransport: "polling"
+    # or "idle" (and the write buffer size) while open, "closed" after.
+    async def main():
+        lost = [asyncio.Event(), asyncio.Event()]
+
+        def proto(i):
+            class Lost(asyncio.Protocol):
+                def connection_lost(self, exc):
+                    lost[i].set()
+
+            return Lost
+
+        r1, w1 = os.pipe()
+        r2, w2 = os.pipe()
+        rt, _ = await loop.connect_read_pipe(proto(0), os.fdopen(r1, "rb", 0))
+        wt, _ = await loop.connect_write_pipe(proto(1), os.fdopen(w2, "wb", 0))
+        seen = [_repr_state(rt), _repr_state(wt)]
+        rt.pause_reading()
+        seen.append(_repr_state(rt))
+        rt.close()
+        wt.close()
+        seen += [_repr_state(rt), _repr_state(wt)]
+        await lost[0].wait()
+        await lost[1].wait()
+        seen += [_repr_state(rt), _repr_state(wt)]
+        os.close(w1)
+        os.close(r2)
+        return seen
+
+    assert run(loop, main()) == [
+        "fd=N polling",
+        "fd=N idle bufsize=0",
+        "fd=N idle",
+        "closing fd=N idle",
+        "closing fd=N idle bufsize=0",
+        "closed fd=N closed",
+        "closed fd=N closed",
+    ]

@@ -163,6 +163,24 @@ def test_stop_before_run_forever_runs_one_iteration(loop):
     assert order == ["first", "next iteration"]
 
 
+def test_stop_before_run_forever_with_nothing_scheduled_returns_at_once(loop):
+    # Nothing ready, no timer, no fd: the stopped loop must not block in its
+    # poll (it would wait forever).  A thread unblocks a regression after
+    # 2 seconds, so it fails rather than hangs.
+    rescue = threading.Timer(2.0, lambda: loop.call_soon_threadsafe(loop.stop))
+    rescue.start()
+    try:
+        for _ in range(3):
+            t0 = time.monotonic()
+            loop.stop()
+            loop.run_forever()
+            assert time.monotonic() - t0 < 1.0
+            assert not loop.is_running()
+    finally:
+        rescue.cancel()
+        rescue.join()
+
+
 def test_stop_inside_callback_finishes_current_batch(loop):
     order = []
 
@@ -323,6 +341,24 @@ def test_close_drops_pending_callbacks(loop):
     loop.call_later(0.001, called.append, 2)
     loop.close()
     assert called == []
+
+
+def test_close_releases_pending_callbacks(loop):
+    # asyncio's close() clears its ready queue and its timers: what the
+    # pending callbacks hold is released at once, not when the loop goes.
+    import weakref
+
+    class Arg:
+        pass
+
+    soon, later = Arg(), Arg()
+    refs = weakref.ref(soon), weakref.ref(later)
+    loop.call_soon(id, soon)
+    loop.call_later(10, id, later)
+    del soon, later
+    assert [r() is None for r in refs] == [False, False]
+    loop.close()
+    assert [r() is None for r in refs] == [True, True]
 
 
 CLOSED_CALLS = {

@@ -1988,3 +1988,45 @@ def test_numeric_host_protocol_follows_socket_type(loop):
         await srv.wait_closed()
 
     run(loop, main())
+
+
+def _repr_state(tr):
+    """repr(transport) after the class name, with the fd number as N."""
+    import re
+
+    text = repr(tr)
+    assert text.startswith("<") and text.endswith(">")
+    return re.sub(r"fd=-?\d+", "fd=N", text[1:-1].split(" ", 1)[1])
+
+
+def test_transport_repr_says_open_closing_closed_as_asyncio(loop):
+    # asyncio's _SelectorSocketTransport: "closing"/"closed", the fd, and
+    # the polling state until connection_lost ran.
+    async def main():
+        lost = asyncio.Event()
+
+        class Lost(asyncio.Protocol):
+            def connection_lost(self, exc):
+                lost.set()
+
+        srv = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+        port = srv.sockets[0].getsockname()[1]
+        tr, _ = await loop.create_connection(Lost, "127.0.0.1", port)
+        seen = [_repr_state(tr)]
+        tr.pause_reading()
+        seen.append(_repr_state(tr))
+        tr.resume_reading()
+        tr.close()
+        seen.append(_repr_state(tr))
+        await lost.wait()
+        seen.append(_repr_state(tr))
+        srv.close()
+        await srv.wait_closed()
+        return seen
+
+    assert run(loop, main()) == [
+        "fd=N read=polling write=<idle, bufsize=0>",
+        "fd=N read=idle write=<idle, bufsize=0>",
+        "closing fd=N read=idle write=<idle, bufsize=0>",
+        "closed fd=N",
+    ]

@@ -1287,3 +1287,35 @@ def test_udp_max_size_is_read_only(fa_loop):
         await asyncio.sleep(0)
 
     run(fa_loop, main())
+
+
+def _repr_state(tr):
+    """repr(transport) after the class name, with the fd number as N."""
+    import re
+
+    text = repr(tr)
+    assert text.startswith("<") and text.endswith(">")
+    return re.sub(r"fd=-?\d+", "fd=N", text[1:-1].split(" ", 1)[1])
+
+
+def test_udp_transport_repr_says_open_closing_closed_as_asyncio(loop):
+    async def main():
+        lost = asyncio.Event()
+
+        class Lost(asyncio.DatagramProtocol):
+            def connection_lost(self, exc):
+                lost.set()
+
+        tr, _ = await loop.create_datagram_endpoint(Lost, local_addr=("127.0.0.1", 0))
+        seen = [_repr_state(tr)]
+        tr.close()
+        seen.append(_repr_state(tr))
+        await lost.wait()
+        seen.append(_repr_state(tr))
+        return seen
+
+    assert run(loop, main()) == [
+        "fd=N read=polling write=<idle, bufsize=0>",
+        "closing fd=N read=idle write=<idle, bufsize=0>",
+        "closed fd=N",
+    ]

@@ -527,3 +527,37 @@ def test_unix_no_fd_leak(loop, tmpdir_path):
         await srv.wait_closed()
 
     run(loop, main(), timeout=30)
+
+
+def _repr_state(tr):
+    """repr(transport) after the class name, with the fd number as N."""
+    import re
+
+    text = repr(tr)
+    assert text.startswith("<") and text.endswith(">")
+    return re.sub(r"fd=-?\d+", "fd=N", text[1:-1].split(" ", 1)[1])
+
+
+def test_unix_transport_repr_says_open_closing_closed_as_asyncio(loop):
+    async def main():
+        lost = asyncio.Event()
+
+        class Lost(asyncio.Protocol):
+            def connection_lost(self, exc):
+                lost.set()
+
+        a, b = socket.socketpair()
+        tr, _ = await loop.connect_accepted_socket(Lost, a)
+        seen = [_repr_state(tr)]
+        tr.close()
+        seen.append(_repr_state(tr))
+        await lost.wait()
+        seen.append(_repr_state(tr))
+        b.close()
+        return seen
+
+    assert run(loop, main()) == [
+        "fd=N read=polling write=<idle, bufsize=0>",
+        "closing fd=N read=idle write=<idle, bufsize=0>",
+        "closed fd=N",
+    ]

@@ -124,6 +124,85 @@ def test_timeout_not_reached():
     assert flaskasync.run(asyncio.sleep(0.02, "later"), timeout=None) == "later"
 
 
+class _Result:
+    pass
+
+
+async def _make_result():
+    return _Result()
+
+
+def test_timeout_disarmed_when_run_finishes_inline():
+    # The timeout's timer must go with the run: armed, it would keep the
+    # task and its result alive for the whole timeout.
+    import gc
+    import weakref
+
+    r = flaskasync.run(_make_result(), timeout=60)
+    ref = weakref.ref(r)
+    del r
+    gc.collect()
+    assert ref() is None
+
+
+def test_timeout_disarmed_when_run_finishes_in_another_thread():
+    # A run submitted while another thread drives the loop finishes there:
+    # its timeout goes too, as above.
+    import gc
+    import weakref
+
+    driving = threading.Event()
+    box = []
+
+    async def drive():
+        driving.set()
+        time.sleep(0.2)  # holds the loop while the other thread submits
+        for _ in range(20):
+            await asyncio.sleep(0.005)
+            if box:
+                break
+
+    def submitter():
+        assert driving.wait(5)
+        box.append(weakref.ref(flaskasync.run(_make_result(), timeout=60)))
+
+    t = threading.Thread(target=submitter, daemon=True)
+    t.start()
+    flaskasync.run(drive())
+    t.join(5)
+    assert len(box) == 1
+    gc.collect()
+    assert box[0]() is None
+
+
+def test_timeout_zero_times_out_like_wait_for_zero():
+    # run(coro, timeout=0) is accepted and behaves as asyncio.wait_for(coro, 0)
+    # for a coroutine that suspends: cancelled, TimeoutError from the
+    # CancelledError.
+    def make(log):
+        async def slow():
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                log.append("cancelled")
+                raise
+
+        return slow()
+
+    ref_log, log = [], []
+    with pytest.raises(TimeoutError) as ref:
+        asyncio.run(asyncio.wait_for(make(ref_log), 0))
+    with pytest.raises(TimeoutError) as got:
+        flaskasync.run(make(log), timeout=0)
+    assert type(got.value) is type(ref.value)
+    assert type(got.value.__cause__) is type(ref.value.__cause__)
+    assert str(got.value) == "flaskasync.run() timed out after 0.0 seconds"
+    # asyncio.wait_for(, 0) cancels a coroutine before it starts on 3.11,
+    # and at its first suspension from 3.12; run() starts it first.
+    assert ref_log in ([], ["cancelled"])
+    assert log == ["cancelled"]
+
+
 def test_timeout_ignored_by_coroutine():
     # The coroutine swallows the cancellation and finishes later: run() must
     # not return before it finished, and its outcome must match
@@ -750,6 +829,38 @@ def test_keyboard_interrupt_while_waiting_cancels_coroutine():
     assert seen == ["cancelled"]
 
 
+def test_keyboard_interrupt_before_a_submitted_coroutine_started_drops_it():
+    # The caller found the loop driven by another thread and submitted its
+    # coroutine; Ctrl-C arrives before the loop got to start it: the
+    # coroutine is closed unstarted, never run unattended.
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        pytest.skip("SIGINT handler is not Python's default")
+    driving = threading.Event()
+    ran = []
+
+    async def hold_the_loop():
+        driving.set()
+        time.sleep(0.3)  # the loop is busy: main's run() must submit
+        await asyncio.sleep(0.05)
+
+    async def never():
+        ran.append("started")
+
+    driver = threading.Thread(target=flaskasync.run, args=(hold_the_loop(),), daemon=True)
+    driver.start()
+    assert driving.wait(5)
+    t = threading.Timer(
+        0.05, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT)
+    )
+    t.start()
+    with pytest.raises(KeyboardInterrupt):
+        flaskasync.run(never())
+    t.join()
+    driver.join(5)
+    assert flaskasync.run(asyncio.sleep(0.02, "after")) == "after"
+    assert ran == []
+
+
 def test_closed_app_loop_is_replaced():
     old = flaskasync.get_loop()
     assert flaskasync.run(trivial(1)) == 1
@@ -763,6 +874,46 @@ def test_closed_app_loop_is_replaced():
         return asyncio.get_running_loop()
 
     assert flaskasync.run(where()) is new
+
+
+def test_closing_app_loop_fails_a_waiting_run_with_runtime_error():
+    # A thread waits in run() for a coroutine that will never finish; the
+    # app loop is closed under it: it gets a clear RuntimeError (not the
+    # task's InvalidStateError, "Result is not set."), and at once.
+    loop = flaskasync.get_loop()
+    started = threading.Event()
+    outcome = []
+
+    async def forever():
+        asyncio.current_task()._log_destroy_pending = False  # closed under it
+        started.set()
+        await asyncio.sleep(60)
+
+    def waiter():
+        try:
+            outcome.append(flaskasync.run(forever()))
+        except BaseException as e:  # noqa: BLE001
+            outcome.append(e)
+
+    t = threading.Thread(target=waiter, daemon=True)
+    t.start()
+    assert started.wait(5)
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            loop.close()
+            break
+        except RuntimeError as e:
+            # The waiter (or the home thread) is driving it at this instant.
+            assert str(e) == "Cannot close a running event loop"
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+    t.join(5)
+    assert not t.is_alive()
+    assert len(outcome) == 1
+    assert type(outcome[0]) is RuntimeError
+    assert str(outcome[0]) == "the flaskasync app loop was closed while this coroutine was running"
+    assert flaskasync.get_loop() is not loop
 
 
 # -------------------------------------------------------- async_to_sync
