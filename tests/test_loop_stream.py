@@ -593,6 +593,58 @@ def test_pause_and_resume_writing(loop):
     run(loop, main(), timeout=30)
 
 
+def test_resume_writing_at_the_low_water_mark_not_at_empty(loop):
+    """resume_writing() comes as soon as the buffer is down to the low-water
+    mark, with data still buffered, as asyncio's _maybe_resume_protocol
+    does; not only once the buffer is empty."""
+    sizes = []
+
+    class Recording(Proto):
+        def resume_writing(self):
+            super().resume_writing()
+            sizes.append(self.transport.get_write_buffer_size())
+
+    async def main():
+        async with tcp_conn(loop, client=lambda: Recording(loop)) as c:
+            stall(c)
+            # The marks are far above what one send() takes (the kernel's
+            # send buffer is at most a few MiB), so the buffer passes the
+            # low-water mark with data left.
+            c.ctr.set_write_buffer_limits(high=12 << 20, low=8 << 20)
+            c.ctr.write(b"w" * (24 << 20))
+            assert c.cp.flow == ["pause"]
+            c.str.resume_reading()
+            await until(lambda: c.cp.flow == ["pause", "resume"])
+            assert 0 < sizes[0] <= 8 << 20, sizes
+            await until(lambda: len(c.sp.data) == 24 << 20)
+
+    run(loop, main(), timeout=30)
+
+
+def test_resume_reading_on_a_closing_transport_reads_nothing(loop):
+    """resume_reading() after close() is a no-op (asyncio's checks
+    _closing): while the close waits for the write buffer to flush, data the
+    peer sent is not delivered and is_reading() stays False."""
+
+    async def main():
+        async with tcp_conn(loop) as c:
+            c.ctr.pause_reading()
+            c.str.write(b"sent while paused")
+            stall(c)
+            c.ctr.write(b"x" * (8 << 20))  # the peer does not read: close() must wait
+            await asyncio.sleep(0.05)
+            c.ctr.close()
+            assert c.ctr.is_closing()
+            c.ctr.resume_reading()
+            assert c.ctr.is_reading() is False
+            await asyncio.sleep(0.1)
+            assert c.cp.data == b"" and c.cp.events == ["made"]
+            c.ctr.abort()
+            await c.cp.lost
+
+    run(loop, main(), timeout=30)
+
+
 def test_set_write_buffer_limits_pauses_at_once(loop):
     async def main():
         async with tcp_conn(loop) as c:
