@@ -11,6 +11,7 @@ import contextlib
 import errno
 import gc
 import hashlib
+import logging
 import os
 import socket
 import struct
@@ -643,6 +644,26 @@ def test_resume_reading_on_a_closing_transport_reads_nothing(loop):
             await c.cp.lost
 
     run(loop, main(), timeout=30)
+
+
+def test_writes_after_connection_lost_warn_from_the_fifth(loop, caplog):
+    """Writes to a transport whose connection is gone are dropped; from the
+    fifth on each one logs asyncio's warning (LOG_THRESHOLD_FOR_CONNLOST_WRITES),
+    as asyncio's socket transport does."""
+
+    async def main():
+        async with tcp_conn(loop) as c:
+            c.ctr.abort()
+            await c.cp.lost
+            with caplog.at_level(logging.WARNING, logger="asyncio"):
+                for _ in range(7):
+                    c.ctr.write(b"late")
+            warned = [r for r in caplog.records
+                      if r.getMessage() == "socket.send() raised exception."]
+            assert len(warned) == 3
+            assert c.ctr.get_write_buffer_size() == 0
+
+    run(loop, main())
 
 
 def test_set_write_buffer_limits_pauses_at_once(loop):
