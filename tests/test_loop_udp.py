@@ -623,6 +623,29 @@ def test_udp_send_queue_flow_control_and_close_drains(loop, loop_kind, request):
     run(loop, main())
 
 
+def test_udp_pause_writing_as_soon_as_the_queue_passes_high(loop):
+    """pause_writing() comes from the sendto() that takes the queue above the
+    high-water mark, not later (asyncio's _maybe_pause_protocol)."""
+    async def main():
+        with tempfile.TemporaryDirectory() as d:
+            rx, path = _unix_receiver(d)
+            tr, p = await endpoint(loop, cls=FlowProto, family=socket.AF_UNIX,
+                                   remote_addr=path)
+            tr.set_write_buffer_limits(high=5000)
+            for i in range(1000):
+                tr.sendto(b"%d:" % i + b"x" * 992)
+                if tr.get_write_buffer_size() > 5000:
+                    break
+                assert "pause" not in p.events, (i, tr.get_write_buffer_size())
+            assert tr.get_write_buffer_size() > 5000
+            assert p.events == ["made", "pause"]
+            tr.abort()
+            await p.lost
+            rx.close()
+
+    run(loop, main())
+
+
 def test_udp_abort_drops_the_queue(loop):
     async def main():
         with tempfile.TemporaryDirectory() as d:
