@@ -505,3 +505,22 @@ def test_children_done_before_the_call_match_asyncio(loop):
         return loop.run_until_complete(main())
 
     assert scenario(flaskasync.gather) == scenario(asyncio.gather)
+
+
+def test_cancelled_child_in_results_carries_its_message(loop, gather):
+    """With return_exceptions=True a cancelled future's entry is
+    CancelledError(its cancel message), CancelledError('') without one.
+    (A cancelled Task's entry has '': the message went to its coroutine.)"""
+
+    async def main():
+        plain = loop.create_future()
+        told = loop.create_future()
+        loop.call_soon(plain.cancel)
+        loop.call_soon(told.cancel, "told")
+        return await gather(plain, told, value("v"), return_exceptions=True)
+
+    res = loop.run_until_complete(main())
+    assert [type(r) for r in res] == [asyncio.CancelledError, asyncio.CancelledError, str]
+    assert res[0].args == ("",)
+    assert res[1].args == ("told",)
+    assert res[2] == "v"
