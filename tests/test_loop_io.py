@@ -128,6 +128,30 @@ def test_reader_removed_by_another_readers_callback_does_not_run(loop):
             b.close()
 
 
+def test_reader_woken_by_hangup_alone(loop):
+    """A pipe's read end whose writer closed reports a hang-up and no data
+    (EPOLLHUP without EPOLLIN): the reader runs, and reads EOF, as with
+    asyncio's selector, which wakes the reader for any event but EPOLLOUT."""
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    got = []
+
+    def on_readable():
+        got.append(os.read(r, 100))
+        loop.remove_reader(r)
+        loop.stop()
+
+    try:
+        loop.add_reader(r, on_readable)
+        loop.call_soon(os.close, w)
+        loop.call_later(5, loop.stop)
+        loop.run_forever()
+        assert got == [b""]
+    finally:
+        loop.remove_reader(r)
+        os.close(r)
+
+
 def test_add_reader_replaces_previous(loop, sockpair):
     a, b = sockpair
     got = []

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
+import logging
 import signal
 import sys
 import threading
@@ -102,6 +104,23 @@ def test_run_until_complete_stopped_before_done(loop):
     with pytest.raises(RuntimeError, match="Event loop stopped before Future completed"):
         loop.run_until_complete(fut)
     assert not fut.done()
+
+
+def test_run_until_complete_own_task_is_not_reported_destroyed(loop, caplog):
+    """The task run_until_complete() made for a coroutine belongs to it: if
+    the loop stopped first and the task is collected pending, asyncio does
+    not log "Task was destroyed but it is pending!" for it."""
+
+    async def main():
+        loop.stop()
+        await loop.create_future()  # only the task and this future hold each other
+
+    with pytest.raises(RuntimeError, match="Event loop stopped before Future completed"):
+        loop.run_until_complete(main())
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        gc.collect()
+    assert [r.getMessage() for r in caplog.records
+            if "destroyed but it is pending" in r.getMessage()] == []
 
 
 def test_run_until_complete_leaves_no_running_loop(loop):
