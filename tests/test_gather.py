@@ -524,3 +524,24 @@ def test_cancelled_child_in_results_carries_its_message(loop, gather):
     assert res[0].args == ("",)
     assert res[1].args == ("told",)
     assert res[2] == "v"
+
+
+def test_same_future_twice_still_waits_for_the_others(loop, gather):
+    """A future passed twice counts once: when it finishes, gather still
+    waits for the other children, and nothing goes wrong meanwhile."""
+    errors = []
+    loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
+
+    async def main():
+        fut = loop.create_future()
+        other = loop.create_future()
+        g = gather(fut, fut, other)
+        fut.set_result(1)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert not g.done()
+        other.set_result(2)
+        return await g
+
+    assert loop.run_until_complete(main()) == [1, 1, 2]
+    assert errors == []
