@@ -199,9 +199,12 @@ def test_gathering_future_type_survives_many_gathers():
 # ---------------------------------------------------------------------------
 # No deprecated C API.  Compilers do not flag these (CPython's headers do
 # not mark them), so the sources are read: each name may appear only in the
-# 3.11 branch of csrc/fa.h's compatibility section (`#if PY_VERSION_HEX <
-# 0x030C0000`, or the `#else` of a `>=` test), the one place that bridges
-# versions.
+# 3.11 branch of a version bridge in the headers (`#if PY_VERSION_HEX <
+# 0x030C0000`, or the `#else` of a `>=` test): csrc/fa.h's compatibility
+# section and csrc/util.h's exceptions in flight, the only places that
+# bridge versions.
+
+BRIDGE_HEADERS = ("fa.h", "util.h")
 
 CSRC = __import__("pathlib").Path(__file__).resolve().parent.parent / "csrc"
 
@@ -263,7 +266,7 @@ def test_no_deprecated_c_api():
 
     found = []
     for path in sorted(CSRC.glob("*.[ch]")):
-        old = _old_python_lines(path) if path.name == "fa.h" else set()
+        old = _old_python_lines(path) if path.name in BRIDGE_HEADERS else set()
         for n, line in enumerate(path.read_text().splitlines(), 1):
             code = line.split("//")[0]
             if code.lstrip().startswith(("/*", "*")):
@@ -514,14 +517,15 @@ def test_callback_formatting_follows_asyncio(debug):
 
 
 def test_version_conditions_live_in_fa_h():
-    """Every difference between Python versions is bridged in csrc/fa.h."""
+    """Every difference between Python versions is bridged in the headers
+    (csrc/fa.h, csrc/util.h), never in a .c file."""
     found = [
         f"{p.name}:{n}"
         for p in sorted(CSRC.glob("*.c"))
         for n, line in enumerate(p.read_text().splitlines(), 1)
         if "PY_VERSION_HEX" in line
     ]
-    assert not found, f"version tests outside fa.h: {found}"
+    assert not found, f"version tests outside the headers: {found}"
 
 
 def test_gather_call_graph_bookkeeping_path():
