@@ -12,6 +12,7 @@ import os
 import socket
 import sys
 import tempfile
+import time
 
 import pytest
 
@@ -1160,6 +1161,35 @@ def test_udp_pause_and_resume_reading(loop):
         assert not tr.is_reading()
         tr.resume_reading()
         assert not tr.is_reading()
+        await p.lost
+        s.close()
+
+    run(loop, main())
+
+
+def test_udp_paused_with_a_datagram_waiting_does_not_spin(loop):
+    """A paused datagram transport stops watching its fd: a datagram waiting
+    in the socket does not wake the loop over and over (level-triggered
+    readiness would), so the loop sleeps."""
+
+    class PauseAtOnce(DProto):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            transport.pause_reading()
+
+    async def main():
+        tr, p = await endpoint(loop, cls=PauseAtOnce, local_addr=("127.0.0.1", 0))
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.sendto(b"waiting", tr.get_extra_info("sockname"))
+        await asyncio.sleep(0.02)
+        cpu0 = time.thread_time()
+        await asyncio.sleep(0.3)
+        spent = time.thread_time() - cpu0
+        assert p.datagrams == []
+        assert spent < 0.1, f"the loop spent {spent:.3f} s of CPU in a 0.3 s sleep"
+        tr.resume_reading()
+        await until(lambda: p.datagrams)
+        tr.close()
         await p.lost
         s.close()
 
