@@ -666,6 +666,36 @@ def test_writes_after_connection_lost_warn_from_the_fifth(loop, caplog):
     run(loop, main())
 
 
+def test_resume_reading_after_the_fd_was_closed_behind_the_transport(loop, loop_kind):
+    """A paused transport whose fd user code closed, then resume_reading():
+    asyncio's epoll registration raises OSError(EBADF) out of
+    resume_reading(); flaskasync's ends the connection instead
+    (connection_lost(OSError(EBADF)), documented in docs/architecture.md),
+    as it does when its periodic fd check finds the fd gone."""
+
+    async def main():
+        async with tcp_conn(loop) as c:
+            c.ctr.pause_reading()
+            sock = c.ctr.get_extra_info("socket")
+            os.close(sock.fileno())  # behind the transport's back
+            try:
+                c.ctr.resume_reading()
+            except OSError as e:
+                raised = e.errno
+            else:
+                raised = None
+            if loop_kind == "asyncio":
+                assert raised == errno.EBADF
+                c.ctr.abort()
+            else:
+                assert raised is None
+                exc = await asyncio.wait_for(c.cp.lost, 5)
+                assert isinstance(exc, OSError) and exc.errno == errno.EBADF
+            await c.cp.lost
+
+    run(loop, main())
+
+
 def test_set_write_buffer_limits_pauses_at_once(loop):
     async def main():
         async with tcp_conn(loop) as c:
