@@ -647,6 +647,13 @@ synccall_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObje
             return NULL;
         }
         fast = !L->adopted;
+        if (fast && L->sup_var == NULL) {
+            PyObject *r = PyObject_CallNoArgs(p->p[P_INSTALL]);
+            if (r == NULL) {
+                return NULL;
+            }
+            Py_DECREF(r);
+        }
     }
     if (!fast) {
         PyObject *caller = PyObject_CallFunctionObjArgs(p->p[P_SLOW], c->func, p->owner, NULL);
@@ -666,15 +673,7 @@ synccall_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObje
         Py_DECREF(coro);
         return res;
     }
-    L = (fa_loop *)fa_app_loop(st);
-    if (L != NULL && L->sup_var == NULL) {
-        PyObject *r = PyObject_CallNoArgs(p->p[P_INSTALL]);
-        Py_XDECREF(r);
-        L = r != NULL ? (fa_loop *)fa_app_loop(st) : NULL;
-    }
-    if (L == NULL) {
-        goto close_coro;
-    }
+    /* run_job checks the app loop again (the call above ran user code). */
     scope = scope_alloc((PyTypeObject *)p->p[P_SCOPE], p->owner, c->func, 0, 1);
     if (scope == NULL) {
         goto close_coro;

@@ -1131,13 +1131,16 @@ def test_udp_endpoints_do_not_leak(fa_loop):
     assert alive == []
 
 
+class PauseAtOnce(DProto):
+    """Pauses reading as soon as it is connected."""
+
+    def connection_made(self, transport):
+        super().connection_made(transport)
+        transport.pause_reading()
+
+
 def test_udp_pause_and_resume_reading(loop):
     # Python 3.11.3+: datagram transports can pause reading.
-    class PauseAtOnce(DProto):
-        def connection_made(self, transport):
-            super().connection_made(transport)
-            transport.pause_reading()
-
     async def main():
         tr, p = await endpoint(loop, cls=PauseAtOnce, local_addr=("127.0.0.1", 0))
         assert not tr.is_reading()
@@ -1171,11 +1174,6 @@ def test_udp_paused_with_a_datagram_waiting_does_not_spin(loop):
     """A paused datagram transport stops watching its fd: a datagram waiting
     in the socket does not wake the loop over and over (level-triggered
     readiness would), so the loop sleeps."""
-
-    class PauseAtOnce(DProto):
-        def connection_made(self, transport):
-            super().connection_made(transport)
-            transport.pause_reading()
 
     async def main():
         tr, p = await endpoint(loop, cls=PauseAtOnce, local_addr=("127.0.0.1", 0))
