@@ -460,8 +460,14 @@ class _RequestState:
             self.timer.cancel()
             self.timer = None
         watcher = self.watcher
-        if watcher is not None and not watcher.done():
-            watcher.cancel()
+        if watcher is not None:
+            # Dropped, not only cancelled: the cancelled pump keeps its
+            # CancelledError, whose traceback holds the pump's frame and so
+            # this state; keeping the task here would make that a cycle
+            # only the cyclic GC frees (a full collection, by then).
+            self.watcher = None
+            if not watcher.done():
+                watcher.cancel()
         if self.body is not None:
             self.body.wake()  # a read from a thread the app left behind
 

@@ -298,6 +298,45 @@ class ScriptedClient:
         return b"".join(m.get("body", b"") for m in self.sent if m["type"] == "http.response.body")
 
 
+def check_watched_request_leaves_no_cycle():
+    """A request that outlives WATCH_DELAY gets a pump, cancelled when the
+    request ends; nothing of it may be left for the cyclic GC (which, under
+    load, frees it only in a full collection)."""
+    import gc
+
+    import flask
+
+    from flaskasync import _asgi
+
+    app = flask.Flask("cycles")
+
+    @app.get("/slow")
+    async def slow():
+        await asyncio.sleep(2 * _asgi.WATCH_DELAY)
+        return "ok"
+
+    asgi = flaskasync.ASGIApp(app)
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "GET", "scheme": "http", "path": "/slow", "raw_path": b"/slow",
+             "root_path": "", "query_string": b"", "headers": [],
+             "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 1234)}
+
+    async def main():
+        client = ScriptedClient([b""], 0)
+        await asyncio.wait_for(asgi(scope, client.receive, client.send), 10)
+        assert client.status() == 200, client.sent
+
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    serve(main)
+    gc.collect()
+    kinds = {type(o).__name__ for o in gc.garbage}
+    gc.set_debug(0)
+    left = kinds & {"_RequestState", "Task", "CancelledError", "coroutine"}
+    assert not left, f"left to the cyclic GC: {sorted(left)}"
+
+
 def check_request_bodies():
     """Request bodies of ASGIApp against scripted clients: reads that start
     on receive() and go on through the pump (a body arriving for longer
