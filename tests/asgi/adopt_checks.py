@@ -298,6 +298,90 @@ class ScriptedClient:
         return b"".join(m.get("body", b"") for m in self.sent if m["type"] == "http.response.body")
 
 
+def check_bridge_pool():
+    """Request greenlets are reused (the same one for consecutive requests of
+    a thread, at most POOL_SIZE kept idle, never another thread's), and an
+    idle one keeps nothing of its last request: not its result, not its
+    exception, not its Context."""
+    import gc
+    import weakref
+
+    class Thing:
+        pass
+
+    var: contextvars.ContextVar = contextvars.ContextVar("var")
+    seen = []
+
+    def returns():
+        seen.append(_bridge._getcurrent())
+        var.set(Thing())
+        return Thing()
+
+    def error():
+        exc = KeyError("x")
+        exc.thing = Thing()
+        return exc
+
+    def raises():
+        seen.append(_bridge._getcurrent())
+        raise error()  # no local refers to it: no cycle through this frame
+
+    def waits(delay):
+        seen.append(_bridge._getcurrent())
+        flaskasync.run(asyncio.sleep(delay))
+
+    async def one(fn, *args):
+        ctx = contextvars.copy_context()
+        loop = asyncio.get_running_loop()
+        return await asyncio.Task(_bridge.run_in_greenlet(fn, ctx, *args), loop=loop, context=ctx)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        _core._adopt_app_loop(loop, _bridge.reenter)
+        gc.disable()  # what is freed must be freed by reference counting
+
+        result = weakref.ref(await one(returns))
+        await asyncio.sleep(0)  # the running Handle holds the finished task
+        assert result() is None, "the idle greenlet keeps the result"
+        try:
+            await one(raises)
+        except KeyError as exc:
+            thing = weakref.ref(exc.thing)
+            del exc
+        else:
+            raise AssertionError("no KeyError")
+        await asyncio.sleep(0)
+        assert thing() is None, "the idle greenlet keeps the exception"
+        assert seen[0] is seen[1], "not reused"
+        assert seen[0].gr_context is None and seen[0].on_handover is None
+
+        # Concurrent requests each get their own greenlet; the pool keeps
+        # at most POOL_SIZE of them idle.
+        seen.clear()
+        n = _bridge.POOL_SIZE + 10
+        await asyncio.gather(*(one(waits, 0.02) for _ in range(n)))
+        assert len({id(g) for g in seen}) == n
+        assert len(_bridge._pools.idle) == _bridge.POOL_SIZE
+
+        # Another thread running a loop gets greenlets of its own.
+        def other_thread():
+            with asyncio.Runner(loop_factory=flaskasync.new_event_loop) as r:
+                async def run_one():
+                    ctx = contextvars.copy_context()
+                    return await asyncio.Task(_bridge.run_in_greenlet(returns, ctx),
+                                              context=ctx)
+                r.run(run_one())
+                return getattr(_bridge._pools, "idle", None)
+
+        seen.clear()
+        other_pool = await in_thread(other_thread)
+        assert seen[0] not in _bridge._pools.idle and other_pool == [seen[0]]
+        gc.enable()
+        _core._release_app_loop(loop)
+
+    serve(main)
+
+
 def check_watched_request_leaves_no_cycle():
     """A request that outlives WATCH_DELAY gets a pump, cancelled when the
     request ends; nothing of it may be left for the cyclic GC (which, under

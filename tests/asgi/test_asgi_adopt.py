@@ -18,6 +18,7 @@ CHECKS = [
     "bridge_shares_one_context",
     "bridge_exceptions_and_cancellation",
     "request_bodies",
+    "bridge_pool",
     "watched_request_leaves_no_cycle",
 ]
 
