@@ -320,6 +320,7 @@ struct fa_loop {
     void *jobs;                  /* app loop: runner jobs waiting (fa_job list) */
     fa_op *requests;             /* libuv requests in flight (dns.c), cancelled by close */
     void *transports;            /* transport.c: live transports (linked list) */
+    char *recv_buf;              /* transport.c: receive buffer, lazily allocated */
 
     PyObject *task_factory;
     PyObject *sup_var;           /* supervise.c: the scope ContextVar, or NULL */
@@ -572,12 +573,14 @@ typedef struct fa_transport {
 } fa_transport;
 
 #define FA_DEFAULT_HIGH_WATER (64 * 1024)   /* asyncio's default high-water mark */
+#define FA_RECV_BUF_SIZE (256 * 1024)       /* asyncio's max_size for one read */
 
 void fa_transport_list_add(fa_transport *t);
 void fa_transport_list_remove(fa_transport *t);
 int fa_transport_check_fd(fa_loop *loop, int fd);
 void fa_transport_unwatch(fa_transport *t);
 void fa_transport_close_all(fa_loop *loop);
+char *fa_transport_recv_buf(fa_loop *loop);
 int fa_transport_watch(fa_transport *t, int want);
 void fa_transport_on_events(fa_transport *t, uint32_t events);
 void fa_transport_lost(fa_transport *t, int reason);

@@ -30,7 +30,7 @@
 #define MODE_READ_PIPE 1
 #define MODE_WRITE_PIPE 2
 
-#define MAX_READ (256 * 1024)        /* asyncio's max_size */
+#define MAX_READ FA_RECV_BUF_SIZE     /* asyncio's max_size */
 #define LOG_THRESHOLD 5              /* constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES */
 #define MAX_IOV 64
 
@@ -61,7 +61,6 @@ typedef struct {
 
 #define T(t) ((fa_transport *)(t))
 
-static char *read_buf;          /* shared receive buffer (GIL held throughout) */
 
 /* ------------------------------------------------------------ helpers */
 
@@ -478,12 +477,9 @@ read_data(fa_stream *t)
 {
     Py_ssize_t n;
     PyObject *data, *r;
+    char *read_buf = fa_transport_recv_buf(t->loop);
     if (read_buf == NULL) {
-        read_buf = PyMem_RawMalloc(MAX_READ);
-        if (read_buf == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
+        return -1;
     }
     int fd = fa_transport_live_fd(T(t));
     do {

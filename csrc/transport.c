@@ -93,6 +93,22 @@ fa_transport_close_all(fa_loop *loop)
     Py_XDECREF(held);
 }
 
+/* The loop's receive buffer (FA_RECV_BUF_SIZE bytes), shared by its
+ * transports: a read fills it and copies it into bytes before any Python
+ * code runs, so one buffer per loop serves them all (as uvloop's does).
+ * Allocated on first use, freed with the loop.  NULL with MemoryError. */
+char *
+fa_transport_recv_buf(fa_loop *loop)
+{
+    if (loop->recv_buf == NULL) {
+        loop->recv_buf = PyMem_Malloc(FA_RECV_BUF_SIZE);
+        if (loop->recv_buf == NULL) {
+            PyErr_NoMemory();
+        }
+    }
+    return loop->recv_buf;
+}
+
 static inline uint32_t
 epoll_events(int want)
 {

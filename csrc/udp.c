@@ -8,7 +8,7 @@
  * always run from the ready queue (running loop set, the loop's exception
  * routing, debug timing), never inside uv_run.
  *
- * The syscalls are made here: recvfrom() into a shared 256 KiB buffer, with
+ * The syscalls are made here: recvfrom() into the loop's 256 KiB receive buffer, with
  * the sender's address converted to the socket module's tuple for AF_INET,
  * AF_INET6 and AF_UNIX (the same strings and numbers socket.recvfrom gives);
  * send() on a connected socket; sendto() when the address is a numeric
@@ -47,7 +47,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#define MAX_DATAGRAM (256 * 1024)    /* asyncio's max_size */
+#define MAX_DATAGRAM FA_RECV_BUF_SIZE /* asyncio's max_size */
 #define LOG_THRESHOLD 5              /* constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES */
 
 typedef struct {
@@ -87,7 +87,6 @@ typedef struct {
 
 #define T(t) ((fa_transport *)(t))
 
-static char *recv_buf;               /* shared receive buffer (GIL held throughout) */
 
 static inline fa_net_state *
 net(fa_udp *t)
@@ -573,12 +572,9 @@ read_direct(fa_udp *t)
     Py_ssize_t n;
     PyObject *data, *addr, *r;
 
+    char *recv_buf = fa_transport_recv_buf(t->loop);
     if (recv_buf == NULL) {
-        recv_buf = PyMem_RawMalloc(MAX_DATAGRAM);
-        if (recv_buf == NULL) {
-            PyErr_NoMemory();
-            return io_failed(t, "Fatal read error on datagram transport");
-        }
+        return io_failed(t, "Fatal read error on datagram transport");
     }
     if (t->family == AF_UNIX) {
         /* The socket module zeroes its address buffer: what follows the
