@@ -349,21 +349,13 @@ fa_transport_release_fd(fa_transport *t)
 void
 fa_transport_report(fa_transport *t, const char *message, PyObject *exc)
 {
-    fa_state *st = t->loop->st;
-    PyObject *ctx = PyDict_New(), *msg = PyUnicode_FromString(message), *r = NULL;
-    if (ctx == NULL || msg == NULL || PyDict_SetItem(ctx, st->s_message, msg) < 0 ||
-        (exc != NULL && PyDict_SetItem(ctx, st->s_exception_key, exc) < 0) ||
-        PyDict_SetItemString(ctx, "transport", (PyObject *)t) < 0 ||
-        PyDict_SetItemString(ctx, "protocol", t->protocol != NULL ? t->protocol : Py_None) < 0) {
-        goto done;
-    }
-    r = PyObject_CallMethodOneArg((PyObject *)t->loop, st->s_call_exception_handler, ctx);
-done:
-    if (r == NULL) {
+    PyObject *msg = PyUnicode_FromString(message);
+    if (msg == NULL ||
+        fa_call_exception_handler((PyObject *)t->loop, msg, exc, "transport", (PyObject *)t,
+                                  "protocol", t->protocol != NULL ? t->protocol : Py_None,
+                                  NULL) < 0) {
         PyErr_WriteUnraisable((PyObject *)t);
     }
-    Py_XDECREF(r);
-    Py_XDECREF(ctx);
     Py_XDECREF(msg);
 }
 
