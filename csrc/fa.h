@@ -566,11 +566,36 @@ fa_op *fa_sock_handle_op(fa_handle *h);
     int fd_lost;                 /* FA_REG_CLOSED / FA_REG_REPLACED: fd gone behind our back */ \
     int self_ref;                /* holds a reference to itself while watching */     \
     int fd_lent;                 /* loop.sendfile() lent the fd to sock_sendfile */   \
-    struct fa_transport *prev, *next; /* loop->transports, until the fd is released */
+    struct fa_transport *prev, *next; /* loop->transports, until the fd is released */ \
+    const struct fa_transport_ops *ops; /* what each kind does its own way */          \
+    int closing;                 /* asyncio's _closing */                              \
+    int paused;                  /* pause_reading() */                                 \
+    int started;                 /* reading started after connection_made */           \
+    int protocol_paused;         /* pause_writing() called */                          \
+    int conn_lost;               /* asyncio's _conn_lost counter */                    \
+    int lost_scheduled;          /* _call_connection_lost is scheduled (or ran) */     \
+    Py_ssize_t wsize;            /* bytes waiting to be sent */                        \
+    Py_ssize_t high, low;        /* write-buffer limits */
 
 typedef struct fa_transport {
     FA_TRANSPORT_HEAD
 } fa_transport;
+
+/* Where stream and datagram transports differ in the life cycle that
+ * transport.c runs for both (asyncio's _SelectorTransport and the
+ * methods its subclasses override). */
+typedef struct fa_transport_ops {
+    /* Watch the fd for what the transport waits for now
+     * (fa_transport_watch).  Returns -1 with an exception. */
+    int (*update_poll)(fa_transport *t);
+    /* _force_close(exc): fa_transport_force_close, or the kind's own. */
+    int (*force_close)(fa_transport *t, PyObject *exc);
+    /* _fatal_error() got an OSError: 1 to report it to the exception
+     * handler too, else 0 (after logging it, if the kind does). */
+    int (*os_error_reported)(fa_transport *t, PyObject *exc, const char *message);
+    /* Drop the data waiting to be sent, and stop waiting to send it. */
+    void (*clear_buffer)(fa_transport *t);
+} fa_transport_ops;
 
 #define FA_DEFAULT_HIGH_WATER (64 * 1024)   /* asyncio's default high-water mark */
 #define FA_RECV_BUF_SIZE (256 * 1024)       /* asyncio's max_size for one read */
@@ -589,6 +614,13 @@ int fa_transport_release_fd(fa_transport *t);
 void fa_transport_report(fa_transport *t, const char *message, PyObject *exc);
 void fa_transport_report_current(fa_transport *t);
 void fa_transport_log_warning(fa_transport *t, const char *message);
+void fa_transport_update_poll_or_report(fa_transport *t);
+int fa_transport_schedule_lost(fa_transport *t, PyObject *exc);
+int fa_transport_force_close(fa_transport *t, PyObject *exc);
+int fa_transport_fatal_error(fa_transport *t, PyObject *exc, const char *message);
+PyObject *fa_transport_abort(PyObject *self, PyObject *unused);
+PyObject *fa_transport_force_close_method(PyObject *self, PyObject *exc);
+PyObject *fa_transport_fatal_error_method(PyObject *self, PyObject *args);
 int fa_transport_parse_limits(PyObject *high, PyObject *low, Py_ssize_t *phigh, Py_ssize_t *plow);
 PyTypeObject *fa_transport_make_type(PyObject *module, PyType_Spec *spec,
                                      const char *const *bases_names, int nbases);

@@ -40,22 +40,14 @@ typedef struct {
     PyObject *empty_waiter;      /* sendfile: future set when the buffer drains */
     int mode;
     int buffered;                /* protocol is an asyncio.BufferedProtocol */
-    int closing;
     int eof;                     /* write_eof() called */
     int read_eof;                /* EOF received, eof_received kept it open */
-    int paused;                  /* pause_reading() */
-    int started;                 /* reading started after connection_made */
-    int protocol_paused;         /* pause_writing() called */
-    int conn_lost;
     int dropped;                 /* pipes: writes dropped after close */
-    int lost_scheduled;          /* _call_connection_lost is scheduled/ran */
-    Py_ssize_t high, low;
 
     /* Write buffer: a queue of buffers, the first one sent from woff. */
     Py_buffer *wbuf;
     Py_ssize_t whead, wlen, wcap;
     Py_ssize_t woff;
-    Py_ssize_t wsize;            /* bytes still to send */
     PyObject *weakreflist;
 } fa_stream;
 
@@ -85,15 +77,6 @@ update_poll(fa_stream *t)
         want |= UV_WRITABLE;
     }
     return fa_transport_watch(T(t), want);
-}
-
-/* Like update_poll, for paths that cannot raise: report the error. */
-static void
-update_poll_or_report(fa_stream *t)
-{
-    if (update_poll(t) < 0) {
-        fa_transport_report_current(T(t));
-    }
 }
 
 static void
@@ -235,47 +218,55 @@ sys_send_buffer(fa_stream *t)
     return n;
 }
 
-static int schedule_lost(fa_stream *t, PyObject *exc);
-
-/* asyncio's _force_close (sockets) / _close (pipes). */
+/* asyncio's _force_close (sockets) / _close (pipes: closing whatever
+ * the state, connection_lost soon). */
 static int
-force_close(fa_stream *t, PyObject *exc)
+force_close(fa_transport *tt, PyObject *exc)
 {
+    fa_stream *t = (fa_stream *)tt;
     if (is_socket(t)) {
-        if (t->conn_lost) {
-            return 0;
-        }
-        wbuf_clear(t);
-        t->closing = 1;
-        t->conn_lost++;
+        return fa_transport_force_close(tt, exc);
     }
-    else {
-        t->closing = 1;
-        wbuf_clear(t);
-    }
-    update_poll_or_report(t);
-    return schedule_lost(t, exc);
+    t->closing = 1;
+    wbuf_clear(t);
+    fa_transport_update_poll_or_report(tt);
+    return fa_transport_schedule_lost(tt, exc);
 }
 
-/* _fatal_error: OSErrors are expected (peer resets, ...) and only closed
- * on; anything else also goes to the exception handler.  A read pipe
- * reports every OSError but EIO, as asyncio's pipe transport does. */
+/* A read pipe reports every OSError but EIO to the exception handler, as
+ * asyncio's pipe transport does; sockets and write pipes none. */
 static int
-fatal_error(fa_stream *t, PyObject *exc, const char *message)
+os_error_reported(fa_transport *tt, PyObject *exc, const char *Py_UNUSED(message))
 {
-    int os_error = PyErr_GivenExceptionMatches(exc, PyExc_OSError);
-    int quiet = os_error;
-    if (t->mode == MODE_READ_PIPE && os_error) {
-        PyObject *en = PyObject_GetAttrString(exc, "errno");
-        quiet = en != NULL && PyLong_Check(en) && PyLong_AsLong(en) == EIO;
-        Py_XDECREF(en);
-        PyErr_Clear();
+    int quiet;
+    if (((fa_stream *)tt)->mode != MODE_READ_PIPE) {
+        return 0;
     }
-    if (!quiet) {
-        fa_transport_report(T(t), message, exc);
-    }
-    return force_close(t, exc);
+    PyObject *en = PyObject_GetAttrString(exc, "errno");
+    quiet = en != NULL && PyLong_Check(en) && PyLong_AsLong(en) == EIO;
+    Py_XDECREF(en);
+    PyErr_Clear();
+    return !quiet;
 }
+
+static int
+update_poll_op(fa_transport *t)
+{
+    return update_poll((fa_stream *)t);
+}
+
+static void
+clear_buffer_op(fa_transport *t)
+{
+    wbuf_clear((fa_stream *)t);
+}
+
+static const fa_transport_ops stream_ops = {
+    .update_poll = update_poll_op,
+    .force_close = force_close,
+    .os_error_reported = os_error_reported,
+    .clear_buffer = clear_buffer_op,
+};
 
 /* Handle the current exception raised by a protocol callback or a
  * syscall: KeyboardInterrupt/SystemExit propagate (returns -1); anything
@@ -291,7 +282,7 @@ callback_failed(fa_stream *t, const char *message)
     if (exc == NULL) {
         return -1;
     }
-    int r = fatal_error(t, exc, message);
+    int r = fa_transport_fatal_error(T(t), exc, message);
     Py_DECREF(exc);
     return r;
 }
@@ -301,37 +292,6 @@ errno_exception(void)
 {
     PyErr_SetFromErrno(PyExc_OSError);
     return fa_fetch_exception();
-}
-
-static int
-schedule_lost(fa_stream *t, PyObject *exc)
-{
-    PyObject *cb;
-    fa_handle *h;
-    if (t->lost_scheduled) {
-        return 0;
-    }
-    if (fa_loop_check_closed(t->loop) < 0) {
-        return -1; /* as asyncio's call_soon: RuntimeError('Event loop is closed') */
-    }
-    t->lost_scheduled = 1;
-    cb = PyObject_GetAttrString((PyObject *)t, "_call_connection_lost");
-    if (cb == NULL) {
-        return -1;
-    }
-    PyObject *args = PyTuple_Pack(1, exc != NULL ? exc : Py_None);
-    if (args == NULL) {
-        Py_DECREF(cb);
-        return -1;
-    }
-    h = fa_loop_call_soon(t->loop, cb, args, NULL);
-    Py_DECREF(cb);
-    Py_DECREF(args);
-    if (h == NULL) {
-        return -1;
-    }
-    Py_DECREF(h);
-    return 0;
 }
 
 static int
@@ -430,7 +390,7 @@ on_eof(fa_stream *t)
         PyObject *cb;
         fa_handle *h;
         t->closing = 1;
-        update_poll_or_report(t);
+        fa_transport_update_poll_or_report(T(t));
         cb = PyObject_GetAttrString(t->protocol, "eof_received");
         if (cb == NULL) {
             return -1;
@@ -441,7 +401,7 @@ on_eof(fa_stream *t)
             return -1;
         }
         Py_DECREF(h);
-        return schedule_lost(t, NULL);
+        return fa_transport_schedule_lost(T(t), NULL);
     }
     r = PyObject_CallMethod(t->protocol, "eof_received", NULL);
     if (r == NULL) {
@@ -454,7 +414,7 @@ on_eof(fa_stream *t)
     }
     if (keep_open) {
         t->read_eof = 1;
-        update_poll_or_report(t);
+        fa_transport_update_poll_or_report(T(t));
         return 0;
     }
     PyObject *c = PyObject_CallMethod((PyObject *)t, "close", NULL);
@@ -490,7 +450,7 @@ read_data(fa_stream *t)
             return 0;
         }
         PyObject *exc = errno_exception();
-        int res = fatal_error(t, exc, read_error_message(t));
+        int res = fa_transport_fatal_error(T(t), exc, read_error_message(t));
         Py_XDECREF(exc);
         return res;
     }
@@ -550,7 +510,7 @@ read_buffered(fa_stream *t)
         }
         errno = saved;
         PyObject *exc = errno_exception();
-        int res = fatal_error(t, exc, read_error_message(t));
+        int res = fa_transport_fatal_error(T(t), exc, read_error_message(t));
         Py_XDECREF(exc);
         return res;
     }
@@ -579,11 +539,11 @@ write_pipe_peer_closed(fa_stream *t)
         if (exc == NULL) {
             return -1;
         }
-        int r = force_close(t, exc);
+        int r = force_close(T(t), exc);
         Py_DECREF(exc);
         return r;
     }
-    return force_close(t, NULL);
+    return force_close(T(t), NULL);
 }
 
 static PyObject *
@@ -608,7 +568,7 @@ stream_read_ready(fa_stream *t, PyObject *Py_UNUSED(ignored))
      * data this recv returned, and is read next. */
     if (t->events != UV_READABLE || r < 0) {
         PyObject *exc = r < 0 ? fa_fetch_exception() : NULL;
-        update_poll_or_report(t);
+        fa_transport_update_poll_or_report(T(t));
         if (exc != NULL) {
             fa_restore_exception(exc);
         }
@@ -664,7 +624,7 @@ stream_write_ready(fa_stream *t, PyObject *Py_UNUSED(ignored))
         if (!is_socket(t)) {
             t->conn_lost++;
         }
-        int r = fatal_error(t, exc, write_error_message(t));
+        int r = fa_transport_fatal_error(T(t), exc, write_error_message(t));
         if (r == 0) {
             r = set_empty_waiter(t, exc);
         }
@@ -758,7 +718,7 @@ write_one(fa_stream *t, PyObject *data)
             if (!is_socket(t)) {
                 t->conn_lost++;
             }
-            int r = fatal_error(t, exc, write_error_message(t));
+            int r = fa_transport_fatal_error(T(t), exc, write_error_message(t));
             Py_XDECREF(exc);
             return r;
         }
@@ -855,8 +815,8 @@ stream_write_eof(fa_stream *t, PyObject *Py_UNUSED(ignored))
         }
         t->closing = 1;
         if (t->wsize == 0) {
-            update_poll_or_report(t);
-            if (schedule_lost(t, NULL) < 0) {
+            fa_transport_update_poll_or_report(T(t));
+            if (fa_transport_schedule_lost(T(t), NULL) < 0) {
                 return NULL;
             }
         }
@@ -898,7 +858,7 @@ stream_close(fa_stream *t, PyObject *Py_UNUSED(ignored))
         if (is_socket(t)) {
             t->conn_lost++;
         }
-        if (update_poll(t) < 0 || schedule_lost(t, NULL) < 0) {
+        if (update_poll(t) < 0 || fa_transport_schedule_lost(T(t), NULL) < 0) {
             Py_DECREF(t);
             return NULL;
         }
@@ -908,49 +868,6 @@ stream_close(fa_stream *t, PyObject *Py_UNUSED(ignored))
         return NULL;
     }
     Py_DECREF(t);
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-stream_abort(fa_stream *t, PyObject *Py_UNUSED(ignored))
-{
-    Py_INCREF(t);
-    int r = force_close(t, NULL);
-    Py_DECREF(t);
-    if (r < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-stream_force_close(fa_stream *t, PyObject *exc)
-{
-    Py_INCREF(t);
-    int r = force_close(t, exc == Py_None ? NULL : exc);
-    Py_DECREF(t);
-    if (r < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
-/* _fatal_error(exc, message='Fatal error on transport'), as asyncio's
- * selector transports have it. */
-static PyObject *
-stream_fatal_error(fa_stream *t, PyObject *args)
-{
-    PyObject *exc;
-    const char *message = "Fatal error on transport";
-    if (!PyArg_ParseTuple(args, "O|s:_fatal_error", &exc, &message)) {
-        return NULL;
-    }
-    Py_INCREF(t);
-    int r = fatal_error(t, exc, message);
-    Py_DECREF(t);
-    if (r < 0) {
-        return NULL;
-    }
     Py_RETURN_NONE;
 }
 
@@ -1261,6 +1178,7 @@ stream_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (t == NULL) {
         return NULL;
     }
+    t->ops = &stream_ops;
     t->loop = (fa_loop *)Py_NewRef(loop);
     t->fd = (int)fd;
     t->mode = mode;
@@ -1484,7 +1402,7 @@ static PyMethodDef stream_methods[] = {
     {"can_write_eof", (PyCFunction)stream_can_write_eof, METH_NOARGS, NULL},
     {"close", (PyCFunction)stream_close, METH_NOARGS,
      "Close after the buffered data is sent; connection_lost(None) follows."},
-    {"abort", (PyCFunction)stream_abort, METH_NOARGS,
+    {"abort", fa_transport_abort, METH_NOARGS,
      "Close now, dropping buffered data; connection_lost(None) follows."},
     {"is_closing", (PyCFunction)stream_is_closing, METH_NOARGS, NULL},
     {"get_extra_info", (PyCFunction)(void (*)(void))fa_transport_get_extra_info,
@@ -1500,8 +1418,8 @@ static PyMethodDef stream_methods[] = {
     {"_maybe_resume_protocol", (PyCFunction)stream_maybe_resume_method, METH_NOARGS, NULL},
     {"set_write_buffer_limits", (PyCFunction)(void (*)(void))stream_set_write_buffer_limits,
      METH_VARARGS | METH_KEYWORDS, "set_write_buffer_limits(high=None, low=None)"},
-    {"_force_close", (PyCFunction)stream_force_close, METH_O, NULL},
-    {"_fatal_error", (PyCFunction)stream_fatal_error, METH_VARARGS, NULL},
+    {"_force_close", fa_transport_force_close_method, METH_O, NULL},
+    {"_fatal_error", fa_transport_fatal_error_method, METH_VARARGS, NULL},
     {"_read_ready", (PyCFunction)stream_read_ready, METH_NOARGS, NULL},
     {"_write_ready", (PyCFunction)stream_write_ready, METH_NOARGS, NULL},
     {"_start_reading", (PyCFunction)stream_start_reading, METH_NOARGS, NULL},

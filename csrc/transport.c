@@ -379,6 +379,122 @@ fa_transport_log_warning(fa_transport *t, const char *message)
     Py_XDECREF(r);
 }
 
+/* ------------------------------------------------------------ closing */
+
+/* The watch could not be updated on a path that cannot raise: report it. */
+void
+fa_transport_update_poll_or_report(fa_transport *t)
+{
+    if (t->ops->update_poll(t) < 0) {
+        fa_transport_report_current(t);
+    }
+}
+
+/* loop.call_soon(self._call_connection_lost, exc), once. */
+int
+fa_transport_schedule_lost(fa_transport *t, PyObject *exc)
+{
+    PyObject *cb, *args;
+    fa_handle *h;
+    if (t->lost_scheduled) {
+        return 0;
+    }
+    if (fa_loop_check_closed(t->loop) < 0) {
+        return -1; /* as asyncio's call_soon: RuntimeError('Event loop is closed') */
+    }
+    t->lost_scheduled = 1;
+    cb = PyObject_GetAttrString((PyObject *)t, "_call_connection_lost");
+    if (cb == NULL) {
+        return -1;
+    }
+    args = PyTuple_Pack(1, exc != NULL ? exc : Py_None);
+    if (args == NULL) {
+        Py_DECREF(cb);
+        return -1;
+    }
+    h = fa_loop_call_soon(t->loop, cb, args, NULL);
+    Py_DECREF(cb);
+    Py_DECREF(args);
+    if (h == NULL) {
+        return -1;
+    }
+    Py_DECREF(h);
+    return 0;
+}
+
+/* asyncio's _SelectorTransport._force_close: once, drop the unsent data,
+ * stop reading and writing, connection_lost(exc) soon. */
+int
+fa_transport_force_close(fa_transport *t, PyObject *exc)
+{
+    if (t->conn_lost) {
+        return 0;
+    }
+    t->ops->clear_buffer(t);
+    t->closing = 1;
+    t->conn_lost++;
+    fa_transport_update_poll_or_report(t);
+    return fa_transport_schedule_lost(t, exc);
+}
+
+/* _fatal_error: OSErrors are expected (peer resets, ...) and only close
+ * the transport, unless its kind reports them (os_error_reported);
+ * anything else also goes to the exception handler. */
+int
+fa_transport_fatal_error(fa_transport *t, PyObject *exc, const char *message)
+{
+    if (!PyErr_GivenExceptionMatches(exc, PyExc_OSError) ||
+        t->ops->os_error_reported(t, exc, message)) {
+        fa_transport_report(t, message, exc);
+    }
+    return t->ops->force_close(t, exc);
+}
+
+/* abort() */
+PyObject *
+fa_transport_abort(PyObject *self, PyObject *Py_UNUSED(unused))
+{
+    fa_transport *t = (fa_transport *)Py_NewRef(self);
+    int r = t->ops->force_close(t, NULL);
+    Py_DECREF(t);
+    if (r < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* _force_close(exc) */
+PyObject *
+fa_transport_force_close_method(PyObject *self, PyObject *exc)
+{
+    fa_transport *t = (fa_transport *)Py_NewRef(self);
+    int r = t->ops->force_close(t, exc == Py_None ? NULL : exc);
+    Py_DECREF(t);
+    if (r < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* _fatal_error(exc, message='Fatal error on transport'), as asyncio's
+ * selector transports have it. */
+PyObject *
+fa_transport_fatal_error_method(PyObject *self, PyObject *args)
+{
+    PyObject *exc;
+    const char *message = "Fatal error on transport";
+    if (!PyArg_ParseTuple(args, "O|s:_fatal_error", &exc, &message)) {
+        return NULL;
+    }
+    fa_transport *t = (fa_transport *)Py_NewRef(self);
+    int r = fa_transport_fatal_error(t, exc, message);
+    Py_DECREF(t);
+    if (r < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 /* ------------------------------------------------------------ object */
 
 static int

@@ -62,19 +62,12 @@ typedef struct {
     int family;                      /* the socket's address family */
     int direct;                      /* recvfrom() here (AF_INET, AF_INET6, AF_UNIX) */
     int connected;                   /* extra['peername'] is set: send(), not sendto() */
-    int started;                     /* reading started after connection_made */
-    int paused;                      /* pause_reading() */
-    int closing;
-    int conn_lost;                   /* asyncio's _conn_lost counter */
     int write_armed;                 /* waiting for writability (asyncio's writer) */
-    int protocol_paused;
     int lost;                        /* connection_lost was called */
-    Py_ssize_t high, low;
 
     /* Send queue: a ring of datagrams. */
     fa_dgram *q;
     Py_ssize_t qhead, qlen, qcap;
-    Py_ssize_t qsize;                /* bytes queued: _buffer_size */
 
     /* The last sender's address and its tuple: datagrams from the same
      * peer reuse the (immutable) tuple instead of building a new one. */
@@ -113,15 +106,6 @@ update_poll(fa_udp *t)
     return fa_transport_watch(T(t), want);
 }
 
-/* update_poll for paths that cannot raise: report the error instead. */
-static void
-update_poll_or_report(fa_udp *t)
-{
-    if (update_poll(t) < 0) {
-        fa_transport_report_current(T(t));
-    }
-}
-
 /* ------------------------------------------------------------ send queue */
 
 static void
@@ -135,7 +119,7 @@ q_clear(fa_udp *t)
         t->qlen--;
     }
     t->qhead = 0;
-    t->qsize = 0;
+    t->wsize = 0;
 }
 
 static int
@@ -170,7 +154,7 @@ q_push(fa_udp *t, PyObject *data, PyObject *addr)
     d->data = data;
     d->addr = addr;
     t->qlen++;
-    t->qsize += PyBytes_GET_SIZE(data) + FA_DGRAM_HEADER_SIZE;
+    t->wsize += PyBytes_GET_SIZE(data) + FA_DGRAM_HEADER_SIZE;
     return 0;
 }
 
@@ -187,7 +171,7 @@ q_push_front(fa_udp *t, PyObject *data, PyObject *addr)
     t->q[t->qhead].data = data;
     t->q[t->qhead].addr = addr;
     t->qlen++;
-    t->qsize += PyBytes_GET_SIZE(data) + FA_DGRAM_HEADER_SIZE;
+    t->wsize += PyBytes_GET_SIZE(data) + FA_DGRAM_HEADER_SIZE;
     return 0;
 }
 
@@ -201,7 +185,7 @@ q_pop(fa_udp *t, PyObject **data, PyObject **addr)
     d->data = d->addr = NULL;
     t->qhead = (t->qhead + 1) % t->qcap;
     t->qlen--;
-    t->qsize -= PyBytes_GET_SIZE(*data) + FA_DGRAM_HEADER_SIZE;
+    t->wsize -= PyBytes_GET_SIZE(*data) + FA_DGRAM_HEADER_SIZE;
     if (t->qlen == 0) {
         t->qhead = 0;
     }
@@ -375,50 +359,47 @@ fast_sockaddr(int family, PyObject *addr, struct sockaddr_storage *ss, socklen_t
 
 /* ------------------------------------------------------------ errors, closing */
 
-static int schedule_lost(fa_udp *t, PyObject *exc);
-
-/* asyncio's _force_close. */
+/* asyncio's datagram transport logs an OSError in debug mode only. */
 static int
-force_close(fa_udp *t, PyObject *exc)
+os_error_reported(fa_transport *tt, PyObject *exc, const char *message)
 {
-    if (t->conn_lost) {
-        return 0;
-    }
-    q_clear(t);
-    t->write_armed = 0;
-    t->closing = 1;
-    t->conn_lost++;
-    update_poll_or_report(t);
-    return schedule_lost(t, exc);
-}
-
-/* asyncio's _fatal_error: an OSError is only logged in debug mode;
- * anything else also goes to the exception handler. */
-static int
-fatal_error(fa_udp *t, PyObject *exc, const char *message)
-{
-    if (PyErr_GivenExceptionMatches(exc, PyExc_OSError)) {
-        if (t->loop->debug) {
-            PyObject *kw = Py_BuildValue("{sO}", "exc_info", exc);
-            PyObject *args = kw == NULL ? NULL : Py_BuildValue("(sOs)", "%r: %s", (PyObject *)t,
-                                                               message);
-            PyObject *meth = args == NULL ? NULL
-                                          : PyObject_GetAttrString(net(t)->logger, "debug");
-            PyObject *r = meth == NULL ? NULL : PyObject_Call(meth, args, kw);
-            if (r == NULL) {
-                PyErr_WriteUnraisable((PyObject *)t);
-            }
-            Py_XDECREF(r);
-            Py_XDECREF(meth);
-            Py_XDECREF(args);
-            Py_XDECREF(kw);
+    fa_udp *t = (fa_udp *)tt;
+    if (t->loop->debug) {
+        PyObject *kw = Py_BuildValue("{sO}", "exc_info", exc);
+        PyObject *args = kw == NULL ? NULL : Py_BuildValue("(sOs)", "%r: %s", (PyObject *)t,
+                                                           message);
+        PyObject *meth = args == NULL ? NULL : PyObject_GetAttrString(net(t)->logger, "debug");
+        PyObject *r = meth == NULL ? NULL : PyObject_Call(meth, args, kw);
+        if (r == NULL) {
+            PyErr_WriteUnraisable((PyObject *)t);
         }
+        Py_XDECREF(r);
+        Py_XDECREF(meth);
+        Py_XDECREF(args);
+        Py_XDECREF(kw);
     }
-    else {
-        fa_transport_report(T(t), message, exc);
-    }
-    return force_close(t, exc);
+    return 0;
 }
+
+static int
+update_poll_op(fa_transport *t)
+{
+    return update_poll((fa_udp *)t);
+}
+
+static void
+clear_buffer_op(fa_transport *t)
+{
+    q_clear((fa_udp *)t);
+    ((fa_udp *)t)->write_armed = 0;
+}
+
+static const fa_transport_ops udp_ops = {
+    .update_poll = update_poll_op,
+    .force_close = fa_transport_force_close,
+    .os_error_reported = os_error_reported,
+    .clear_buffer = clear_buffer_op,
+};
 
 /* The current exception came from a syscall or socket method: OSErrors go
  * to protocol.error_received (whose own exception propagates: returns -1),
@@ -447,36 +428,9 @@ io_failed(fa_udp *t, const char *fatal_message)
         Py_DECREF(r);
         return 0;
     }
-    int res = fatal_error(t, exc, fatal_message);
+    int res = fa_transport_fatal_error(T(t), exc, fatal_message);
     Py_DECREF(exc);
     return res;
-}
-
-static int
-schedule_lost(fa_udp *t, PyObject *exc)
-{
-    PyObject *cb, *args;
-    fa_handle *h;
-    if (fa_loop_check_closed(t->loop) < 0) {
-        return -1; /* as asyncio's call_soon: RuntimeError('Event loop is closed') */
-    }
-    cb = PyObject_GetAttrString((PyObject *)t, "_call_connection_lost");
-    if (cb == NULL) {
-        return -1;
-    }
-    args = PyTuple_Pack(1, exc != NULL ? exc : Py_None);
-    if (args == NULL) {
-        Py_DECREF(cb);
-        return -1;
-    }
-    h = fa_loop_call_soon(t->loop, cb, args, NULL);
-    Py_DECREF(cb);
-    Py_DECREF(args);
-    if (h == NULL) {
-        return -1;
-    }
-    Py_DECREF(h);
-    return 0;
 }
 
 static int
@@ -499,7 +453,7 @@ call_protocol(fa_udp *t, const char *method, const char *message)
 static int
 maybe_pause_protocol(fa_udp *t)
 {
-    if (t->qsize <= t->high || t->protocol_paused || t->protocol == NULL) {
+    if (t->wsize <= t->high || t->protocol_paused || t->protocol == NULL) {
         return 0;
     }
     t->protocol_paused = 1;
@@ -509,7 +463,7 @@ maybe_pause_protocol(fa_udp *t)
 static int
 maybe_resume_protocol(fa_udp *t)
 {
-    if (!t->protocol_paused || t->qsize > t->low || t->protocol == NULL) {
+    if (!t->protocol_paused || t->wsize > t->low || t->protocol == NULL) {
         return 0;
     }
     t->protocol_paused = 0;
@@ -656,11 +610,11 @@ udp_read_ready(fa_udp *t, PyObject *Py_UNUSED(ignored))
      * fa_transport_on_events): the syscall above took the socket error. */
     if (r < 0) {
         PyObject *exc = fa_fetch_exception();
-        update_poll_or_report(t);
+        fa_transport_update_poll_or_report(T(t));
         fa_restore_exception(exc);
     }
     else {
-        update_poll_or_report(t);
+        fa_transport_update_poll_or_report(T(t));
     }
     Py_DECREF(t);
     if (r < 0) {
@@ -777,11 +731,11 @@ udp_sendto_ready(fa_udp *t, PyObject *Py_UNUSED(ignored))
 done:
     if (r < 0) {
         PyObject *exc = fa_fetch_exception();
-        update_poll_or_report(t);
+        fa_transport_update_poll_or_report(T(t));
         fa_restore_exception(exc);
     }
     else {
-        update_poll_or_report(t);
+        fa_transport_update_poll_or_report(T(t));
     }
     Py_DECREF(t);
     if (r < 0) {
@@ -923,53 +877,12 @@ udp_close(fa_udp *t, PyObject *Py_UNUSED(ignored))
         t->write_armed = 0;
         r = update_poll(t);
         if (r == 0) {
-            r = schedule_lost(t, NULL);
+            r = fa_transport_schedule_lost(T(t), NULL);
         }
     }
     else {
         r = update_poll(t); /* stop reading; connection_lost once drained */
     }
-    Py_DECREF(t);
-    if (r < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-udp_abort(fa_udp *t, PyObject *Py_UNUSED(ignored))
-{
-    Py_INCREF(t);
-    int r = force_close(t, NULL);
-    Py_DECREF(t);
-    if (r < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-udp_force_close(fa_udp *t, PyObject *exc)
-{
-    Py_INCREF(t);
-    int r = force_close(t, exc == Py_None ? NULL : exc);
-    Py_DECREF(t);
-    if (r < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-udp_fatal_error(fa_udp *t, PyObject *args)
-{
-    PyObject *exc;
-    const char *message = "Fatal error on transport";
-    if (!PyArg_ParseTuple(args, "O|s:_fatal_error", &exc, &message)) {
-        return NULL;
-    }
-    Py_INCREF(t);
-    int r = fatal_error(t, exc, message);
     Py_DECREF(t);
     if (r < 0) {
         return NULL;
@@ -1070,7 +983,7 @@ udp_get_protocol(fa_udp *t, PyObject *Py_UNUSED(ignored))
 static PyObject *
 udp_get_write_buffer_size(fa_udp *t, PyObject *Py_UNUSED(ignored))
 {
-    return PyLong_FromSsize_t(t->qsize);
+    return PyLong_FromSsize_t(t->wsize);
 }
 
 static PyObject *
@@ -1111,7 +1024,7 @@ udp_repr(fa_udp *t)
     return PyUnicode_FromFormat("<%s%s fd=%d read=%s write=<%s, bufsize=%zd>>",
                                 Py_TYPE(t)->tp_name, state, t->sock_fd,
                                 t->events & UV_READABLE ? "polling" : "idle",
-                                t->events & UV_WRITABLE ? "polling" : "idle", t->qsize);
+                                t->events & UV_WRITABLE ? "polling" : "idle", t->wsize);
 }
 
 /* ------------------------------------------------------------ type */
@@ -1167,6 +1080,7 @@ udp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (t == NULL) {
         return NULL;
     }
+    t->ops = &udp_ops;
     t->loop = (fa_loop *)Py_NewRef(loop);
     t->fd = t->sock_fd = (int)fd;
     t->family = family;
@@ -1281,7 +1195,7 @@ udp_get_address(fa_udp *t, void *Py_UNUSED(c))
 static PyObject *
 udp_get_buffer_size(fa_udp *t, void *Py_UNUSED(c))
 {
-    return PyLong_FromSsize_t(t->qsize);
+    return PyLong_FromSsize_t(t->wsize);
 }
 
 static PyObject *
@@ -1374,7 +1288,7 @@ static PyMethodDef udp_methods[] = {
      "endpoint has one); queued if the kernel cannot take it now."},
     {"close", (PyCFunction)udp_close, METH_NOARGS,
      "Close after the queued datagrams are sent; connection_lost(None) follows."},
-    {"abort", (PyCFunction)udp_abort, METH_NOARGS,
+    {"abort", fa_transport_abort, METH_NOARGS,
      "Close now, dropping queued datagrams; connection_lost(None) follows."},
     {"is_closing", (PyCFunction)udp_is_closing, METH_NOARGS, NULL},
     {"is_reading", (PyCFunction)udp_is_reading, METH_NOARGS, NULL},
@@ -1391,8 +1305,8 @@ static PyMethodDef udp_methods[] = {
     {"_maybe_resume_protocol", (PyCFunction)udp_maybe_resume_method, METH_NOARGS, NULL},
     {"set_write_buffer_limits", (PyCFunction)(void (*)(void))udp_set_write_buffer_limits,
      METH_VARARGS | METH_KEYWORDS, "set_write_buffer_limits(high=None, low=None)"},
-    {"_force_close", (PyCFunction)udp_force_close, METH_O, NULL},
-    {"_fatal_error", (PyCFunction)udp_fatal_error, METH_VARARGS, NULL},
+    {"_force_close", fa_transport_force_close_method, METH_O, NULL},
+    {"_fatal_error", fa_transport_fatal_error_method, METH_VARARGS, NULL},
     {"_read_ready", (PyCFunction)udp_read_ready, METH_NOARGS, NULL},
     {"_sendto_ready", (PyCFunction)udp_sendto_ready, METH_NOARGS, NULL},
     {"_start_reading", (PyCFunction)udp_start_reading, METH_NOARGS, NULL},
