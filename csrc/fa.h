@@ -619,6 +619,71 @@ int fa_transport_schedule_lost(fa_transport *t, PyObject *exc);
 int fa_transport_force_close(fa_transport *t, PyObject *exc);
 int fa_transport_fatal_error(fa_transport *t, PyObject *exc, const char *message);
 PyObject *fa_transport_abort(PyObject *self, PyObject *unused);
+int fa_transport_call_protocol(fa_transport *t, const char *method, const char *message);
+
+/* _FlowControlMixin's _maybe_pause_protocol / _maybe_resume_protocol:
+ * protocol.pause_writing() once the unsent data passes the high-water
+ * mark, resume_writing() once it falls to the low one.  Returns -1 only
+ * for KeyboardInterrupt/SystemExit. */
+static inline int
+fa_transport_maybe_pause_protocol(fa_transport *t)
+{
+    if (t->wsize <= t->high || t->protocol_paused || t->protocol == NULL) {
+        return 0;
+    }
+    t->protocol_paused = 1;
+    return fa_transport_call_protocol(t, "pause_writing", "protocol.pause_writing() failed");
+}
+
+static inline int
+fa_transport_maybe_resume_protocol(fa_transport *t)
+{
+    if (!t->protocol_paused || t->wsize > t->low || t->protocol == NULL) {
+        return 0;
+    }
+    t->protocol_paused = 0;
+    return fa_transport_call_protocol(t, "resume_writing", "protocol.resume_writing() failed");
+}
+
+/* The methods and attributes both kinds have, for their type's tables. */
+PyObject *fa_transport_is_closing(PyObject *self, PyObject *unused);
+PyObject *fa_transport_get_protocol(PyObject *self, PyObject *unused);
+PyObject *fa_transport_get_write_buffer_size(PyObject *self, PyObject *unused);
+PyObject *fa_transport_get_write_buffer_limits(PyObject *self, PyObject *unused);
+PyObject *fa_transport_set_write_buffer_limits(PyObject *self, PyObject *args, PyObject *kwds);
+PyObject *fa_transport_maybe_pause_method(PyObject *self, PyObject *unused);
+PyObject *fa_transport_maybe_resume_method(PyObject *self, PyObject *unused);
+PyObject *fa_transport_get_high_water(PyObject *self, void *closure);
+PyObject *fa_transport_get_low_water(PyObject *self, void *closure);
+PyObject *fa_transport_get_protocol_paused(PyObject *self, void *closure);
+PyObject *fa_transport_get_closing_attr(PyObject *self, void *closure);
+PyObject *fa_transport_get_sock_attr(PyObject *self, void *closure);
+
+#define FA_TRANSPORT_METHODS                                                                  \
+    {"abort", fa_transport_abort, METH_NOARGS,                                                \
+     "Close now, dropping the unsent data; connection_lost(None) follows."},                  \
+    {"is_closing", fa_transport_is_closing, METH_NOARGS, NULL},                               \
+    {"get_extra_info", (PyCFunction)(void (*)(void))fa_transport_get_extra_info,              \
+     METH_VARARGS | METH_KEYWORDS, "get_extra_info(name, default=None)"},                     \
+    {"get_protocol", fa_transport_get_protocol, METH_NOARGS, NULL},                           \
+    {"get_write_buffer_size", fa_transport_get_write_buffer_size, METH_NOARGS, NULL},         \
+    {"get_write_buffer_limits", fa_transport_get_write_buffer_limits, METH_NOARGS, NULL},     \
+    {"set_write_buffer_limits", (PyCFunction)(void (*)(void))fa_transport_set_write_buffer_limits, \
+     METH_VARARGS | METH_KEYWORDS, "set_write_buffer_limits(high=None, low=None)"},           \
+    {"_maybe_pause_protocol", fa_transport_maybe_pause_method, METH_NOARGS, NULL},            \
+    {"_maybe_resume_protocol", fa_transport_maybe_resume_method, METH_NOARGS, NULL},          \
+    {"_force_close", fa_transport_force_close_method, METH_O, NULL},                          \
+    {"_fatal_error", fa_transport_fatal_error_method, METH_VARARGS, NULL}
+
+#define FA_TRANSPORT_GETSETS                                                                  \
+    {"_high_water", fa_transport_get_high_water, NULL, "the write buffer's high-water mark",  \
+     NULL},                                                                                   \
+    {"_low_water", fa_transport_get_low_water, NULL, "the write buffer's low-water mark",     \
+     NULL},                                                                                   \
+    {"_protocol_paused", fa_transport_get_protocol_paused, NULL,                              \
+     "pause_writing() was called and resume_writing() not yet", NULL},                        \
+    {"_closing", fa_transport_get_closing_attr, NULL, NULL, NULL},                            \
+    {"_sock", fa_transport_get_sock_attr, NULL, "the socket or pipe (None once closed)", NULL}
 PyObject *fa_transport_force_close_method(PyObject *self, PyObject *exc);
 PyObject *fa_transport_fatal_error_method(PyObject *self, PyObject *args);
 int fa_transport_parse_limits(PyObject *high, PyObject *low, Py_ssize_t *phigh, Py_ssize_t *plow);

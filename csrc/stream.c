@@ -294,24 +294,6 @@ errno_exception(void)
     return fa_fetch_exception();
 }
 
-static int
-call_protocol(fa_stream *t, const char *method, PyObject *arg, const char *message)
-{
-    PyObject *r = arg != NULL ? PyObject_CallMethod(t->protocol, method, "O", arg)
-                              : PyObject_CallMethod(t->protocol, method, NULL);
-    if (r == NULL) {
-        if (fa_is_fatal_exception()) {
-            return -1;
-        }
-        PyObject *exc = fa_fetch_exception();
-        fa_transport_report(T(t), message, exc);
-        Py_XDECREF(exc);
-        return 0;
-    }
-    Py_DECREF(r);
-    return 0;
-}
-
 /* server._attach() / server._detach(): with the transport as argument from
  * Python 3.13 on, as asyncio's transports call them.  Returns -1 with an
  * exception. */
@@ -330,26 +312,6 @@ server_call(fa_stream *t, const char *method)
     }
     Py_DECREF(r);
     return 0;
-}
-
-static int
-maybe_pause_protocol(fa_stream *t)
-{
-    if (t->wsize <= t->high || t->protocol_paused) {
-        return 0;
-    }
-    t->protocol_paused = 1;
-    return call_protocol(t, "pause_writing", NULL, "protocol.pause_writing() failed");
-}
-
-static int
-maybe_resume_protocol(fa_stream *t)
-{
-    if (!t->protocol_paused || t->wsize > t->low) {
-        return 0;
-    }
-    t->protocol_paused = 0;
-    return call_protocol(t, "resume_writing", NULL, "protocol.resume_writing() failed");
 }
 
 static int
@@ -633,7 +595,7 @@ stream_write_ready(fa_stream *t, PyObject *Py_UNUSED(ignored))
         return r < 0 ? NULL : Py_NewRef(Py_None);
     }
     wbuf_consume(t, n);
-    if (maybe_resume_protocol(t) < 0) { /* may append to the buffer */
+    if (fa_transport_maybe_resume_protocol(T(t)) < 0) { /* may append to the buffer */
         Py_DECREF(t);
         return NULL;
     }
@@ -746,7 +708,7 @@ stream_write(fa_stream *t, PyObject *data)
     if (len == 0 || write_dropped(t)) {
         Py_RETURN_NONE;
     }
-    if (write_one(t, data) < 0 || update_poll(t) < 0 || maybe_pause_protocol(t) < 0) {
+    if (write_one(t, data) < 0 || update_poll(t) < 0 || fa_transport_maybe_pause_protocol(T(t)) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
@@ -795,7 +757,7 @@ stream_writelines(fa_stream *t, PyObject *lines)
             Py_RETURN_NONE;
         }
     }
-    if (update_poll(t) < 0 || maybe_pause_protocol(t) < 0) {
+    if (update_poll(t) < 0 || fa_transport_maybe_pause_protocol(T(t)) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
@@ -1007,12 +969,6 @@ stream_start_reading(fa_stream *t, PyObject *Py_UNUSED(ignored))
 /* ------------------------------------------------------------ misc API */
 
 static PyObject *
-stream_is_closing(fa_stream *t, PyObject *Py_UNUSED(ignored))
-{
-    return PyBool_FromLong(t->closing);
-}
-
-static PyObject *
 stream_set_protocol(fa_stream *t, PyObject *protocol)
 {
     int b = PyObject_IsInstance(protocol, t->loop->st->net.BufferedProtocol);
@@ -1021,40 +977,6 @@ stream_set_protocol(fa_stream *t, PyObject *protocol)
     }
     t->buffered = b;
     Py_XSETREF(t->protocol, Py_NewRef(protocol));
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-stream_get_protocol(fa_stream *t, PyObject *Py_UNUSED(ignored))
-{
-    return Py_NewRef(t->protocol != NULL ? t->protocol : Py_None);
-}
-
-static PyObject *
-stream_get_write_buffer_size(fa_stream *t, PyObject *Py_UNUSED(ignored))
-{
-    return PyLong_FromSsize_t(t->wsize);
-}
-
-static PyObject *
-stream_get_write_buffer_limits(fa_stream *t, PyObject *Py_UNUSED(ignored))
-{
-    return Py_BuildValue("(nn)", t->low, t->high);
-}
-
-static PyObject *
-stream_set_write_buffer_limits(fa_stream *t, PyObject *args, PyObject *kwds)
-{
-    static char *kwlist[] = {"high", "low", NULL};
-    PyObject *high = Py_None, *low = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OO:set_write_buffer_limits", kwlist, &high,
-                                     &low)) {
-        return NULL;
-    }
-    if (fa_transport_parse_limits(high, low, &t->high, &t->low) < 0 ||
-        maybe_pause_protocol(t) < 0) {
-        return NULL;
-    }
     Py_RETURN_NONE;
 }
 
@@ -1265,12 +1187,6 @@ stream_dealloc(fa_stream *t)
     fa_transport_dealloc_end(T(t));
 }
 
-static PyObject *
-stream_get_sock(fa_stream *t, void *Py_UNUSED(c))
-{
-    return Py_NewRef(t->sock != NULL ? t->sock : Py_None);
-}
-
 /* tp_finalize: as asyncio's __del__, warn and close the socket of an
  * unclosed transport; from Python 3.13 on also tell its server it is gone
  * (Server._detach(transport)), so that wait_closed() does not wait for it. */
@@ -1306,12 +1222,6 @@ stream_get_loop_attr(fa_stream *t, void *Py_UNUSED(c))
 }
 
 static PyObject *
-stream_get_closing_attr(fa_stream *t, void *Py_UNUSED(c))
-{
-    return PyBool_FromLong(t->closing);
-}
-
-static PyObject *
 stream_get_server(fa_stream *t, void *Py_UNUSED(c))
 {
     return Py_NewRef(t->server != NULL ? t->server : Py_None);
@@ -1336,52 +1246,10 @@ stream_get_buffer_attr(fa_stream *t, void *Py_UNUSED(c))
     return b;
 }
 
-static PyObject *
-stream_get_protocol_paused(fa_stream *t, void *Py_UNUSED(c))
-{
-    return PyBool_FromLong(t->protocol_paused);
-}
-
-static PyObject *
-stream_get_high_water(fa_stream *t, void *Py_UNUSED(c))
-{
-    return PyLong_FromSsize_t(t->high);
-}
-
-static PyObject *
-stream_get_low_water(fa_stream *t, void *Py_UNUSED(c))
-{
-    return PyLong_FromSsize_t(t->low);
-}
-
-/* _FlowControlMixin's methods, for code that calls them on a transport. */
-static PyObject *
-stream_maybe_pause_method(fa_stream *t, PyObject *Py_UNUSED(ignored))
-{
-    if (maybe_pause_protocol(t) < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-stream_maybe_resume_method(fa_stream *t, PyObject *Py_UNUSED(ignored))
-{
-    if (maybe_resume_protocol(t) < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
 static PyGetSetDef stream_getset[] = {
-    {"_high_water", (getter)stream_get_high_water, NULL, "the write buffer's high-water mark", NULL},
-    {"_low_water", (getter)stream_get_low_water, NULL, "the write buffer's low-water mark", NULL},
-    {"_protocol_paused", (getter)stream_get_protocol_paused, NULL,
-     "pause_writing() was called and resume_writing() not yet", NULL},
-    {"_sock", (getter)stream_get_sock, NULL, "the socket or pipe (None once closed)", NULL},
+    FA_TRANSPORT_GETSETS,
     {"_sock_fd", (getter)stream_get_fd, NULL, "the fd (-1 once closed)", NULL},
     {"_loop", (getter)stream_get_loop_attr, NULL, NULL, NULL},
-    {"_closing", (getter)stream_get_closing_attr, NULL, NULL, NULL},
     {"_server", (getter)stream_get_server, NULL, NULL, NULL},
     {"_buffer", (getter)stream_get_buffer_attr, NULL, "a copy of the unsent data", NULL},
     {NULL},
@@ -1393,6 +1261,7 @@ static PyMemberDef stream_members[] = {
 };
 
 static PyMethodDef stream_methods[] = {
+    FA_TRANSPORT_METHODS,
     {"write", (PyCFunction)stream_write, METH_O,
      "Write bytes-like data; what the kernel does not take now is buffered."},
     {"writelines", (PyCFunction)stream_writelines, METH_O,
@@ -1402,24 +1271,10 @@ static PyMethodDef stream_methods[] = {
     {"can_write_eof", (PyCFunction)stream_can_write_eof, METH_NOARGS, NULL},
     {"close", (PyCFunction)stream_close, METH_NOARGS,
      "Close after the buffered data is sent; connection_lost(None) follows."},
-    {"abort", fa_transport_abort, METH_NOARGS,
-     "Close now, dropping buffered data; connection_lost(None) follows."},
-    {"is_closing", (PyCFunction)stream_is_closing, METH_NOARGS, NULL},
-    {"get_extra_info", (PyCFunction)(void (*)(void))fa_transport_get_extra_info,
-     METH_VARARGS | METH_KEYWORDS, "get_extra_info(name, default=None)"},
     {"pause_reading", (PyCFunction)stream_pause_reading, METH_NOARGS, NULL},
     {"resume_reading", (PyCFunction)stream_resume_reading, METH_NOARGS, NULL},
     {"is_reading", (PyCFunction)stream_is_reading, METH_NOARGS, NULL},
     {"set_protocol", (PyCFunction)stream_set_protocol, METH_O, NULL},
-    {"get_protocol", (PyCFunction)stream_get_protocol, METH_NOARGS, NULL},
-    {"get_write_buffer_size", (PyCFunction)stream_get_write_buffer_size, METH_NOARGS, NULL},
-    {"get_write_buffer_limits", (PyCFunction)stream_get_write_buffer_limits, METH_NOARGS, NULL},
-    {"_maybe_pause_protocol", (PyCFunction)stream_maybe_pause_method, METH_NOARGS, NULL},
-    {"_maybe_resume_protocol", (PyCFunction)stream_maybe_resume_method, METH_NOARGS, NULL},
-    {"set_write_buffer_limits", (PyCFunction)(void (*)(void))stream_set_write_buffer_limits,
-     METH_VARARGS | METH_KEYWORDS, "set_write_buffer_limits(high=None, low=None)"},
-    {"_force_close", fa_transport_force_close_method, METH_O, NULL},
-    {"_fatal_error", fa_transport_fatal_error_method, METH_VARARGS, NULL},
     {"_read_ready", (PyCFunction)stream_read_ready, METH_NOARGS, NULL},
     {"_write_ready", (PyCFunction)stream_write_ready, METH_NOARGS, NULL},
     {"_start_reading", (PyCFunction)stream_start_reading, METH_NOARGS, NULL},

@@ -495,6 +495,123 @@ fa_transport_fatal_error_method(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* ------------------------------------------------------------ protocol */
+
+/* protocol.<method>(): its exception goes to the exception handler with
+ * message; returns -1 only for KeyboardInterrupt/SystemExit. */
+int
+fa_transport_call_protocol(fa_transport *t, const char *method, const char *message)
+{
+    PyObject *r = PyObject_CallMethod(t->protocol, method, NULL);
+    if (r == NULL) {
+        if (fa_is_fatal_exception()) {
+            return -1;
+        }
+        PyObject *exc = fa_fetch_exception();
+        fa_transport_report(t, message, exc);
+        Py_XDECREF(exc);
+        return 0;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+/* ------------------------------------------------------------ methods */
+
+PyObject *
+fa_transport_is_closing(PyObject *self, PyObject *Py_UNUSED(unused))
+{
+    return PyBool_FromLong(((fa_transport *)self)->closing);
+}
+
+PyObject *
+fa_transport_get_protocol(PyObject *self, PyObject *Py_UNUSED(unused))
+{
+    PyObject *p = ((fa_transport *)self)->protocol;
+    return Py_NewRef(p != NULL ? p : Py_None);
+}
+
+PyObject *
+fa_transport_get_write_buffer_size(PyObject *self, PyObject *Py_UNUSED(unused))
+{
+    return PyLong_FromSsize_t(((fa_transport *)self)->wsize);
+}
+
+PyObject *
+fa_transport_get_write_buffer_limits(PyObject *self, PyObject *Py_UNUSED(unused))
+{
+    fa_transport *t = (fa_transport *)self;
+    return Py_BuildValue("(nn)", t->low, t->high);
+}
+
+/* asyncio's _FlowControlMixin.set_write_buffer_limits. */
+PyObject *
+fa_transport_set_write_buffer_limits(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"high", "low", NULL};
+    fa_transport *t = (fa_transport *)self;
+    PyObject *high = Py_None, *low = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OO:set_write_buffer_limits", kwlist, &high,
+                                     &low)) {
+        return NULL;
+    }
+    if (fa_transport_parse_limits(high, low, &t->high, &t->low) < 0 ||
+        fa_transport_maybe_pause_protocol(t) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* _FlowControlMixin's methods, for code that calls them on a transport. */
+PyObject *
+fa_transport_maybe_pause_method(PyObject *self, PyObject *Py_UNUSED(unused))
+{
+    if (fa_transport_maybe_pause_protocol((fa_transport *)self) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+PyObject *
+fa_transport_maybe_resume_method(PyObject *self, PyObject *Py_UNUSED(unused))
+{
+    if (fa_transport_maybe_resume_protocol((fa_transport *)self) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+PyObject *
+fa_transport_get_high_water(PyObject *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromSsize_t(((fa_transport *)self)->high);
+}
+
+PyObject *
+fa_transport_get_low_water(PyObject *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromSsize_t(((fa_transport *)self)->low);
+}
+
+PyObject *
+fa_transport_get_protocol_paused(PyObject *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(((fa_transport *)self)->protocol_paused);
+}
+
+PyObject *
+fa_transport_get_closing_attr(PyObject *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(((fa_transport *)self)->closing);
+}
+
+PyObject *
+fa_transport_get_sock_attr(PyObject *self, void *Py_UNUSED(closure))
+{
+    PyObject *sock = ((fa_transport *)self)->sock;
+    return Py_NewRef(sock != NULL ? sock : Py_None);
+}
+
 /* ------------------------------------------------------------ object */
 
 static int

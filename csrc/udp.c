@@ -433,43 +433,6 @@ io_failed(fa_udp *t, const char *fatal_message)
     return res;
 }
 
-static int
-call_protocol(fa_udp *t, const char *method, const char *message)
-{
-    PyObject *r = PyObject_CallMethod(t->protocol, method, NULL);
-    if (r == NULL) {
-        if (fa_is_fatal_exception()) {
-            return -1;
-        }
-        PyObject *exc = fa_fetch_exception();
-        fa_transport_report(T(t), message, exc);
-        Py_XDECREF(exc);
-        return 0;
-    }
-    Py_DECREF(r);
-    return 0;
-}
-
-static int
-maybe_pause_protocol(fa_udp *t)
-{
-    if (t->wsize <= t->high || t->protocol_paused || t->protocol == NULL) {
-        return 0;
-    }
-    t->protocol_paused = 1;
-    return call_protocol(t, "pause_writing", "protocol.pause_writing() failed");
-}
-
-static int
-maybe_resume_protocol(fa_udp *t)
-{
-    if (!t->protocol_paused || t->wsize > t->low || t->protocol == NULL) {
-        return 0;
-    }
-    t->protocol_paused = 0;
-    return call_protocol(t, "resume_writing", "protocol.resume_writing() failed");
-}
-
 static PyObject *
 udp_call_connection_lost(fa_udp *t, PyObject *exc)
 {
@@ -716,7 +679,7 @@ udp_sendto_ready(fa_udp *t, PyObject *Py_UNUSED(ignored))
         }
     }
     if (r == 0) {
-        r = maybe_resume_protocol(t); /* may queue more */
+        r = fa_transport_maybe_resume_protocol(T(t)); /* may queue more */
     }
     if (r == 0 && t->qlen == 0) {
         t->write_armed = 0;
@@ -853,7 +816,7 @@ udp_sendto(fa_udp *t, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
     PyObject *copy = own_bytes(data);
     if (copy == NULL ||
         q_push(t, copy, addr == Py_None ? NULL : Py_NewRef(addr)) < 0 ||
-        maybe_pause_protocol(t) < 0) {
+        fa_transport_maybe_pause_protocol(T(t)) < 0) {
         Py_DECREF(t);
         return NULL;
     }
@@ -962,55 +925,9 @@ udp_resume_reading(fa_udp *t, PyObject *Py_UNUSED(ignored))
 /* ------------------------------------------------------------ misc API */
 
 static PyObject *
-udp_is_closing(fa_udp *t, PyObject *Py_UNUSED(ignored))
-{
-    return PyBool_FromLong(t->closing);
-}
-
-static PyObject *
 udp_set_protocol(fa_udp *t, PyObject *protocol)
 {
     Py_XSETREF(t->protocol, Py_NewRef(protocol));
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-udp_get_protocol(fa_udp *t, PyObject *Py_UNUSED(ignored))
-{
-    return Py_NewRef(t->protocol != NULL ? t->protocol : Py_None);
-}
-
-static PyObject *
-udp_get_write_buffer_size(fa_udp *t, PyObject *Py_UNUSED(ignored))
-{
-    return PyLong_FromSsize_t(t->wsize);
-}
-
-static PyObject *
-udp_get_write_buffer_limits(fa_udp *t, PyObject *Py_UNUSED(ignored))
-{
-    return Py_BuildValue("(nn)", t->low, t->high);
-}
-
-/* asyncio's _FlowControlMixin._set_write_buffer_limits. */
-static PyObject *
-udp_set_write_buffer_limits(fa_udp *t, PyObject *args, PyObject *kwds)
-{
-    static char *kwlist[] = {"high", "low", NULL};
-    PyObject *high_obj = Py_None, *low_obj = Py_None;
-    Py_ssize_t high, low;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OO:set_write_buffer_limits", kwlist,
-                                     &high_obj, &low_obj)) {
-        return NULL;
-    }
-    if (fa_transport_parse_limits(high_obj, low_obj, &high, &low) < 0) {
-        return NULL;
-    }
-    t->high = high;
-    t->low = low;
-    if (maybe_pause_protocol(t) < 0) {
-        return NULL;
-    }
     Py_RETURN_NONE;
 }
 
@@ -1157,12 +1074,6 @@ udp_dealloc(fa_udp *t)
 }
 
 static PyObject *
-udp_get_sock(fa_udp *t, void *Py_UNUSED(c))
-{
-    return Py_NewRef(t->sock != NULL ? t->sock : Py_None);
-}
-
-static PyObject *
 udp_get_fd(fa_udp *t, void *Py_UNUSED(c))
 {
     return PyLong_FromLong(t->sock_fd);
@@ -1181,12 +1092,6 @@ udp_get_protocol_attr(fa_udp *t, void *Py_UNUSED(c))
 }
 
 static PyObject *
-udp_get_closing_attr(fa_udp *t, void *Py_UNUSED(c))
-{
-    return PyBool_FromLong(t->closing);
-}
-
-static PyObject *
 udp_get_address(fa_udp *t, void *Py_UNUSED(c))
 {
     return Py_NewRef(t->address != NULL ? t->address : Py_None);
@@ -1202,43 +1107,6 @@ static PyObject *
 udp_get_conn_lost(fa_udp *t, void *Py_UNUSED(c))
 {
     return PyLong_FromLong(t->conn_lost);
-}
-
-static PyObject *
-udp_get_protocol_paused(fa_udp *t, void *Py_UNUSED(c))
-{
-    return PyBool_FromLong(t->protocol_paused);
-}
-
-static PyObject *
-udp_get_high_water(fa_udp *t, void *Py_UNUSED(c))
-{
-    return PyLong_FromSsize_t(t->high);
-}
-
-static PyObject *
-udp_get_low_water(fa_udp *t, void *Py_UNUSED(c))
-{
-    return PyLong_FromSsize_t(t->low);
-}
-
-/* _FlowControlMixin's methods, for code that calls them on a transport. */
-static PyObject *
-udp_maybe_pause_method(fa_udp *t, PyObject *Py_UNUSED(ignored))
-{
-    if (maybe_pause_protocol(t) < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-udp_maybe_resume_method(fa_udp *t, PyObject *Py_UNUSED(ignored))
-{
-    if (maybe_resume_protocol(t) < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
 }
 
 static PyObject *
@@ -1262,17 +1130,13 @@ udp_get_buffer(fa_udp *t, void *Py_UNUSED(c))
 }
 
 static PyGetSetDef udp_getset[] = {
-    {"_sock", (getter)udp_get_sock, NULL, "the socket (None once closed)", NULL},
+    FA_TRANSPORT_GETSETS,
     {"_sock_fd", (getter)udp_get_fd, NULL, "the socket's fd (kept after closing)", NULL},
     {"_loop", (getter)udp_get_loop_attr, NULL, "the loop (None once connection_lost ran)", NULL},
     {"_protocol", (getter)udp_get_protocol_attr, NULL, NULL, NULL},
-    {"_closing", (getter)udp_get_closing_attr, NULL, NULL, NULL},
     {"_address", (getter)udp_get_address, NULL, "remote_addr, or None", NULL},
     {"_buffer_size", (getter)udp_get_buffer_size, NULL, "bytes waiting to be sent", NULL},
     {"_conn_lost", (getter)udp_get_conn_lost, NULL, NULL, NULL},
-    {"_high_water", (getter)udp_get_high_water, NULL, "the write buffer's high-water mark", NULL},
-    {"_low_water", (getter)udp_get_low_water, NULL, "the write buffer's low-water mark", NULL},
-    {"_protocol_paused", (getter)udp_get_protocol_paused, NULL, NULL, NULL},
     {"_buffer", (getter)udp_get_buffer, NULL, "a copy of the queued (data, addr) pairs", NULL},
     {NULL},
 };
@@ -1283,30 +1147,17 @@ static PyMemberDef udp_members[] = {
 };
 
 static PyMethodDef udp_methods[] = {
+    FA_TRANSPORT_METHODS,
     {"sendto", (PyCFunction)(void (*)(void))udp_sendto, METH_FASTCALL | METH_KEYWORDS,
      "sendto(data, addr=None)\n--\n\nSend a datagram to addr (the remote address when the "
      "endpoint has one); queued if the kernel cannot take it now."},
     {"close", (PyCFunction)udp_close, METH_NOARGS,
      "Close after the queued datagrams are sent; connection_lost(None) follows."},
-    {"abort", fa_transport_abort, METH_NOARGS,
-     "Close now, dropping queued datagrams; connection_lost(None) follows."},
-    {"is_closing", (PyCFunction)udp_is_closing, METH_NOARGS, NULL},
     {"is_reading", (PyCFunction)udp_is_reading, METH_NOARGS, NULL},
     {"pause_reading", (PyCFunction)udp_pause_reading, METH_NOARGS,
      "Stop calling datagram_received until resume_reading()."},
     {"resume_reading", (PyCFunction)udp_resume_reading, METH_NOARGS, NULL},
-    {"get_extra_info", (PyCFunction)(void (*)(void))fa_transport_get_extra_info,
-     METH_VARARGS | METH_KEYWORDS, "get_extra_info(name, default=None)"},
     {"set_protocol", (PyCFunction)udp_set_protocol, METH_O, NULL},
-    {"get_protocol", (PyCFunction)udp_get_protocol, METH_NOARGS, NULL},
-    {"get_write_buffer_size", (PyCFunction)udp_get_write_buffer_size, METH_NOARGS, NULL},
-    {"get_write_buffer_limits", (PyCFunction)udp_get_write_buffer_limits, METH_NOARGS, NULL},
-    {"_maybe_pause_protocol", (PyCFunction)udp_maybe_pause_method, METH_NOARGS, NULL},
-    {"_maybe_resume_protocol", (PyCFunction)udp_maybe_resume_method, METH_NOARGS, NULL},
-    {"set_write_buffer_limits", (PyCFunction)(void (*)(void))udp_set_write_buffer_limits,
-     METH_VARARGS | METH_KEYWORDS, "set_write_buffer_limits(high=None, low=None)"},
-    {"_force_close", fa_transport_force_close_method, METH_O, NULL},
-    {"_fatal_error", fa_transport_fatal_error_method, METH_VARARGS, NULL},
     {"_read_ready", (PyCFunction)udp_read_ready, METH_NOARGS, NULL},
     {"_sendto_ready", (PyCFunction)udp_sendto_ready, METH_NOARGS, NULL},
     {"_start_reading", (PyCFunction)udp_start_reading, METH_NOARGS, NULL},
