@@ -320,6 +320,7 @@ struct fa_loop {
     void *jobs;                  /* app loop: runner jobs waiting (fa_job list) */
     fa_op *requests;             /* libuv requests in flight (dns.c), cancelled by close */
     void *transports;            /* transport.c: live transports (linked list) */
+    char *recv_buf;              /* transport.c: receive buffer, lazily allocated */
 
     PyObject *task_factory;
     PyObject *sup_var;           /* supervise.c: the scope ContextVar, or NULL */
@@ -565,19 +566,46 @@ fa_op *fa_sock_handle_op(fa_handle *h);
     int fd_lost;                 /* FA_REG_CLOSED / FA_REG_REPLACED: fd gone behind our back */ \
     int self_ref;                /* holds a reference to itself while watching */     \
     int fd_lent;                 /* loop.sendfile() lent the fd to sock_sendfile */   \
-    struct fa_transport *prev, *next; /* loop->transports, until the fd is released */
+    struct fa_transport *prev, *next; /* loop->transports, until the fd is released */ \
+    const struct fa_transport_ops *ops; /* what each kind does its own way */          \
+    int closing;                 /* asyncio's _closing */                              \
+    int paused;                  /* pause_reading() */                                 \
+    int started;                 /* reading started after connection_made */           \
+    int protocol_paused;         /* pause_writing() called */                          \
+    int conn_lost;               /* asyncio's _conn_lost counter */                    \
+    int lost_scheduled;          /* _call_connection_lost is scheduled (or ran) */     \
+    Py_ssize_t wsize;            /* bytes waiting to be sent */                        \
+    Py_ssize_t high, low;        /* write-buffer limits */
 
 typedef struct fa_transport {
     FA_TRANSPORT_HEAD
 } fa_transport;
 
+/* Where stream and datagram transports differ in the life cycle that
+ * transport.c runs for both (asyncio's _SelectorTransport and the
+ * methods its subclasses override). */
+typedef struct fa_transport_ops {
+    /* Watch the fd for what the transport waits for now
+     * (fa_transport_watch).  Returns -1 with an exception. */
+    int (*update_poll)(fa_transport *t);
+    /* _force_close(exc): fa_transport_force_close, or the kind's own. */
+    int (*force_close)(fa_transport *t, PyObject *exc);
+    /* _fatal_error() got an OSError: 1 to report it to the exception
+     * handler too, else 0 (after logging it, if the kind does). */
+    int (*os_error_reported)(fa_transport *t, PyObject *exc, const char *message);
+    /* Drop the data waiting to be sent, and stop waiting to send it. */
+    void (*clear_buffer)(fa_transport *t);
+} fa_transport_ops;
+
 #define FA_DEFAULT_HIGH_WATER (64 * 1024)   /* asyncio's default high-water mark */
+#define FA_RECV_BUF_SIZE (256 * 1024)       /* asyncio's max_size for one read */
 
 void fa_transport_list_add(fa_transport *t);
 void fa_transport_list_remove(fa_transport *t);
 int fa_transport_check_fd(fa_loop *loop, int fd);
 void fa_transport_unwatch(fa_transport *t);
 void fa_transport_close_all(fa_loop *loop);
+char *fa_transport_recv_buf(fa_loop *loop);
 int fa_transport_watch(fa_transport *t, int want);
 void fa_transport_on_events(fa_transport *t, uint32_t events);
 void fa_transport_lost(fa_transport *t, int reason);
@@ -586,6 +614,78 @@ int fa_transport_release_fd(fa_transport *t);
 void fa_transport_report(fa_transport *t, const char *message, PyObject *exc);
 void fa_transport_report_current(fa_transport *t);
 void fa_transport_log_warning(fa_transport *t, const char *message);
+void fa_transport_update_poll_or_report(fa_transport *t);
+int fa_transport_schedule_lost(fa_transport *t, PyObject *exc);
+int fa_transport_force_close(fa_transport *t, PyObject *exc);
+int fa_transport_fatal_error(fa_transport *t, PyObject *exc, const char *message);
+PyObject *fa_transport_abort(PyObject *self, PyObject *unused);
+int fa_transport_call_protocol(fa_transport *t, const char *method, const char *message);
+
+/* _FlowControlMixin's _maybe_pause_protocol / _maybe_resume_protocol:
+ * protocol.pause_writing() once the unsent data passes the high-water
+ * mark, resume_writing() once it falls to the low one.  Returns -1 only
+ * for KeyboardInterrupt/SystemExit. */
+static inline int
+fa_transport_maybe_pause_protocol(fa_transport *t)
+{
+    if (t->wsize <= t->high || t->protocol_paused || t->protocol == NULL) {
+        return 0;
+    }
+    t->protocol_paused = 1;
+    return fa_transport_call_protocol(t, "pause_writing", "protocol.pause_writing() failed");
+}
+
+static inline int
+fa_transport_maybe_resume_protocol(fa_transport *t)
+{
+    if (!t->protocol_paused || t->wsize > t->low || t->protocol == NULL) {
+        return 0;
+    }
+    t->protocol_paused = 0;
+    return fa_transport_call_protocol(t, "resume_writing", "protocol.resume_writing() failed");
+}
+
+/* The methods and attributes both kinds have, for their type's tables. */
+PyObject *fa_transport_is_closing(PyObject *self, PyObject *unused);
+PyObject *fa_transport_get_protocol(PyObject *self, PyObject *unused);
+PyObject *fa_transport_get_write_buffer_size(PyObject *self, PyObject *unused);
+PyObject *fa_transport_get_write_buffer_limits(PyObject *self, PyObject *unused);
+PyObject *fa_transport_set_write_buffer_limits(PyObject *self, PyObject *args, PyObject *kwds);
+PyObject *fa_transport_maybe_pause_method(PyObject *self, PyObject *unused);
+PyObject *fa_transport_maybe_resume_method(PyObject *self, PyObject *unused);
+PyObject *fa_transport_get_high_water(PyObject *self, void *closure);
+PyObject *fa_transport_get_low_water(PyObject *self, void *closure);
+PyObject *fa_transport_get_protocol_paused(PyObject *self, void *closure);
+PyObject *fa_transport_get_closing_attr(PyObject *self, void *closure);
+PyObject *fa_transport_get_sock_attr(PyObject *self, void *closure);
+
+#define FA_TRANSPORT_METHODS                                                                  \
+    {"abort", fa_transport_abort, METH_NOARGS,                                                \
+     "Close now, dropping the unsent data; connection_lost(None) follows."},                  \
+    {"is_closing", fa_transport_is_closing, METH_NOARGS, NULL},                               \
+    {"get_extra_info", (PyCFunction)(void (*)(void))fa_transport_get_extra_info,              \
+     METH_VARARGS | METH_KEYWORDS, "get_extra_info(name, default=None)"},                     \
+    {"get_protocol", fa_transport_get_protocol, METH_NOARGS, NULL},                           \
+    {"get_write_buffer_size", fa_transport_get_write_buffer_size, METH_NOARGS, NULL},         \
+    {"get_write_buffer_limits", fa_transport_get_write_buffer_limits, METH_NOARGS, NULL},     \
+    {"set_write_buffer_limits", (PyCFunction)(void (*)(void))fa_transport_set_write_buffer_limits, \
+     METH_VARARGS | METH_KEYWORDS, "set_write_buffer_limits(high=None, low=None)"},           \
+    {"_maybe_pause_protocol", fa_transport_maybe_pause_method, METH_NOARGS, NULL},            \
+    {"_maybe_resume_protocol", fa_transport_maybe_resume_method, METH_NOARGS, NULL},          \
+    {"_force_close", fa_transport_force_close_method, METH_O, NULL},                          \
+    {"_fatal_error", fa_transport_fatal_error_method, METH_VARARGS, NULL}
+
+#define FA_TRANSPORT_GETSETS                                                                  \
+    {"_high_water", fa_transport_get_high_water, NULL, "the write buffer's high-water mark",  \
+     NULL},                                                                                   \
+    {"_low_water", fa_transport_get_low_water, NULL, "the write buffer's low-water mark",     \
+     NULL},                                                                                   \
+    {"_protocol_paused", fa_transport_get_protocol_paused, NULL,                              \
+     "pause_writing() was called and resume_writing() not yet", NULL},                        \
+    {"_closing", fa_transport_get_closing_attr, NULL, NULL, NULL},                            \
+    {"_sock", fa_transport_get_sock_attr, NULL, "the socket or pipe (None once closed)", NULL}
+PyObject *fa_transport_force_close_method(PyObject *self, PyObject *exc);
+PyObject *fa_transport_fatal_error_method(PyObject *self, PyObject *args);
 int fa_transport_parse_limits(PyObject *high, PyObject *low, Py_ssize_t *phigh, Py_ssize_t *plow);
 PyTypeObject *fa_transport_make_type(PyObject *module, PyType_Spec *spec,
                                      const char *const *bases_names, int nbases);

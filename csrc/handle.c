@@ -332,9 +332,8 @@ fa_format_callback(fa_handle *h)
 static int
 handle_report_exception(fa_handle *h)
 {
-    fa_state *st = h->loop->st;
     PyObject *value;
-    PyObject *ctx = NULL, *cbrepr = NULL, *msg = NULL, *res = NULL;
+    PyObject *cbrepr = NULL, *msg = NULL;
     fa_loop *loop = (fa_loop *)Py_NewRef(h->loop);
 
     if (fa_is_fatal_exception()) {
@@ -350,22 +349,10 @@ handle_report_exception(fa_handle *h)
     if (msg == NULL) {
         goto error;
     }
-    ctx = PyDict_New();
-    if (ctx == NULL || PyDict_SetItem(ctx, st->s_message, msg) < 0 ||
-        PyDict_SetItem(ctx, st->s_exception_key, value) < 0 ||
-        PyDict_SetItem(ctx, st->s_handle, (PyObject *)h) < 0) {
+    if (fa_call_exception_handler((PyObject *)loop, msg, value, "handle", (PyObject *)h,
+                                  "source_traceback", h->source_traceback, NULL) < 0) {
         goto error;
     }
-    if (h->source_traceback != NULL &&
-        PyDict_SetItem(ctx, st->s_source_traceback, h->source_traceback) < 0) {
-        goto error;
-    }
-    res = PyObject_CallMethodOneArg((PyObject *)loop, st->s_call_exception_handler, ctx);
-    if (res == NULL) {
-        goto error;
-    }
-    Py_DECREF(res);
-    Py_DECREF(ctx);
     Py_DECREF(msg);
     Py_DECREF(cbrepr);
     Py_XDECREF(value);
@@ -373,7 +360,6 @@ handle_report_exception(fa_handle *h)
     return 0;
 
 error:
-    Py_XDECREF(ctx);
     Py_XDECREF(msg);
     Py_XDECREF(cbrepr);
     Py_XDECREF(value);

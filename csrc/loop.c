@@ -1782,6 +1782,7 @@ loop_dealloc(fa_loop *self)
     loop_free_uv(self);
     PyMem_Free(self->ready);
     PyMem_Free(self->heap);
+    PyMem_Free(self->recv_buf); /* transport.c's receive buffer */
     Py_CLEAR(self->watchers);
     Py_CLEAR(self->module);
     tp->tp_free(self);

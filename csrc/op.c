@@ -179,29 +179,13 @@ fa_op_await_future(fa_op *op)
 int
 fa_op_call_exception_handler(fa_loop *loop, const char *message, PyObject *exc)
 {
-    fa_state *st = loop->st;
-    PyObject *ctx = NULL, *msg = NULL, *r = NULL;
-
-    msg = PyUnicode_FromString(message);
-    ctx = PyDict_New();
-    if (msg == NULL || ctx == NULL || PyDict_SetItem(ctx, st->s_message, msg) < 0 ||
-        (exc != NULL && PyDict_SetItem(ctx, st->s_exception_key, exc) < 0)) {
-        goto error;
-    }
-    r = PyObject_CallMethodOneArg((PyObject *)loop, st->s_call_exception_handler, ctx);
-    if (r == NULL) {
-        goto error;
-    }
-    Py_DECREF(r);
-    Py_DECREF(ctx);
-    Py_DECREF(msg);
-    return 0;
-
-error:
-    Py_XDECREF(ctx);
+    PyObject *msg = PyUnicode_FromString(message);
+    int r = msg != NULL ? fa_call_exception_handler((PyObject *)loop, msg, exc, NULL) : -1;
     Py_XDECREF(msg);
-    PyErr_WriteUnraisable((PyObject *)loop);
-    return -1;
+    if (r < 0) {
+        PyErr_WriteUnraisable((PyObject *)loop);
+    }
+    return r;
 }
 
 /* ---------------------------------------------------------- coroutine */

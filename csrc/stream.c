@@ -30,7 +30,7 @@
 #define MODE_READ_PIPE 1
 #define MODE_WRITE_PIPE 2
 
-#define MAX_READ (256 * 1024)        /* asyncio's max_size */
+#define MAX_READ FA_RECV_BUF_SIZE     /* asyncio's max_size */
 #define LOG_THRESHOLD 5              /* constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES */
 #define MAX_IOV 64
 
@@ -40,28 +40,19 @@ typedef struct {
     PyObject *empty_waiter;      /* sendfile: future set when the buffer drains */
     int mode;
     int buffered;                /* protocol is an asyncio.BufferedProtocol */
-    int closing;
     int eof;                     /* write_eof() called */
     int read_eof;                /* EOF received, eof_received kept it open */
-    int paused;                  /* pause_reading() */
-    int started;                 /* reading started after connection_made */
-    int protocol_paused;         /* pause_writing() called */
-    int conn_lost;
     int dropped;                 /* pipes: writes dropped after close */
-    int lost_scheduled;          /* _call_connection_lost is scheduled/ran */
-    Py_ssize_t high, low;
 
     /* Write buffer: a queue of buffers, the first one sent from woff. */
     Py_buffer *wbuf;
     Py_ssize_t whead, wlen, wcap;
     Py_ssize_t woff;
-    Py_ssize_t wsize;            /* bytes still to send */
     PyObject *weakreflist;
 } fa_stream;
 
 #define T(t) ((fa_transport *)(t))
 
-static char *read_buf;          /* shared receive buffer (GIL held throughout) */
 
 /* ------------------------------------------------------------ helpers */
 
@@ -86,15 +77,6 @@ update_poll(fa_stream *t)
         want |= UV_WRITABLE;
     }
     return fa_transport_watch(T(t), want);
-}
-
-/* Like update_poll, for paths that cannot raise: report the error. */
-static void
-update_poll_or_report(fa_stream *t)
-{
-    if (update_poll(t) < 0) {
-        fa_transport_report_current(T(t));
-    }
 }
 
 static void
@@ -236,47 +218,55 @@ sys_send_buffer(fa_stream *t)
     return n;
 }
 
-static int schedule_lost(fa_stream *t, PyObject *exc);
-
-/* asyncio's _force_close (sockets) / _close (pipes). */
+/* asyncio's _force_close (sockets) / _close (pipes: closing whatever
+ * the state, connection_lost soon). */
 static int
-force_close(fa_stream *t, PyObject *exc)
+force_close(fa_transport *tt, PyObject *exc)
 {
+    fa_stream *t = (fa_stream *)tt;
     if (is_socket(t)) {
-        if (t->conn_lost) {
-            return 0;
-        }
-        wbuf_clear(t);
-        t->closing = 1;
-        t->conn_lost++;
+        return fa_transport_force_close(tt, exc);
     }
-    else {
-        t->closing = 1;
-        wbuf_clear(t);
-    }
-    update_poll_or_report(t);
-    return schedule_lost(t, exc);
+    t->closing = 1;
+    wbuf_clear(t);
+    fa_transport_update_poll_or_report(tt);
+    return fa_transport_schedule_lost(tt, exc);
 }
 
-/* _fatal_error: OSErrors are expected (peer resets, ...) and only closed
- * on; anything else also goes to the exception handler.  A read pipe
- * reports every OSError but EIO, as asyncio's pipe transport does. */
+/* A read pipe reports every OSError but EIO to the exception handler, as
+ * asyncio's pipe transport does; sockets and write pipes none. */
 static int
-fatal_error(fa_stream *t, PyObject *exc, const char *message)
+os_error_reported(fa_transport *tt, PyObject *exc, const char *Py_UNUSED(message))
 {
-    int os_error = PyErr_GivenExceptionMatches(exc, PyExc_OSError);
-    int quiet = os_error;
-    if (t->mode == MODE_READ_PIPE && os_error) {
-        PyObject *en = PyObject_GetAttrString(exc, "errno");
-        quiet = en != NULL && PyLong_Check(en) && PyLong_AsLong(en) == EIO;
-        Py_XDECREF(en);
-        PyErr_Clear();
+    int quiet;
+    if (((fa_stream *)tt)->mode != MODE_READ_PIPE) {
+        return 0;
     }
-    if (!quiet) {
-        fa_transport_report(T(t), message, exc);
-    }
-    return force_close(t, exc);
+    PyObject *en = PyObject_GetAttrString(exc, "errno");
+    quiet = en != NULL && PyLong_Check(en) && PyLong_AsLong(en) == EIO;
+    Py_XDECREF(en);
+    PyErr_Clear();
+    return !quiet;
 }
+
+static int
+update_poll_op(fa_transport *t)
+{
+    return update_poll((fa_stream *)t);
+}
+
+static void
+clear_buffer_op(fa_transport *t)
+{
+    wbuf_clear((fa_stream *)t);
+}
+
+static const fa_transport_ops stream_ops = {
+    .update_poll = update_poll_op,
+    .force_close = force_close,
+    .os_error_reported = os_error_reported,
+    .clear_buffer = clear_buffer_op,
+};
 
 /* Handle the current exception raised by a protocol callback or a
  * syscall: KeyboardInterrupt/SystemExit propagate (returns -1); anything
@@ -292,7 +282,7 @@ callback_failed(fa_stream *t, const char *message)
     if (exc == NULL) {
         return -1;
     }
-    int r = fatal_error(t, exc, message);
+    int r = fa_transport_fatal_error(T(t), exc, message);
     Py_DECREF(exc);
     return r;
 }
@@ -302,55 +292,6 @@ errno_exception(void)
 {
     PyErr_SetFromErrno(PyExc_OSError);
     return fa_fetch_exception();
-}
-
-static int
-schedule_lost(fa_stream *t, PyObject *exc)
-{
-    PyObject *cb;
-    fa_handle *h;
-    if (t->lost_scheduled) {
-        return 0;
-    }
-    if (fa_loop_check_closed(t->loop) < 0) {
-        return -1; /* as asyncio's call_soon: RuntimeError('Event loop is closed') */
-    }
-    t->lost_scheduled = 1;
-    cb = PyObject_GetAttrString((PyObject *)t, "_call_connection_lost");
-    if (cb == NULL) {
-        return -1;
-    }
-    PyObject *args = PyTuple_Pack(1, exc != NULL ? exc : Py_None);
-    if (args == NULL) {
-        Py_DECREF(cb);
-        return -1;
-    }
-    h = fa_loop_call_soon(t->loop, cb, args, NULL);
-    Py_DECREF(cb);
-    Py_DECREF(args);
-    if (h == NULL) {
-        return -1;
-    }
-    Py_DECREF(h);
-    return 0;
-}
-
-static int
-call_protocol(fa_stream *t, const char *method, PyObject *arg, const char *message)
-{
-    PyObject *r = arg != NULL ? PyObject_CallMethod(t->protocol, method, "O", arg)
-                              : PyObject_CallMethod(t->protocol, method, NULL);
-    if (r == NULL) {
-        if (fa_is_fatal_exception()) {
-            return -1;
-        }
-        PyObject *exc = fa_fetch_exception();
-        fa_transport_report(T(t), message, exc);
-        Py_XDECREF(exc);
-        return 0;
-    }
-    Py_DECREF(r);
-    return 0;
 }
 
 /* server._attach() / server._detach(): with the transport as argument from
@@ -371,26 +312,6 @@ server_call(fa_stream *t, const char *method)
     }
     Py_DECREF(r);
     return 0;
-}
-
-static int
-maybe_pause_protocol(fa_stream *t)
-{
-    if (t->wsize <= t->high || t->protocol_paused) {
-        return 0;
-    }
-    t->protocol_paused = 1;
-    return call_protocol(t, "pause_writing", NULL, "protocol.pause_writing() failed");
-}
-
-static int
-maybe_resume_protocol(fa_stream *t)
-{
-    if (!t->protocol_paused || t->wsize > t->low) {
-        return 0;
-    }
-    t->protocol_paused = 0;
-    return call_protocol(t, "resume_writing", NULL, "protocol.resume_writing() failed");
 }
 
 static int
@@ -431,7 +352,7 @@ on_eof(fa_stream *t)
         PyObject *cb;
         fa_handle *h;
         t->closing = 1;
-        update_poll_or_report(t);
+        fa_transport_update_poll_or_report(T(t));
         cb = PyObject_GetAttrString(t->protocol, "eof_received");
         if (cb == NULL) {
             return -1;
@@ -442,7 +363,7 @@ on_eof(fa_stream *t)
             return -1;
         }
         Py_DECREF(h);
-        return schedule_lost(t, NULL);
+        return fa_transport_schedule_lost(T(t), NULL);
     }
     r = PyObject_CallMethod(t->protocol, "eof_received", NULL);
     if (r == NULL) {
@@ -455,7 +376,7 @@ on_eof(fa_stream *t)
     }
     if (keep_open) {
         t->read_eof = 1;
-        update_poll_or_report(t);
+        fa_transport_update_poll_or_report(T(t));
         return 0;
     }
     PyObject *c = PyObject_CallMethod((PyObject *)t, "close", NULL);
@@ -478,12 +399,9 @@ read_data(fa_stream *t)
 {
     Py_ssize_t n;
     PyObject *data, *r;
+    char *read_buf = fa_transport_recv_buf(t->loop);
     if (read_buf == NULL) {
-        read_buf = PyMem_RawMalloc(MAX_READ);
-        if (read_buf == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
+        return -1;
     }
     int fd = fa_transport_live_fd(T(t));
     do {
@@ -494,7 +412,7 @@ read_data(fa_stream *t)
             return 0;
         }
         PyObject *exc = errno_exception();
-        int res = fatal_error(t, exc, read_error_message(t));
+        int res = fa_transport_fatal_error(T(t), exc, read_error_message(t));
         Py_XDECREF(exc);
         return res;
     }
@@ -554,7 +472,7 @@ read_buffered(fa_stream *t)
         }
         errno = saved;
         PyObject *exc = errno_exception();
-        int res = fatal_error(t, exc, read_error_message(t));
+        int res = fa_transport_fatal_error(T(t), exc, read_error_message(t));
         Py_XDECREF(exc);
         return res;
     }
@@ -583,11 +501,11 @@ write_pipe_peer_closed(fa_stream *t)
         if (exc == NULL) {
             return -1;
         }
-        int r = force_close(t, exc);
+        int r = force_close(T(t), exc);
         Py_DECREF(exc);
         return r;
     }
-    return force_close(t, NULL);
+    return force_close(T(t), NULL);
 }
 
 static PyObject *
@@ -612,7 +530,7 @@ stream_read_ready(fa_stream *t, PyObject *Py_UNUSED(ignored))
      * data this recv returned, and is read next. */
     if (t->events != UV_READABLE || r < 0) {
         PyObject *exc = r < 0 ? fa_fetch_exception() : NULL;
-        update_poll_or_report(t);
+        fa_transport_update_poll_or_report(T(t));
         if (exc != NULL) {
             fa_restore_exception(exc);
         }
@@ -668,7 +586,7 @@ stream_write_ready(fa_stream *t, PyObject *Py_UNUSED(ignored))
         if (!is_socket(t)) {
             t->conn_lost++;
         }
-        int r = fatal_error(t, exc, write_error_message(t));
+        int r = fa_transport_fatal_error(T(t), exc, write_error_message(t));
         if (r == 0) {
             r = set_empty_waiter(t, exc);
         }
@@ -677,7 +595,7 @@ stream_write_ready(fa_stream *t, PyObject *Py_UNUSED(ignored))
         return r < 0 ? NULL : Py_NewRef(Py_None);
     }
     wbuf_consume(t, n);
-    if (maybe_resume_protocol(t) < 0) { /* may append to the buffer */
+    if (fa_transport_maybe_resume_protocol(T(t)) < 0) { /* may append to the buffer */
         Py_DECREF(t);
         return NULL;
     }
@@ -762,7 +680,7 @@ write_one(fa_stream *t, PyObject *data)
             if (!is_socket(t)) {
                 t->conn_lost++;
             }
-            int r = fatal_error(t, exc, write_error_message(t));
+            int r = fa_transport_fatal_error(T(t), exc, write_error_message(t));
             Py_XDECREF(exc);
             return r;
         }
@@ -790,7 +708,7 @@ stream_write(fa_stream *t, PyObject *data)
     if (len == 0 || write_dropped(t)) {
         Py_RETURN_NONE;
     }
-    if (write_one(t, data) < 0 || update_poll(t) < 0 || maybe_pause_protocol(t) < 0) {
+    if (write_one(t, data) < 0 || update_poll(t) < 0 || fa_transport_maybe_pause_protocol(T(t)) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
@@ -839,7 +757,7 @@ stream_writelines(fa_stream *t, PyObject *lines)
             Py_RETURN_NONE;
         }
     }
-    if (update_poll(t) < 0 || maybe_pause_protocol(t) < 0) {
+    if (update_poll(t) < 0 || fa_transport_maybe_pause_protocol(T(t)) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
@@ -859,8 +777,8 @@ stream_write_eof(fa_stream *t, PyObject *Py_UNUSED(ignored))
         }
         t->closing = 1;
         if (t->wsize == 0) {
-            update_poll_or_report(t);
-            if (schedule_lost(t, NULL) < 0) {
+            fa_transport_update_poll_or_report(T(t));
+            if (fa_transport_schedule_lost(T(t), NULL) < 0) {
                 return NULL;
             }
         }
@@ -902,7 +820,7 @@ stream_close(fa_stream *t, PyObject *Py_UNUSED(ignored))
         if (is_socket(t)) {
             t->conn_lost++;
         }
-        if (update_poll(t) < 0 || schedule_lost(t, NULL) < 0) {
+        if (update_poll(t) < 0 || fa_transport_schedule_lost(T(t), NULL) < 0) {
             Py_DECREF(t);
             return NULL;
         }
@@ -912,49 +830,6 @@ stream_close(fa_stream *t, PyObject *Py_UNUSED(ignored))
         return NULL;
     }
     Py_DECREF(t);
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-stream_abort(fa_stream *t, PyObject *Py_UNUSED(ignored))
-{
-    Py_INCREF(t);
-    int r = force_close(t, NULL);
-    Py_DECREF(t);
-    if (r < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-stream_force_close(fa_stream *t, PyObject *exc)
-{
-    Py_INCREF(t);
-    int r = force_close(t, exc == Py_None ? NULL : exc);
-    Py_DECREF(t);
-    if (r < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
-/* _fatal_error(exc, message='Fatal error on transport'), as asyncio's
- * selector transports have it. */
-static PyObject *
-stream_fatal_error(fa_stream *t, PyObject *args)
-{
-    PyObject *exc;
-    const char *message = "Fatal error on transport";
-    if (!PyArg_ParseTuple(args, "O|s:_fatal_error", &exc, &message)) {
-        return NULL;
-    }
-    Py_INCREF(t);
-    int r = fatal_error(t, exc, message);
-    Py_DECREF(t);
-    if (r < 0) {
-        return NULL;
-    }
     Py_RETURN_NONE;
 }
 
@@ -1094,12 +969,6 @@ stream_start_reading(fa_stream *t, PyObject *Py_UNUSED(ignored))
 /* ------------------------------------------------------------ misc API */
 
 static PyObject *
-stream_is_closing(fa_stream *t, PyObject *Py_UNUSED(ignored))
-{
-    return PyBool_FromLong(t->closing);
-}
-
-static PyObject *
 stream_set_protocol(fa_stream *t, PyObject *protocol)
 {
     int b = PyObject_IsInstance(protocol, t->loop->st->net.BufferedProtocol);
@@ -1108,40 +977,6 @@ stream_set_protocol(fa_stream *t, PyObject *protocol)
     }
     t->buffered = b;
     Py_XSETREF(t->protocol, Py_NewRef(protocol));
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-stream_get_protocol(fa_stream *t, PyObject *Py_UNUSED(ignored))
-{
-    return Py_NewRef(t->protocol != NULL ? t->protocol : Py_None);
-}
-
-static PyObject *
-stream_get_write_buffer_size(fa_stream *t, PyObject *Py_UNUSED(ignored))
-{
-    return PyLong_FromSsize_t(t->wsize);
-}
-
-static PyObject *
-stream_get_write_buffer_limits(fa_stream *t, PyObject *Py_UNUSED(ignored))
-{
-    return Py_BuildValue("(nn)", t->low, t->high);
-}
-
-static PyObject *
-stream_set_write_buffer_limits(fa_stream *t, PyObject *args, PyObject *kwds)
-{
-    static char *kwlist[] = {"high", "low", NULL};
-    PyObject *high = Py_None, *low = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OO:set_write_buffer_limits", kwlist, &high,
-                                     &low)) {
-        return NULL;
-    }
-    if (fa_transport_parse_limits(high, low, &t->high, &t->low) < 0 ||
-        maybe_pause_protocol(t) < 0) {
-        return NULL;
-    }
     Py_RETURN_NONE;
 }
 
@@ -1265,6 +1100,7 @@ stream_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (t == NULL) {
         return NULL;
     }
+    t->ops = &stream_ops;
     t->loop = (fa_loop *)Py_NewRef(loop);
     t->fd = (int)fd;
     t->mode = mode;
@@ -1351,12 +1187,6 @@ stream_dealloc(fa_stream *t)
     fa_transport_dealloc_end(T(t));
 }
 
-static PyObject *
-stream_get_sock(fa_stream *t, void *Py_UNUSED(c))
-{
-    return Py_NewRef(t->sock != NULL ? t->sock : Py_None);
-}
-
 /* tp_finalize: as asyncio's __del__, warn and close the socket of an
  * unclosed transport; from Python 3.13 on also tell its server it is gone
  * (Server._detach(transport)), so that wait_closed() does not wait for it. */
@@ -1392,12 +1222,6 @@ stream_get_loop_attr(fa_stream *t, void *Py_UNUSED(c))
 }
 
 static PyObject *
-stream_get_closing_attr(fa_stream *t, void *Py_UNUSED(c))
-{
-    return PyBool_FromLong(t->closing);
-}
-
-static PyObject *
 stream_get_server(fa_stream *t, void *Py_UNUSED(c))
 {
     return Py_NewRef(t->server != NULL ? t->server : Py_None);
@@ -1422,52 +1246,10 @@ stream_get_buffer_attr(fa_stream *t, void *Py_UNUSED(c))
     return b;
 }
 
-static PyObject *
-stream_get_protocol_paused(fa_stream *t, void *Py_UNUSED(c))
-{
-    return PyBool_FromLong(t->protocol_paused);
-}
-
-static PyObject *
-stream_get_high_water(fa_stream *t, void *Py_UNUSED(c))
-{
-    return PyLong_FromSsize_t(t->high);
-}
-
-static PyObject *
-stream_get_low_water(fa_stream *t, void *Py_UNUSED(c))
-{
-    return PyLong_FromSsize_t(t->low);
-}
-
-/* _FlowControlMixin's methods, for code that calls them on a transport. */
-static PyObject *
-stream_maybe_pause_method(fa_stream *t, PyObject *Py_UNUSED(ignored))
-{
-    if (maybe_pause_protocol(t) < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-stream_maybe_resume_method(fa_stream *t, PyObject *Py_UNUSED(ignored))
-{
-    if (maybe_resume_protocol(t) < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
 static PyGetSetDef stream_getset[] = {
-    {"_high_water", (getter)stream_get_high_water, NULL, "the write buffer's high-water mark", NULL},
-    {"_low_water", (getter)stream_get_low_water, NULL, "the write buffer's low-water mark", NULL},
-    {"_protocol_paused", (getter)stream_get_protocol_paused, NULL,
-     "pause_writing() was called and resume_writing() not yet", NULL},
-    {"_sock", (getter)stream_get_sock, NULL, "the socket or pipe (None once closed)", NULL},
+    FA_TRANSPORT_GETSETS,
     {"_sock_fd", (getter)stream_get_fd, NULL, "the fd (-1 once closed)", NULL},
     {"_loop", (getter)stream_get_loop_attr, NULL, NULL, NULL},
-    {"_closing", (getter)stream_get_closing_attr, NULL, NULL, NULL},
     {"_server", (getter)stream_get_server, NULL, NULL, NULL},
     {"_buffer", (getter)stream_get_buffer_attr, NULL, "a copy of the unsent data", NULL},
     {NULL},
@@ -1479,6 +1261,7 @@ static PyMemberDef stream_members[] = {
 };
 
 static PyMethodDef stream_methods[] = {
+    FA_TRANSPORT_METHODS,
     {"write", (PyCFunction)stream_write, METH_O,
      "Write bytes-like data; what the kernel does not take now is buffered."},
     {"writelines", (PyCFunction)stream_writelines, METH_O,
@@ -1488,24 +1271,10 @@ static PyMethodDef stream_methods[] = {
     {"can_write_eof", (PyCFunction)stream_can_write_eof, METH_NOARGS, NULL},
     {"close", (PyCFunction)stream_close, METH_NOARGS,
      "Close after the buffered data is sent; connection_lost(None) follows."},
-    {"abort", (PyCFunction)stream_abort, METH_NOARGS,
-     "Close now, dropping buffered data; connection_lost(None) follows."},
-    {"is_closing", (PyCFunction)stream_is_closing, METH_NOARGS, NULL},
-    {"get_extra_info", (PyCFunction)(void (*)(void))fa_transport_get_extra_info,
-     METH_VARARGS | METH_KEYWORDS, "get_extra_info(name, default=None)"},
     {"pause_reading", (PyCFunction)stream_pause_reading, METH_NOARGS, NULL},
     {"resume_reading", (PyCFunction)stream_resume_reading, METH_NOARGS, NULL},
     {"is_reading", (PyCFunction)stream_is_reading, METH_NOARGS, NULL},
     {"set_protocol", (PyCFunction)stream_set_protocol, METH_O, NULL},
-    {"get_protocol", (PyCFunction)stream_get_protocol, METH_NOARGS, NULL},
-    {"get_write_buffer_size", (PyCFunction)stream_get_write_buffer_size, METH_NOARGS, NULL},
-    {"get_write_buffer_limits", (PyCFunction)stream_get_write_buffer_limits, METH_NOARGS, NULL},
-    {"_maybe_pause_protocol", (PyCFunction)stream_maybe_pause_method, METH_NOARGS, NULL},
-    {"_maybe_resume_protocol", (PyCFunction)stream_maybe_resume_method, METH_NOARGS, NULL},
-    {"set_write_buffer_limits", (PyCFunction)(void (*)(void))stream_set_write_buffer_limits,
-     METH_VARARGS | METH_KEYWORDS, "set_write_buffer_limits(high=None, low=None)"},
-    {"_force_close", (PyCFunction)stream_force_close, METH_O, NULL},
-    {"_fatal_error", (PyCFunction)stream_fatal_error, METH_VARARGS, NULL},
     {"_read_ready", (PyCFunction)stream_read_ready, METH_NOARGS, NULL},
     {"_write_ready", (PyCFunction)stream_write_ready, METH_NOARGS, NULL},
     {"_start_reading", (PyCFunction)stream_start_reading, METH_NOARGS, NULL},

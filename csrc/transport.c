@@ -93,6 +93,22 @@ fa_transport_close_all(fa_loop *loop)
     Py_XDECREF(held);
 }
 
+/* The loop's receive buffer (FA_RECV_BUF_SIZE bytes), shared by its
+ * transports: a read fills it and copies it into bytes before any Python
+ * code runs, so one buffer per loop serves them all (as uvloop's does).
+ * Allocated on first use, freed with the loop.  NULL with MemoryError. */
+char *
+fa_transport_recv_buf(fa_loop *loop)
+{
+    if (loop->recv_buf == NULL) {
+        loop->recv_buf = PyMem_Malloc(FA_RECV_BUF_SIZE);
+        if (loop->recv_buf == NULL) {
+            PyErr_NoMemory();
+        }
+    }
+    return loop->recv_buf;
+}
+
 static inline uint32_t
 epoll_events(int want)
 {
@@ -333,21 +349,13 @@ fa_transport_release_fd(fa_transport *t)
 void
 fa_transport_report(fa_transport *t, const char *message, PyObject *exc)
 {
-    fa_state *st = t->loop->st;
-    PyObject *ctx = PyDict_New(), *msg = PyUnicode_FromString(message), *r = NULL;
-    if (ctx == NULL || msg == NULL || PyDict_SetItem(ctx, st->s_message, msg) < 0 ||
-        (exc != NULL && PyDict_SetItem(ctx, st->s_exception_key, exc) < 0) ||
-        PyDict_SetItemString(ctx, "transport", (PyObject *)t) < 0 ||
-        PyDict_SetItemString(ctx, "protocol", t->protocol != NULL ? t->protocol : Py_None) < 0) {
-        goto done;
-    }
-    r = PyObject_CallMethodOneArg((PyObject *)t->loop, st->s_call_exception_handler, ctx);
-done:
-    if (r == NULL) {
+    PyObject *msg = PyUnicode_FromString(message);
+    if (msg == NULL ||
+        fa_call_exception_handler((PyObject *)t->loop, msg, exc, "transport", (PyObject *)t,
+                                  "protocol", t->protocol != NULL ? t->protocol : Py_None,
+                                  NULL) < 0) {
         PyErr_WriteUnraisable((PyObject *)t);
     }
-    Py_XDECREF(r);
-    Py_XDECREF(ctx);
     Py_XDECREF(msg);
 }
 
@@ -369,6 +377,239 @@ fa_transport_log_warning(fa_transport *t, const char *message)
         PyErr_WriteUnraisable((PyObject *)t);
     }
     Py_XDECREF(r);
+}
+
+/* ------------------------------------------------------------ closing */
+
+/* The watch could not be updated on a path that cannot raise: report it. */
+void
+fa_transport_update_poll_or_report(fa_transport *t)
+{
+    if (t->ops->update_poll(t) < 0) {
+        fa_transport_report_current(t);
+    }
+}
+
+/* loop.call_soon(self._call_connection_lost, exc), once. */
+int
+fa_transport_schedule_lost(fa_transport *t, PyObject *exc)
+{
+    PyObject *cb, *args;
+    fa_handle *h;
+    if (t->lost_scheduled) {
+        return 0;
+    }
+    if (fa_loop_check_closed(t->loop) < 0) {
+        return -1; /* as asyncio's call_soon: RuntimeError('Event loop is closed') */
+    }
+    t->lost_scheduled = 1;
+    cb = PyObject_GetAttrString((PyObject *)t, "_call_connection_lost");
+    if (cb == NULL) {
+        return -1;
+    }
+    args = PyTuple_Pack(1, exc != NULL ? exc : Py_None);
+    if (args == NULL) {
+        Py_DECREF(cb);
+        return -1;
+    }
+    h = fa_loop_call_soon(t->loop, cb, args, NULL);
+    Py_DECREF(cb);
+    Py_DECREF(args);
+    if (h == NULL) {
+        return -1;
+    }
+    Py_DECREF(h);
+    return 0;
+}
+
+/* asyncio's _SelectorTransport._force_close: once, drop the unsent data,
+ * stop reading and writing, connection_lost(exc) soon. */
+int
+fa_transport_force_close(fa_transport *t, PyObject *exc)
+{
+    if (t->conn_lost) {
+        return 0;
+    }
+    t->ops->clear_buffer(t);
+    t->closing = 1;
+    t->conn_lost++;
+    fa_transport_update_poll_or_report(t);
+    return fa_transport_schedule_lost(t, exc);
+}
+
+/* _fatal_error: OSErrors are expected (peer resets, ...) and only close
+ * the transport, unless its kind reports them (os_error_reported);
+ * anything else also goes to the exception handler. */
+int
+fa_transport_fatal_error(fa_transport *t, PyObject *exc, const char *message)
+{
+    if (!PyErr_GivenExceptionMatches(exc, PyExc_OSError) ||
+        t->ops->os_error_reported(t, exc, message)) {
+        fa_transport_report(t, message, exc);
+    }
+    return t->ops->force_close(t, exc);
+}
+
+/* abort() */
+PyObject *
+fa_transport_abort(PyObject *self, PyObject *Py_UNUSED(unused))
+{
+    fa_transport *t = (fa_transport *)Py_NewRef(self);
+    int r = t->ops->force_close(t, NULL);
+    Py_DECREF(t);
+    if (r < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* _force_close(exc) */
+PyObject *
+fa_transport_force_close_method(PyObject *self, PyObject *exc)
+{
+    fa_transport *t = (fa_transport *)Py_NewRef(self);
+    int r = t->ops->force_close(t, exc == Py_None ? NULL : exc);
+    Py_DECREF(t);
+    if (r < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* _fatal_error(exc, message='Fatal error on transport'), as asyncio's
+ * selector transports have it. */
+PyObject *
+fa_transport_fatal_error_method(PyObject *self, PyObject *args)
+{
+    PyObject *exc;
+    const char *message = "Fatal error on transport";
+    if (!PyArg_ParseTuple(args, "O|s:_fatal_error", &exc, &message)) {
+        return NULL;
+    }
+    fa_transport *t = (fa_transport *)Py_NewRef(self);
+    int r = fa_transport_fatal_error(t, exc, message);
+    Py_DECREF(t);
+    if (r < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------ protocol */
+
+/* protocol.<method>(): its exception goes to the exception handler with
+ * message; returns -1 only for KeyboardInterrupt/SystemExit. */
+int
+fa_transport_call_protocol(fa_transport *t, const char *method, const char *message)
+{
+    PyObject *r = PyObject_CallMethod(t->protocol, method, NULL);
+    if (r == NULL) {
+        if (fa_is_fatal_exception()) {
+            return -1;
+        }
+        PyObject *exc = fa_fetch_exception();
+        fa_transport_report(t, message, exc);
+        Py_XDECREF(exc);
+        return 0;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+/* ------------------------------------------------------------ methods */
+
+PyObject *
+fa_transport_is_closing(PyObject *self, PyObject *Py_UNUSED(unused))
+{
+    return PyBool_FromLong(((fa_transport *)self)->closing);
+}
+
+PyObject *
+fa_transport_get_protocol(PyObject *self, PyObject *Py_UNUSED(unused))
+{
+    PyObject *p = ((fa_transport *)self)->protocol;
+    return Py_NewRef(p != NULL ? p : Py_None);
+}
+
+PyObject *
+fa_transport_get_write_buffer_size(PyObject *self, PyObject *Py_UNUSED(unused))
+{
+    return PyLong_FromSsize_t(((fa_transport *)self)->wsize);
+}
+
+PyObject *
+fa_transport_get_write_buffer_limits(PyObject *self, PyObject *Py_UNUSED(unused))
+{
+    fa_transport *t = (fa_transport *)self;
+    return Py_BuildValue("(nn)", t->low, t->high);
+}
+
+/* asyncio's _FlowControlMixin.set_write_buffer_limits. */
+PyObject *
+fa_transport_set_write_buffer_limits(PyObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"high", "low", NULL};
+    fa_transport *t = (fa_transport *)self;
+    PyObject *high = Py_None, *low = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OO:set_write_buffer_limits", kwlist, &high,
+                                     &low)) {
+        return NULL;
+    }
+    if (fa_transport_parse_limits(high, low, &t->high, &t->low) < 0 ||
+        fa_transport_maybe_pause_protocol(t) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* _FlowControlMixin's methods, for code that calls them on a transport. */
+PyObject *
+fa_transport_maybe_pause_method(PyObject *self, PyObject *Py_UNUSED(unused))
+{
+    if (fa_transport_maybe_pause_protocol((fa_transport *)self) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+PyObject *
+fa_transport_maybe_resume_method(PyObject *self, PyObject *Py_UNUSED(unused))
+{
+    if (fa_transport_maybe_resume_protocol((fa_transport *)self) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+PyObject *
+fa_transport_get_high_water(PyObject *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromSsize_t(((fa_transport *)self)->high);
+}
+
+PyObject *
+fa_transport_get_low_water(PyObject *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromSsize_t(((fa_transport *)self)->low);
+}
+
+PyObject *
+fa_transport_get_protocol_paused(PyObject *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(((fa_transport *)self)->protocol_paused);
+}
+
+PyObject *
+fa_transport_get_closing_attr(PyObject *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(((fa_transport *)self)->closing);
+}
+
+PyObject *
+fa_transport_get_sock_attr(PyObject *self, void *Py_UNUSED(closure))
+{
+    PyObject *sock = ((fa_transport *)self)->sock;
+    return Py_NewRef(sock != NULL ? sock : Py_None);
 }
 
 /* ------------------------------------------------------------ object */

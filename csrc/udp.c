@@ -8,7 +8,7 @@
  * always run from the ready queue (running loop set, the loop's exception
  * routing, debug timing), never inside uv_run.
  *
- * The syscalls are made here: recvfrom() into a shared 256 KiB buffer, with
+ * The syscalls are made here: recvfrom() into the loop's 256 KiB receive buffer, with
  * the sender's address converted to the socket module's tuple for AF_INET,
  * AF_INET6 and AF_UNIX (the same strings and numbers socket.recvfrom gives);
  * send() on a connected socket; sendto() when the address is a numeric
@@ -47,7 +47,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#define MAX_DATAGRAM (256 * 1024)    /* asyncio's max_size */
+#define MAX_DATAGRAM FA_RECV_BUF_SIZE /* asyncio's max_size */
 #define LOG_THRESHOLD 5              /* constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES */
 
 typedef struct {
@@ -62,19 +62,12 @@ typedef struct {
     int family;                      /* the socket's address family */
     int direct;                      /* recvfrom() here (AF_INET, AF_INET6, AF_UNIX) */
     int connected;                   /* extra['peername'] is set: send(), not sendto() */
-    int started;                     /* reading started after connection_made */
-    int paused;                      /* pause_reading() */
-    int closing;
-    int conn_lost;                   /* asyncio's _conn_lost counter */
     int write_armed;                 /* waiting for writability (asyncio's writer) */
-    int protocol_paused;
     int lost;                        /* connection_lost was called */
-    Py_ssize_t high, low;
 
     /* Send queue: a ring of datagrams. */
     fa_dgram *q;
     Py_ssize_t qhead, qlen, qcap;
-    Py_ssize_t qsize;                /* bytes queued: _buffer_size */
 
     /* The last sender's address and its tuple: datagrams from the same
      * peer reuse the (immutable) tuple instead of building a new one. */
@@ -87,7 +80,6 @@ typedef struct {
 
 #define T(t) ((fa_transport *)(t))
 
-static char *recv_buf;               /* shared receive buffer (GIL held throughout) */
 
 static inline fa_net_state *
 net(fa_udp *t)
@@ -114,15 +106,6 @@ update_poll(fa_udp *t)
     return fa_transport_watch(T(t), want);
 }
 
-/* update_poll for paths that cannot raise: report the error instead. */
-static void
-update_poll_or_report(fa_udp *t)
-{
-    if (update_poll(t) < 0) {
-        fa_transport_report_current(T(t));
-    }
-}
-
 /* ------------------------------------------------------------ send queue */
 
 static void
@@ -136,7 +119,7 @@ q_clear(fa_udp *t)
         t->qlen--;
     }
     t->qhead = 0;
-    t->qsize = 0;
+    t->wsize = 0;
 }
 
 static int
@@ -171,7 +154,7 @@ q_push(fa_udp *t, PyObject *data, PyObject *addr)
     d->data = data;
     d->addr = addr;
     t->qlen++;
-    t->qsize += PyBytes_GET_SIZE(data) + FA_DGRAM_HEADER_SIZE;
+    t->wsize += PyBytes_GET_SIZE(data) + FA_DGRAM_HEADER_SIZE;
     return 0;
 }
 
@@ -188,7 +171,7 @@ q_push_front(fa_udp *t, PyObject *data, PyObject *addr)
     t->q[t->qhead].data = data;
     t->q[t->qhead].addr = addr;
     t->qlen++;
-    t->qsize += PyBytes_GET_SIZE(data) + FA_DGRAM_HEADER_SIZE;
+    t->wsize += PyBytes_GET_SIZE(data) + FA_DGRAM_HEADER_SIZE;
     return 0;
 }
 
@@ -202,7 +185,7 @@ q_pop(fa_udp *t, PyObject **data, PyObject **addr)
     d->data = d->addr = NULL;
     t->qhead = (t->qhead + 1) % t->qcap;
     t->qlen--;
-    t->qsize -= PyBytes_GET_SIZE(*data) + FA_DGRAM_HEADER_SIZE;
+    t->wsize -= PyBytes_GET_SIZE(*data) + FA_DGRAM_HEADER_SIZE;
     if (t->qlen == 0) {
         t->qhead = 0;
     }
@@ -376,50 +359,47 @@ fast_sockaddr(int family, PyObject *addr, struct sockaddr_storage *ss, socklen_t
 
 /* ------------------------------------------------------------ errors, closing */
 
-static int schedule_lost(fa_udp *t, PyObject *exc);
-
-/* asyncio's _force_close. */
+/* asyncio's datagram transport logs an OSError in debug mode only. */
 static int
-force_close(fa_udp *t, PyObject *exc)
+os_error_reported(fa_transport *tt, PyObject *exc, const char *message)
 {
-    if (t->conn_lost) {
-        return 0;
-    }
-    q_clear(t);
-    t->write_armed = 0;
-    t->closing = 1;
-    t->conn_lost++;
-    update_poll_or_report(t);
-    return schedule_lost(t, exc);
-}
-
-/* asyncio's _fatal_error: an OSError is only logged in debug mode;
- * anything else also goes to the exception handler. */
-static int
-fatal_error(fa_udp *t, PyObject *exc, const char *message)
-{
-    if (PyErr_GivenExceptionMatches(exc, PyExc_OSError)) {
-        if (t->loop->debug) {
-            PyObject *kw = Py_BuildValue("{sO}", "exc_info", exc);
-            PyObject *args = kw == NULL ? NULL : Py_BuildValue("(sOs)", "%r: %s", (PyObject *)t,
-                                                               message);
-            PyObject *meth = args == NULL ? NULL
-                                          : PyObject_GetAttrString(net(t)->logger, "debug");
-            PyObject *r = meth == NULL ? NULL : PyObject_Call(meth, args, kw);
-            if (r == NULL) {
-                PyErr_WriteUnraisable((PyObject *)t);
-            }
-            Py_XDECREF(r);
-            Py_XDECREF(meth);
-            Py_XDECREF(args);
-            Py_XDECREF(kw);
+    fa_udp *t = (fa_udp *)tt;
+    if (t->loop->debug) {
+        PyObject *kw = Py_BuildValue("{sO}", "exc_info", exc);
+        PyObject *args = kw == NULL ? NULL : Py_BuildValue("(sOs)", "%r: %s", (PyObject *)t,
+                                                           message);
+        PyObject *meth = args == NULL ? NULL : PyObject_GetAttrString(net(t)->logger, "debug");
+        PyObject *r = meth == NULL ? NULL : PyObject_Call(meth, args, kw);
+        if (r == NULL) {
+            PyErr_WriteUnraisable((PyObject *)t);
         }
+        Py_XDECREF(r);
+        Py_XDECREF(meth);
+        Py_XDECREF(args);
+        Py_XDECREF(kw);
     }
-    else {
-        fa_transport_report(T(t), message, exc);
-    }
-    return force_close(t, exc);
+    return 0;
 }
+
+static int
+update_poll_op(fa_transport *t)
+{
+    return update_poll((fa_udp *)t);
+}
+
+static void
+clear_buffer_op(fa_transport *t)
+{
+    q_clear((fa_udp *)t);
+    ((fa_udp *)t)->write_armed = 0;
+}
+
+static const fa_transport_ops udp_ops = {
+    .update_poll = update_poll_op,
+    .force_close = fa_transport_force_close,
+    .os_error_reported = os_error_reported,
+    .clear_buffer = clear_buffer_op,
+};
 
 /* The current exception came from a syscall or socket method: OSErrors go
  * to protocol.error_received (whose own exception propagates: returns -1),
@@ -448,73 +428,9 @@ io_failed(fa_udp *t, const char *fatal_message)
         Py_DECREF(r);
         return 0;
     }
-    int res = fatal_error(t, exc, fatal_message);
+    int res = fa_transport_fatal_error(T(t), exc, fatal_message);
     Py_DECREF(exc);
     return res;
-}
-
-static int
-schedule_lost(fa_udp *t, PyObject *exc)
-{
-    PyObject *cb, *args;
-    fa_handle *h;
-    if (fa_loop_check_closed(t->loop) < 0) {
-        return -1; /* as asyncio's call_soon: RuntimeError('Event loop is closed') */
-    }
-    cb = PyObject_GetAttrString((PyObject *)t, "_call_connection_lost");
-    if (cb == NULL) {
-        return -1;
-    }
-    args = PyTuple_Pack(1, exc != NULL ? exc : Py_None);
-    if (args == NULL) {
-        Py_DECREF(cb);
-        return -1;
-    }
-    h = fa_loop_call_soon(t->loop, cb, args, NULL);
-    Py_DECREF(cb);
-    Py_DECREF(args);
-    if (h == NULL) {
-        return -1;
-    }
-    Py_DECREF(h);
-    return 0;
-}
-
-static int
-call_protocol(fa_udp *t, const char *method, const char *message)
-{
-    PyObject *r = PyObject_CallMethod(t->protocol, method, NULL);
-    if (r == NULL) {
-        if (fa_is_fatal_exception()) {
-            return -1;
-        }
-        PyObject *exc = fa_fetch_exception();
-        fa_transport_report(T(t), message, exc);
-        Py_XDECREF(exc);
-        return 0;
-    }
-    Py_DECREF(r);
-    return 0;
-}
-
-static int
-maybe_pause_protocol(fa_udp *t)
-{
-    if (t->qsize <= t->high || t->protocol_paused || t->protocol == NULL) {
-        return 0;
-    }
-    t->protocol_paused = 1;
-    return call_protocol(t, "pause_writing", "protocol.pause_writing() failed");
-}
-
-static int
-maybe_resume_protocol(fa_udp *t)
-{
-    if (!t->protocol_paused || t->qsize > t->low || t->protocol == NULL) {
-        return 0;
-    }
-    t->protocol_paused = 0;
-    return call_protocol(t, "resume_writing", "protocol.resume_writing() failed");
 }
 
 static PyObject *
@@ -573,12 +489,9 @@ read_direct(fa_udp *t)
     Py_ssize_t n;
     PyObject *data, *addr, *r;
 
+    char *recv_buf = fa_transport_recv_buf(t->loop);
     if (recv_buf == NULL) {
-        recv_buf = PyMem_RawMalloc(MAX_DATAGRAM);
-        if (recv_buf == NULL) {
-            PyErr_NoMemory();
-            return io_failed(t, "Fatal read error on datagram transport");
-        }
+        return io_failed(t, "Fatal read error on datagram transport");
     }
     if (t->family == AF_UNIX) {
         /* The socket module zeroes its address buffer: what follows the
@@ -660,11 +573,11 @@ udp_read_ready(fa_udp *t, PyObject *Py_UNUSED(ignored))
      * fa_transport_on_events): the syscall above took the socket error. */
     if (r < 0) {
         PyObject *exc = fa_fetch_exception();
-        update_poll_or_report(t);
+        fa_transport_update_poll_or_report(T(t));
         fa_restore_exception(exc);
     }
     else {
-        update_poll_or_report(t);
+        fa_transport_update_poll_or_report(T(t));
     }
     Py_DECREF(t);
     if (r < 0) {
@@ -766,7 +679,7 @@ udp_sendto_ready(fa_udp *t, PyObject *Py_UNUSED(ignored))
         }
     }
     if (r == 0) {
-        r = maybe_resume_protocol(t); /* may queue more */
+        r = fa_transport_maybe_resume_protocol(T(t)); /* may queue more */
     }
     if (r == 0 && t->qlen == 0) {
         t->write_armed = 0;
@@ -781,11 +694,11 @@ udp_sendto_ready(fa_udp *t, PyObject *Py_UNUSED(ignored))
 done:
     if (r < 0) {
         PyObject *exc = fa_fetch_exception();
-        update_poll_or_report(t);
+        fa_transport_update_poll_or_report(T(t));
         fa_restore_exception(exc);
     }
     else {
-        update_poll_or_report(t);
+        fa_transport_update_poll_or_report(T(t));
     }
     Py_DECREF(t);
     if (r < 0) {
@@ -903,7 +816,7 @@ udp_sendto(fa_udp *t, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
     PyObject *copy = own_bytes(data);
     if (copy == NULL ||
         q_push(t, copy, addr == Py_None ? NULL : Py_NewRef(addr)) < 0 ||
-        maybe_pause_protocol(t) < 0) {
+        fa_transport_maybe_pause_protocol(T(t)) < 0) {
         Py_DECREF(t);
         return NULL;
     }
@@ -927,53 +840,12 @@ udp_close(fa_udp *t, PyObject *Py_UNUSED(ignored))
         t->write_armed = 0;
         r = update_poll(t);
         if (r == 0) {
-            r = schedule_lost(t, NULL);
+            r = fa_transport_schedule_lost(T(t), NULL);
         }
     }
     else {
         r = update_poll(t); /* stop reading; connection_lost once drained */
     }
-    Py_DECREF(t);
-    if (r < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-udp_abort(fa_udp *t, PyObject *Py_UNUSED(ignored))
-{
-    Py_INCREF(t);
-    int r = force_close(t, NULL);
-    Py_DECREF(t);
-    if (r < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-udp_force_close(fa_udp *t, PyObject *exc)
-{
-    Py_INCREF(t);
-    int r = force_close(t, exc == Py_None ? NULL : exc);
-    Py_DECREF(t);
-    if (r < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-udp_fatal_error(fa_udp *t, PyObject *args)
-{
-    PyObject *exc;
-    const char *message = "Fatal error on transport";
-    if (!PyArg_ParseTuple(args, "O|s:_fatal_error", &exc, &message)) {
-        return NULL;
-    }
-    Py_INCREF(t);
-    int r = fatal_error(t, exc, message);
     Py_DECREF(t);
     if (r < 0) {
         return NULL;
@@ -1053,55 +925,9 @@ udp_resume_reading(fa_udp *t, PyObject *Py_UNUSED(ignored))
 /* ------------------------------------------------------------ misc API */
 
 static PyObject *
-udp_is_closing(fa_udp *t, PyObject *Py_UNUSED(ignored))
-{
-    return PyBool_FromLong(t->closing);
-}
-
-static PyObject *
 udp_set_protocol(fa_udp *t, PyObject *protocol)
 {
     Py_XSETREF(t->protocol, Py_NewRef(protocol));
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-udp_get_protocol(fa_udp *t, PyObject *Py_UNUSED(ignored))
-{
-    return Py_NewRef(t->protocol != NULL ? t->protocol : Py_None);
-}
-
-static PyObject *
-udp_get_write_buffer_size(fa_udp *t, PyObject *Py_UNUSED(ignored))
-{
-    return PyLong_FromSsize_t(t->qsize);
-}
-
-static PyObject *
-udp_get_write_buffer_limits(fa_udp *t, PyObject *Py_UNUSED(ignored))
-{
-    return Py_BuildValue("(nn)", t->low, t->high);
-}
-
-/* asyncio's _FlowControlMixin._set_write_buffer_limits. */
-static PyObject *
-udp_set_write_buffer_limits(fa_udp *t, PyObject *args, PyObject *kwds)
-{
-    static char *kwlist[] = {"high", "low", NULL};
-    PyObject *high_obj = Py_None, *low_obj = Py_None;
-    Py_ssize_t high, low;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OO:set_write_buffer_limits", kwlist,
-                                     &high_obj, &low_obj)) {
-        return NULL;
-    }
-    if (fa_transport_parse_limits(high_obj, low_obj, &high, &low) < 0) {
-        return NULL;
-    }
-    t->high = high;
-    t->low = low;
-    if (maybe_pause_protocol(t) < 0) {
-        return NULL;
-    }
     Py_RETURN_NONE;
 }
 
@@ -1115,7 +941,7 @@ udp_repr(fa_udp *t)
     return PyUnicode_FromFormat("<%s%s fd=%d read=%s write=<%s, bufsize=%zd>>",
                                 Py_TYPE(t)->tp_name, state, t->sock_fd,
                                 t->events & UV_READABLE ? "polling" : "idle",
-                                t->events & UV_WRITABLE ? "polling" : "idle", t->qsize);
+                                t->events & UV_WRITABLE ? "polling" : "idle", t->wsize);
 }
 
 /* ------------------------------------------------------------ type */
@@ -1171,6 +997,7 @@ udp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (t == NULL) {
         return NULL;
     }
+    t->ops = &udp_ops;
     t->loop = (fa_loop *)Py_NewRef(loop);
     t->fd = t->sock_fd = (int)fd;
     t->family = family;
@@ -1247,12 +1074,6 @@ udp_dealloc(fa_udp *t)
 }
 
 static PyObject *
-udp_get_sock(fa_udp *t, void *Py_UNUSED(c))
-{
-    return Py_NewRef(t->sock != NULL ? t->sock : Py_None);
-}
-
-static PyObject *
 udp_get_fd(fa_udp *t, void *Py_UNUSED(c))
 {
     return PyLong_FromLong(t->sock_fd);
@@ -1271,12 +1092,6 @@ udp_get_protocol_attr(fa_udp *t, void *Py_UNUSED(c))
 }
 
 static PyObject *
-udp_get_closing_attr(fa_udp *t, void *Py_UNUSED(c))
-{
-    return PyBool_FromLong(t->closing);
-}
-
-static PyObject *
 udp_get_address(fa_udp *t, void *Py_UNUSED(c))
 {
     return Py_NewRef(t->address != NULL ? t->address : Py_None);
@@ -1285,50 +1100,13 @@ udp_get_address(fa_udp *t, void *Py_UNUSED(c))
 static PyObject *
 udp_get_buffer_size(fa_udp *t, void *Py_UNUSED(c))
 {
-    return PyLong_FromSsize_t(t->qsize);
+    return PyLong_FromSsize_t(t->wsize);
 }
 
 static PyObject *
 udp_get_conn_lost(fa_udp *t, void *Py_UNUSED(c))
 {
     return PyLong_FromLong(t->conn_lost);
-}
-
-static PyObject *
-udp_get_protocol_paused(fa_udp *t, void *Py_UNUSED(c))
-{
-    return PyBool_FromLong(t->protocol_paused);
-}
-
-static PyObject *
-udp_get_high_water(fa_udp *t, void *Py_UNUSED(c))
-{
-    return PyLong_FromSsize_t(t->high);
-}
-
-static PyObject *
-udp_get_low_water(fa_udp *t, void *Py_UNUSED(c))
-{
-    return PyLong_FromSsize_t(t->low);
-}
-
-/* _FlowControlMixin's methods, for code that calls them on a transport. */
-static PyObject *
-udp_maybe_pause_method(fa_udp *t, PyObject *Py_UNUSED(ignored))
-{
-    if (maybe_pause_protocol(t) < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-udp_maybe_resume_method(fa_udp *t, PyObject *Py_UNUSED(ignored))
-{
-    if (maybe_resume_protocol(t) < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
 }
 
 static PyObject *
@@ -1352,17 +1130,13 @@ udp_get_buffer(fa_udp *t, void *Py_UNUSED(c))
 }
 
 static PyGetSetDef udp_getset[] = {
-    {"_sock", (getter)udp_get_sock, NULL, "the socket (None once closed)", NULL},
+    FA_TRANSPORT_GETSETS,
     {"_sock_fd", (getter)udp_get_fd, NULL, "the socket's fd (kept after closing)", NULL},
     {"_loop", (getter)udp_get_loop_attr, NULL, "the loop (None once connection_lost ran)", NULL},
     {"_protocol", (getter)udp_get_protocol_attr, NULL, NULL, NULL},
-    {"_closing", (getter)udp_get_closing_attr, NULL, NULL, NULL},
     {"_address", (getter)udp_get_address, NULL, "remote_addr, or None", NULL},
     {"_buffer_size", (getter)udp_get_buffer_size, NULL, "bytes waiting to be sent", NULL},
     {"_conn_lost", (getter)udp_get_conn_lost, NULL, NULL, NULL},
-    {"_high_water", (getter)udp_get_high_water, NULL, "the write buffer's high-water mark", NULL},
-    {"_low_water", (getter)udp_get_low_water, NULL, "the write buffer's low-water mark", NULL},
-    {"_protocol_paused", (getter)udp_get_protocol_paused, NULL, NULL, NULL},
     {"_buffer", (getter)udp_get_buffer, NULL, "a copy of the queued (data, addr) pairs", NULL},
     {NULL},
 };
@@ -1373,30 +1147,17 @@ static PyMemberDef udp_members[] = {
 };
 
 static PyMethodDef udp_methods[] = {
+    FA_TRANSPORT_METHODS,
     {"sendto", (PyCFunction)(void (*)(void))udp_sendto, METH_FASTCALL | METH_KEYWORDS,
      "sendto(data, addr=None)\n--\n\nSend a datagram to addr (the remote address when the "
      "endpoint has one); queued if the kernel cannot take it now."},
     {"close", (PyCFunction)udp_close, METH_NOARGS,
      "Close after the queued datagrams are sent; connection_lost(None) follows."},
-    {"abort", (PyCFunction)udp_abort, METH_NOARGS,
-     "Close now, dropping queued datagrams; connection_lost(None) follows."},
-    {"is_closing", (PyCFunction)udp_is_closing, METH_NOARGS, NULL},
     {"is_reading", (PyCFunction)udp_is_reading, METH_NOARGS, NULL},
     {"pause_reading", (PyCFunction)udp_pause_reading, METH_NOARGS,
      "Stop calling datagram_received until resume_reading()."},
     {"resume_reading", (PyCFunction)udp_resume_reading, METH_NOARGS, NULL},
-    {"get_extra_info", (PyCFunction)(void (*)(void))fa_transport_get_extra_info,
-     METH_VARARGS | METH_KEYWORDS, "get_extra_info(name, default=None)"},
     {"set_protocol", (PyCFunction)udp_set_protocol, METH_O, NULL},
-    {"get_protocol", (PyCFunction)udp_get_protocol, METH_NOARGS, NULL},
-    {"get_write_buffer_size", (PyCFunction)udp_get_write_buffer_size, METH_NOARGS, NULL},
-    {"get_write_buffer_limits", (PyCFunction)udp_get_write_buffer_limits, METH_NOARGS, NULL},
-    {"_maybe_pause_protocol", (PyCFunction)udp_maybe_pause_method, METH_NOARGS, NULL},
-    {"_maybe_resume_protocol", (PyCFunction)udp_maybe_resume_method, METH_NOARGS, NULL},
-    {"set_write_buffer_limits", (PyCFunction)(void (*)(void))udp_set_write_buffer_limits,
-     METH_VARARGS | METH_KEYWORDS, "set_write_buffer_limits(high=None, low=None)"},
-    {"_force_close", (PyCFunction)udp_force_close, METH_O, NULL},
-    {"_fatal_error", (PyCFunction)udp_fatal_error, METH_VARARGS, NULL},
     {"_read_ready", (PyCFunction)udp_read_ready, METH_NOARGS, NULL},
     {"_sendto_ready", (PyCFunction)udp_sendto_ready, METH_NOARGS, NULL},
     {"_start_reading", (PyCFunction)udp_start_reading, METH_NOARGS, NULL},

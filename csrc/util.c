@@ -3,6 +3,7 @@
 #include "util.h"
 
 #include <pthread.h>
+#include <stdarg.h>
 #include <uv.h>
 
 atomic_ulong fa_fork_generation = 0;
@@ -32,6 +33,39 @@ fa_is_fatal_exception(void)
 {
     return PyErr_ExceptionMatches(PyExc_KeyboardInterrupt) ||
            PyErr_ExceptionMatches(PyExc_SystemExit);
+}
+
+int
+fa_call_exception_handler(PyObject *loop, PyObject *message, PyObject *exc, ...)
+{
+    PyObject *ctx, *r;
+    const char *key;
+    va_list ap;
+    ctx = PyDict_New();
+    if (ctx == NULL || PyDict_SetItemString(ctx, "message", message) < 0 ||
+        (exc != NULL && PyDict_SetItemString(ctx, "exception", exc) < 0)) {
+        Py_XDECREF(ctx);
+        return -1;
+    }
+    va_start(ap, exc);
+    while ((key = va_arg(ap, const char *)) != NULL) {
+        PyObject *value = va_arg(ap, PyObject *);
+        if (value != NULL && PyDict_SetItemString(ctx, key, value) < 0) {
+            break;
+        }
+    }
+    va_end(ap);
+    if (key != NULL) {
+        Py_DECREF(ctx);
+        return -1;
+    }
+    r = PyObject_CallMethod(loop, "call_exception_handler", "(O)", ctx);
+    Py_DECREF(ctx);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
 }
 
 static void

@@ -59,6 +59,14 @@ fa_restore_exception(PyObject *exc)
  * callback's error handling (KeyboardInterrupt, SystemExit)?  1 or 0. */
 int fa_is_fatal_exception(void);
 
+/* loop.call_exception_handler(context), the one place that builds such a
+ * context: {'message': message, 'exception': exc, key: value, ...}, with
+ * the (const char *key, PyObject *value) pairs that follow exc up to a
+ * NULL key; a NULL exc or value leaves its key out.  Borrows everything.
+ * Returns 0, or -1 with an exception set (the context could not be built,
+ * or the handler raised): the caller decides where that goes. */
+int fa_call_exception_handler(PyObject *loop, PyObject *message, PyObject *exc, ...);
+
 /* Raise the libuv error err (negative errno) as the OSError subclass for
  * its errno, like the stdlib's own socket errors.  Always returns -1. */
 int fa_set_uv_error(int err, const char *what);
