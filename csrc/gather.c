@@ -1,9 +1,12 @@
 /* flaskasync.gather(): asyncio.gather's observable semantics in C.
  *
  * The outer future is an instance of _GatheringFuture, a subclass of the C
- * asyncio.Future created at import time.  Its extra fields sit after the
- * base object, at gather_off, because the base layout is private to
- * CPython: only its size is known, at run time. */
+ * asyncio.Future created at import time.  Its extra fields sit at the end
+ * of the object, after the base object, because the base layout is private
+ * to CPython: only its size is known, at run time.  The type is final, so
+ * an instance's type is _GatheringFuture and the fields are at its
+ * tp_basicsize minus their size (checked when the type is made): nothing
+ * process-wide holds the offset. */
 #include "fa.h"
 
 typedef struct {
@@ -16,12 +19,10 @@ typedef struct {
     int cancel_requested;
 } gather_fields;
 
-static Py_ssize_t gather_off = 0;
-
 static inline gather_fields *
 GF(PyObject *o)
 {
-    return (gather_fields *)((char *)o + gather_off);
+    return (gather_fields *)((char *)o + Py_TYPE(o)->tp_basicsize - sizeof(gather_fields));
 }
 
 static fa_state *
@@ -394,14 +395,24 @@ fa_gather_init_type(PyObject *module, fa_state *st)
         PyErr_SetString(PyExc_ImportError, "asyncio.Future has an unexpected layout");
         return -1;
     }
-    gather_off = base->tp_basicsize;
     bases = PyTuple_Pack(1, (PyObject *)base);
     if (bases == NULL) {
         return -1;
     }
     st->GatherType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &spec, bases);
     Py_DECREF(bases);
-    return st->GatherType == NULL ? -1 : 0;
+    if (st->GatherType == NULL) {
+        return -1;
+    }
+    /* GF() finds the fields at the end of the object. */
+    if (st->GatherType->tp_basicsize != spec.basicsize
+        || st->GatherType->tp_itemsize != 0
+        || (st->GatherType->tp_flags & Py_TPFLAGS_BASETYPE)) {
+        Py_CLEAR(st->GatherType);
+        PyErr_SetString(PyExc_ImportError, "_GatheringFuture has an unexpected layout");
+        return -1;
+    }
+    return 0;
 }
 
 /* The loop for a gather with no arguments, or for wrapping coroutines when
