@@ -648,6 +648,73 @@ to_future(fa_state *st, PyObject *arg, PyObject **loop)
     return fut;
 }
 
+/* asyncio.gather keys a dict by its arguments; for types that keep
+ * object's __hash__ and __eq__ (coroutines, C futures and tasks, most
+ * classes) that key is the object's identity. */
+static int
+identity_keyed(PyTypeObject *tp)
+{
+    return tp->tp_hash == PyBaseObject_Type.tp_hash
+           && tp->tp_richcompare == PyBaseObject_Type.tp_richcompare;
+}
+
+/* When every argument is identity-keyed: first[i] = the first index whose
+ * argument is args[i] (i itself for a first occurrence).  Returns NULL
+ * with no exception set when some argument is not identity-keyed (the
+ * caller then uses a dict, as asyncio does), NULL with MemoryError set on
+ * failure. */
+static Py_ssize_t *
+first_occurrences(PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t *first, *table;
+    size_t size = 8, mask;
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        if (!identity_keyed(Py_TYPE(args[i]))) {
+            return NULL;
+        }
+    }
+    first = PyMem_New(Py_ssize_t, nargs);
+    if (first == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    if (nargs <= 16) {
+        for (Py_ssize_t i = 0; i < nargs; i++) {
+            Py_ssize_t j = 0;
+            while (args[j] != args[i]) {
+                j++;
+            }
+            first[i] = j;
+        }
+        return first;
+    }
+    while (size < 2 * (size_t)nargs) {
+        size *= 2;
+    }
+    mask = size - 1;
+    table = PyMem_New(Py_ssize_t, size);
+    if (table == NULL) {
+        PyMem_Free(first);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    for (size_t k = 0; k < size; k++) {
+        table[k] = -1;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        size_t k = (size_t)(((uintptr_t)args[i] >> 4) * (uintptr_t)0x9E3779B97F4A7C15ULL >> 16) & mask;
+        while (table[k] >= 0 && args[table[k]] != args[i]) {
+            k = (k + 1) & mask;
+        }
+        if (table[k] < 0) {
+            table[k] = i;
+        }
+        first[i] = table[k];
+    }
+    PyMem_Free(table);
+    return first;
+}
+
 PyObject *
 fa_gather(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
@@ -656,6 +723,7 @@ fa_gather(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *k
     PyObject *cur_task = NULL, *done_now = NULL;
     int return_exceptions = 0;
     int repeated = 0;       /* an argument seen twice, or unhashable */
+    Py_ssize_t *first = NULL;
     Py_ssize_t nfuts = 0;
 
     if (kwnames != NULL) {
@@ -728,9 +796,24 @@ fa_gather(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *k
     }
     /* First pass: turn every argument into a future (the same awaitable
      * twice gives the same future), as asyncio.gather does. */
+    first = first_occurrences(args, nargs);
+    if (first == NULL && PyErr_Occurred()) {
+        goto error;
+    }
     for (Py_ssize_t i = 0; i < nargs; i++) {
         PyObject *arg = args[i];
-        PyObject *fut = PyDict_GetItemWithError(arg_to_fut, arg);
+        PyObject *fut;
+        if (first != NULL) {
+            if (first[i] != i) {
+                PyList_SET_ITEM(children, i, Py_NewRef(PyList_GET_ITEM(children, first[i])));
+                repeated = 1;
+                continue;
+            }
+            fut = NULL;
+        }
+        else {
+            fut = PyDict_GetItemWithError(arg_to_fut, arg);
+        }
         if (fut != NULL) {
             PyList_SET_ITEM(children, i, Py_NewRef(fut));
             repeated = 1;
@@ -755,7 +838,7 @@ fa_gather(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *k
             }
         }
         nfuts++;
-        if (PyDict_SetItem(arg_to_fut, arg, fut) < 0) {
+        if (first == NULL && PyDict_SetItem(arg_to_fut, arg, fut) < 0) {
             if (!PyErr_ExceptionMatches(PyExc_TypeError)) {
                 Py_DECREF(fut);
                 goto error;
@@ -837,6 +920,7 @@ fa_gather(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *k
         }
         Py_DECREF(r);
     }
+    PyMem_Free(first);
     Py_XDECREF(done_now);
     Py_XDECREF(cur_task);
     Py_DECREF(cb);
@@ -859,6 +943,7 @@ error:
         }
         fa_restore_exception(exc);
     }
+    PyMem_Free(first);
     Py_XDECREF(done_now);
     Py_XDECREF(cur_task);
     Py_XDECREF(cb);
