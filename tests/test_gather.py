@@ -335,6 +335,30 @@ def test_equal_awaitables_are_one_argument(loop, gather, n):
     assert awaited == [0]
 
 
+def test_task_factory_giving_one_task_for_two_coroutines(loop, gather):
+    """asyncio.gather attaches its callback once per distinct argument,
+    not once per distinct future: a task factory that answers two
+    coroutines with the same task gives a gather that still finishes."""
+    shared = []
+
+    def factory(lp, coro, **kwargs):
+        if shared:
+            coro.close()
+            return shared[0]
+        shared.append(asyncio.Task(coro, loop=lp, **kwargs))
+        return shared[0]
+
+    async def main():
+        loop.set_task_factory(factory)
+        try:
+            g = gather(value("a", 1), value("b", 1))
+        finally:
+            loop.set_task_factory(None)
+        return await asyncio.wait_for(g, 5)
+
+    assert loop.run_until_complete(main()) == ["a", "a"]
+
+
 def test_mixed_awaitables(loop, gather):
     class Awaitable:
         def __await__(self):
