@@ -128,6 +128,7 @@ typedef struct {
     PyTypeObject *TimerHandleType;
     PyTypeObject *WatcherType;
     PyTypeObject *GatherType;
+    const struct fa_gather_meths *gather_meths; /* gather.c: owned by GatherType */
     PyTypeObject *WaiterType;
     PyTypeObject *ScopeType;       /* supervise.c: _Scope */
     PyTypeObject *AsyncToSyncType; /* supervise.c: _AsyncToSync */

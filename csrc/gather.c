@@ -1,9 +1,12 @@
 /* flaskasync.gather(): asyncio.gather's observable semantics in C.
  *
  * The outer future is an instance of _GatheringFuture, a subclass of the C
- * asyncio.Future created at import time.  Its extra fields sit after the
- * base object, at gather_off, because the base layout is private to
- * CPython: only its size is known, at run time. */
+ * asyncio.Future created at import time.  Its extra fields sit at the end
+ * of the object, after the base object, because the base layout is private
+ * to CPython: only its size is known, at run time.  The type is final, so
+ * an instance's type is _GatheringFuture and the fields are at its
+ * tp_basicsize minus their size (checked when the type is made): nothing
+ * process-wide holds the offset. */
 #include "fa.h"
 
 typedef struct {
@@ -16,12 +19,125 @@ typedef struct {
     int cancel_requested;
 } gather_fields;
 
-static Py_ssize_t gather_off = 0;
-
 static inline gather_fields *
 GF(PyObject *o)
 {
-    return (gather_fields *)((char *)o + gather_off);
+    return (gather_fields *)((char *)o + Py_TYPE(o)->tp_basicsize - sizeof(gather_fields));
+}
+
+/* The methods gather calls on its children and on itself.  On the exact C
+ * asyncio.Future and asyncio.Task (and _GatheringFuture, which overrides
+ * none of them) they are called through the types' own method
+ * descriptors: the same C functions a method call finds, without looking
+ * up the name on every call.  Any other type gets a method call by name,
+ * as asyncio.gather makes. */
+enum {
+    M_DONE,
+    M_CANCELLED,
+    M_EXCEPTION,
+    M_RESULT,
+    M_MAKE_CANCELLED_ERROR,
+    M_ADD_DONE_CALLBACK,
+    M_SET_RESULT,
+    M_SET_EXCEPTION,
+    M_N
+};
+
+struct fa_gather_meths {
+    PyTypeObject *types[2];   /* asyncio.Future, asyncio.Task */
+    PyObject *names[M_N];
+    PyObject *descr[2][M_N];  /* NULL where a type's method is not a C method descriptor */
+};
+
+static PyObject *
+meth(fa_state *st, int which, PyObject *obj, PyObject *arg)
+{
+    const struct fa_gather_meths *gm = st->gather_meths;
+    PyTypeObject *tp = Py_TYPE(obj);
+    PyObject *argv[3] = {NULL, obj, arg};
+    size_t nargs = (arg != NULL ? 2 : 1) | PY_VECTORCALL_ARGUMENTS_OFFSET;
+    PyObject *d = NULL;
+    if (tp == gm->types[0] || tp == st->GatherType) {
+        d = gm->descr[0][which];
+    }
+    else if (tp == gm->types[1]) {
+        d = gm->descr[1][which];
+    }
+    if (d != NULL) {
+        return PyObject_Vectorcall(d, argv + 1, nargs, NULL);
+    }
+    return PyObject_VectorcallMethod(gm->names[which], argv + 1, nargs, NULL);
+}
+
+static void
+meths_free(PyObject *capsule)
+{
+    struct fa_gather_meths *gm = PyCapsule_GetPointer(capsule, "flaskasync._gather_meths");
+    if (gm == NULL) {
+        PyErr_Clear();
+        return;
+    }
+    for (int t = 0; t < 2; t++) {
+        Py_XDECREF(gm->types[t]);
+        for (int i = 0; i < M_N; i++) {
+            Py_XDECREF(gm->descr[t][i]);
+        }
+    }
+    for (int i = 0; i < M_N; i++) {
+        Py_XDECREF(gm->names[i]);
+    }
+    PyMem_Free(gm);
+}
+
+/* The table, owned by a capsule in _GatheringFuture's dict (so it lives as
+ * long as the type the module state holds). */
+static int
+meths_init(fa_state *st)
+{
+    struct fa_gather_meths *gm = PyMem_Calloc(1, sizeof(*gm));
+    PyObject *capsule;
+    int rc;
+    if (gm == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    capsule = PyCapsule_New(gm, "flaskasync._gather_meths", meths_free);
+    if (capsule == NULL) {
+        PyMem_Free(gm);
+        return -1;
+    }
+    gm->types[0] = (PyTypeObject *)Py_NewRef(st->FutureType);
+    gm->types[1] = (PyTypeObject *)Py_NewRef(st->TaskType);
+    gm->names[M_DONE] = Py_NewRef(st->s_done);
+    gm->names[M_CANCELLED] = Py_NewRef(st->s_cancelled);
+    gm->names[M_EXCEPTION] = Py_NewRef(st->s_exception);
+    gm->names[M_RESULT] = Py_NewRef(st->s_result);
+    gm->names[M_MAKE_CANCELLED_ERROR] = Py_NewRef(st->s_make_cancelled_error);
+    gm->names[M_ADD_DONE_CALLBACK] = Py_NewRef(st->s_add_done_callback);
+    gm->names[M_SET_RESULT] = Py_NewRef(st->s_set_result);
+    gm->names[M_SET_EXCEPTION] = Py_NewRef(st->s_set_exception);
+    for (int t = 0; t < 2; t++) {
+        for (int i = 0; i < M_N; i++) {
+            PyObject *d = PyObject_GetAttr((PyObject *)gm->types[t], gm->names[i]);
+            if (d == NULL) {
+                Py_DECREF(capsule);
+                return -1;
+            }
+            if (Py_IS_TYPE(d, &PyMethodDescr_Type)) {
+                gm->descr[t][i] = d;
+            }
+            else {
+                Py_DECREF(d);
+            }
+        }
+    }
+    rc = PyObject_SetAttrString((PyObject *)st->GatherType, "_fa_meths", capsule);
+    Py_DECREF(capsule);
+    if (rc < 0) {
+        return -1;
+    }
+    st->gather_meths = gm;
+    return 0;
 }
 
 static fa_state *
@@ -94,16 +210,10 @@ gather_dealloc(PyObject *self)
     }
 }
 
-static PyObject *
-call0(PyObject *o, PyObject *name)
-{
-    return PyObject_CallMethodNoArgs(o, name);
-}
-
 static int
 is_done(fa_state *st, PyObject *fut)
 {
-    PyObject *r = call0(fut, st->s_done);
+    PyObject *r = meth(st, M_DONE, fut, NULL);
     int v;
     if (r == NULL) {
         return -1;
@@ -116,7 +226,7 @@ is_done(fa_state *st, PyObject *fut)
 static int
 is_cancelled(fa_state *st, PyObject *fut)
 {
-    PyObject *r = call0(fut, st->s_cancelled);
+    PyObject *r = meth(st, M_CANCELLED, fut, NULL);
     int v;
     if (r == NULL) {
         return -1;
@@ -198,7 +308,7 @@ gather_cancel(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject 
 static PyObject *
 set_outer_exception(fa_state *st, PyObject *outer, PyObject *exc)
 {
-    PyObject *r = PyObject_CallMethodOneArg(outer, st->s_set_exception, exc);
+    PyObject *r = meth(st, M_SET_EXCEPTION, outer, exc);
     if (r == NULL) {
         return NULL;
     }
@@ -238,7 +348,7 @@ gather_child_done(PyObject *outer, PyObject *fut)
             return NULL;
         }
         if (!c) {
-            exc = call0(fut, st->s_exception);
+            exc = meth(st, M_EXCEPTION, fut, NULL);
             if (exc == NULL) {
                 return NULL;
             }
@@ -252,10 +362,10 @@ gather_child_done(PyObject *outer, PyObject *fut)
             return NULL;
         }
         if (c) {
-            exc = call0(fut, st->s_make_cancelled_error);
+            exc = meth(st, M_MAKE_CANCELLED_ERROR, fut, NULL);
         }
         else {
-            exc = call0(fut, st->s_exception);
+            exc = meth(st, M_EXCEPTION, fut, NULL);
         }
         if (exc == NULL) {
             return NULL;
@@ -281,6 +391,19 @@ gather_child_done(PyObject *outer, PyObject *fut)
         PyObject *child = Py_NewRef(PyList_GET_ITEM(children, i));
         PyObject *res;
         Py_XSETREF(last, child);
+        if (!f->return_exceptions && (Py_TYPE(child) == st->gather_meths->types[0]
+                                      || Py_TYPE(child) == st->gather_meths->types[1])) {
+            /* Without return_exceptions, every child's callback found it
+             * neither cancelled nor failed (else the outer future would be
+             * done): asyncio's cancelled() and exception() calls would
+             * return False and None, with no effect on a C future. */
+            res = meth(st, M_RESULT, child, NULL);
+            if (res == NULL) {
+                goto error;
+            }
+            PyList_SET_ITEM(results, i, res);
+            continue;
+        }
         c = is_cancelled(st, child);
         if (c < 0) {
             goto error;
@@ -303,10 +426,10 @@ gather_child_done(PyObject *outer, PyObject *fut)
             Py_DECREF(msg);
         }
         else {
-            res = call0(child, st->s_exception);
+            res = meth(st, M_EXCEPTION, child, NULL);
             if (res == Py_None) {
                 Py_DECREF(res);
-                res = call0(child, st->s_result);
+                res = meth(st, M_RESULT, child, NULL);
             }
         }
         if (res == NULL) {
@@ -316,7 +439,7 @@ gather_child_done(PyObject *outer, PyObject *fut)
     }
     PyObject *r;
     if (f->cancel_requested) {
-        exc = call0(last, st->s_make_cancelled_error);
+        exc = meth(st, M_MAKE_CANCELLED_ERROR, last, NULL);
         if (exc == NULL) {
             goto error;
         }
@@ -324,7 +447,7 @@ gather_child_done(PyObject *outer, PyObject *fut)
         Py_DECREF(exc);
     }
     else {
-        r = PyObject_CallMethodOneArg(outer, st->s_set_result, results);
+        r = meth(st, M_SET_RESULT, outer, results);
     }
     Py_DECREF(results);
     Py_DECREF(children);
@@ -394,14 +517,24 @@ fa_gather_init_type(PyObject *module, fa_state *st)
         PyErr_SetString(PyExc_ImportError, "asyncio.Future has an unexpected layout");
         return -1;
     }
-    gather_off = base->tp_basicsize;
     bases = PyTuple_Pack(1, (PyObject *)base);
     if (bases == NULL) {
         return -1;
     }
     st->GatherType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &spec, bases);
     Py_DECREF(bases);
-    return st->GatherType == NULL ? -1 : 0;
+    if (st->GatherType == NULL) {
+        return -1;
+    }
+    /* GF() finds the fields at the end of the object. */
+    if (st->GatherType->tp_basicsize != spec.basicsize
+        || st->GatherType->tp_itemsize != 0
+        || (st->GatherType->tp_flags & Py_TPFLAGS_BASETYPE)) {
+        Py_CLEAR(st->GatherType);
+        PyErr_SetString(PyExc_ImportError, "_GatheringFuture has an unexpected layout");
+        return -1;
+    }
+    return meths_init(st);
 }
 
 /* The loop for a gather with no arguments, or for wrapping coroutines when
@@ -515,6 +648,73 @@ to_future(fa_state *st, PyObject *arg, PyObject **loop)
     return fut;
 }
 
+/* asyncio.gather keys a dict by its arguments; for types that keep
+ * object's __hash__ and __eq__ (coroutines, C futures and tasks, most
+ * classes) that key is the object's identity. */
+static int
+identity_keyed(PyTypeObject *tp)
+{
+    return tp->tp_hash == PyBaseObject_Type.tp_hash
+           && tp->tp_richcompare == PyBaseObject_Type.tp_richcompare;
+}
+
+/* When every argument is identity-keyed: first[i] = the first index whose
+ * argument is args[i] (i itself for a first occurrence).  Returns NULL
+ * with no exception set when some argument is not identity-keyed (the
+ * caller then uses a dict, as asyncio does), NULL with MemoryError set on
+ * failure. */
+static Py_ssize_t *
+first_occurrences(PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t *first, *table;
+    size_t size = 8, mask;
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        if (!identity_keyed(Py_TYPE(args[i]))) {
+            return NULL;
+        }
+    }
+    first = PyMem_New(Py_ssize_t, nargs);
+    if (first == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    if (nargs <= 16) {
+        for (Py_ssize_t i = 0; i < nargs; i++) {
+            Py_ssize_t j = 0;
+            while (args[j] != args[i]) {
+                j++;
+            }
+            first[i] = j;
+        }
+        return first;
+    }
+    while (size < 2 * (size_t)nargs) {
+        size *= 2;
+    }
+    mask = size - 1;
+    table = PyMem_New(Py_ssize_t, size);
+    if (table == NULL) {
+        PyMem_Free(first);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    for (size_t k = 0; k < size; k++) {
+        table[k] = -1;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        size_t k = (size_t)(((uintptr_t)args[i] >> 4) * (uintptr_t)0x9E3779B97F4A7C15ULL >> 16) & mask;
+        while (table[k] >= 0 && args[table[k]] != args[i]) {
+            k = (k + 1) & mask;
+        }
+        if (table[k] < 0) {
+            table[k] = i;
+        }
+        first[i] = table[k];
+    }
+    PyMem_Free(table);
+    return first;
+}
+
 PyObject *
 fa_gather(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
@@ -522,6 +722,8 @@ fa_gather(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *k
     PyObject *loop = NULL, *outer = NULL, *children = NULL, *arg_to_fut = NULL, *cb = NULL;
     PyObject *cur_task = NULL, *done_now = NULL;
     int return_exceptions = 0;
+    int repeated = 0;       /* an argument seen twice, or unhashable */
+    Py_ssize_t *first = NULL;
     Py_ssize_t nfuts = 0;
 
     if (kwnames != NULL) {
@@ -594,11 +796,27 @@ fa_gather(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *k
     }
     /* First pass: turn every argument into a future (the same awaitable
      * twice gives the same future), as asyncio.gather does. */
+    first = first_occurrences(args, nargs);
+    if (first == NULL && PyErr_Occurred()) {
+        goto error;
+    }
     for (Py_ssize_t i = 0; i < nargs; i++) {
         PyObject *arg = args[i];
-        PyObject *fut = PyDict_GetItemWithError(arg_to_fut, arg);
+        PyObject *fut;
+        if (first != NULL) {
+            if (first[i] != i) {
+                PyList_SET_ITEM(children, i, Py_NewRef(PyList_GET_ITEM(children, first[i])));
+                repeated = 1;
+                continue;
+            }
+            fut = NULL;
+        }
+        else {
+            fut = PyDict_GetItemWithError(arg_to_fut, arg);
+        }
         if (fut != NULL) {
             PyList_SET_ITEM(children, i, Py_NewRef(fut));
+            repeated = 1;
             continue;
         }
         if (PyErr_Occurred()) {
@@ -607,6 +825,7 @@ fa_gather(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *k
                 goto error;
             }
             PyErr_Clear();
+            repeated = 1;
         }
         fut = to_future(st, arg, &loop);
         if (fut == NULL) {
@@ -619,7 +838,7 @@ fa_gather(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *k
             }
         }
         nfuts++;
-        if (PyDict_SetItem(arg_to_fut, arg, fut) < 0) {
+        if (first == NULL && PyDict_SetItem(arg_to_fut, arg, fut) < 0) {
             if (!PyErr_ExceptionMatches(PyExc_TypeError)) {
                 Py_DECREF(fut);
                 goto error;
@@ -640,18 +859,24 @@ fa_gather(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *k
     if (cb == NULL) {
         goto error;
     }
-    /* Second pass: attach the callback once per distinct future. */
+    /* Second pass: attach the callback once per distinct future.  When
+     * every argument was a new hashable key, each made its own future
+     * (asyncio.gather attaches one callback per such argument), and no
+     * set of the futures seen is needed. */
     PyDict_Clear(arg_to_fut);
     for (Py_ssize_t i = 0; i < nargs; i++) {
         PyObject *fut = PyList_GET_ITEM(children, i);
-        PyObject *key = PyLong_FromVoidPtr(fut);
-        int seen;
-        if (key == NULL) {
-            goto error;
-        }
-        seen = PyDict_Contains(arg_to_fut, key);
-        if (seen == 0) {
-            seen = PyDict_SetItem(arg_to_fut, key, Py_None);
+        PyObject *key = NULL;
+        int seen = 0;
+        if (repeated) {
+            key = PyLong_FromVoidPtr(fut);
+            if (key == NULL) {
+                goto error;
+            }
+            seen = PyDict_Contains(arg_to_fut, key);
+            if (seen == 0) {
+                seen = PyDict_SetItem(arg_to_fut, key, Py_None);
+            }
         }
         if (seen == 0 && FA_GATHER_DONE_CHILDREN_AT_ONCE) {
             int d = is_done(st, fut);
@@ -675,13 +900,13 @@ fa_gather(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *k
             Py_XDECREF(r);
         }
         if (seen == 0) {
-            PyObject *r = PyObject_CallMethodOneArg(fut, st->s_add_done_callback, cb);
+            PyObject *r = meth(st, M_ADD_DONE_CALLBACK, fut, cb);
             if (r == NULL) {
                 seen = -1;
             }
             Py_XDECREF(r);
         }
-        Py_DECREF(key);
+        Py_XDECREF(key);
         if (seen < 0) {
             goto error;
         }
@@ -695,6 +920,7 @@ fa_gather(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *k
         }
         Py_DECREF(r);
     }
+    PyMem_Free(first);
     Py_XDECREF(done_now);
     Py_XDECREF(cur_task);
     Py_DECREF(cb);
@@ -717,6 +943,7 @@ error:
         }
         fa_restore_exception(exc);
     }
+    PyMem_Free(first);
     Py_XDECREF(done_now);
     Py_XDECREF(cur_task);
     Py_XDECREF(cb);

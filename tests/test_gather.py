@@ -284,6 +284,81 @@ def test_same_failing_coroutine_twice(loop, gather):
     assert res[0] is res[1] and isinstance(res[0], ValueError)
 
 
+def test_same_arguments_repeated_among_many(loop, gather):
+    """Repeats found among more arguments than a linear scan covers."""
+    runs = []
+
+    async def once(v):
+        runs.append(v)
+        await asyncio.sleep(0)
+        return v
+
+    async def main():
+        fut = loop.create_future()
+        loop.call_soon(fut.set_result, "f")
+        c = once("c")
+        special = {3: c, 17: c, 39: c, 5: fut, 30: fut}
+        return await gather(*[special.get(i) or value(i) for i in range(40)])
+
+    res = loop.run_until_complete(main())
+    assert runs == ["c"]
+    assert [res[i] for i in (3, 17, 39)] == ["c"] * 3
+    assert res[5] == res[30] == "f"
+    assert res[0] == 0 and res[38] == 38
+
+
+@pytest.mark.parametrize("n", [2, 40])
+def test_equal_awaitables_are_one_argument(loop, gather, n):
+    """asyncio.gather keys a dict by its arguments: awaitables that are
+    equal (same hash, __eq__ true) count as one, the first one awaited."""
+    awaited = []
+
+    class Same:
+        def __init__(self, tag):
+            self.tag = tag
+
+        def __eq__(self, other):
+            return isinstance(other, Same)
+
+        def __hash__(self):
+            return 1
+
+        def __await__(self):
+            awaited.append(self.tag)
+            yield from asyncio.sleep(0).__await__()
+            return self.tag
+
+    async def main():
+        return await gather(*[Same(i) for i in range(n)])
+
+    assert loop.run_until_complete(main()) == [0] * n
+    assert awaited == [0]
+
+
+def test_task_factory_giving_one_task_for_two_coroutines(loop, gather):
+    """asyncio.gather attaches its callback once per distinct argument,
+    not once per distinct future: a task factory that answers two
+    coroutines with the same task gives a gather that still finishes."""
+    shared = []
+
+    def factory(lp, coro, **kwargs):
+        if shared:
+            coro.close()
+            return shared[0]
+        shared.append(asyncio.Task(coro, loop=lp, **kwargs))
+        return shared[0]
+
+    async def main():
+        loop.set_task_factory(factory)
+        try:
+            g = gather(value("a", 1), value("b", 1))
+        finally:
+            loop.set_task_factory(None)
+        return await asyncio.wait_for(g, 5)
+
+    assert loop.run_until_complete(main()) == ["a", "a"]
+
+
 def test_mixed_awaitables(loop, gather):
     class Awaitable:
         def __await__(self):
