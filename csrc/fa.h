@@ -317,9 +317,9 @@ struct fa_loop {
     int sig_dispatch;            /* loop-level signal handlers are installed */
     PyObject *wakeup_old;        /* wakeup fd to restore, or NULL */
 
-    void *jobs;                  /* app loop: runner jobs waiting (fa_job list) */
+    struct fa_job *jobs;         /* app loop: runner jobs waiting (runner.c) */
     fa_op *requests;             /* libuv requests in flight (dns.c), cancelled by close */
-    void *transports;            /* transport.c: live transports (linked list) */
+    struct fa_transport *transports; /* transport.c: live transports (linked list) */
 
     PyObject *task_factory;
     PyObject *sup_var;           /* supervise.c: the scope ContextVar, or NULL */

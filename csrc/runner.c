@@ -25,7 +25,7 @@
 #include <errno.h>
 #include <poll.h>
 
-typedef struct fa_job_s {
+typedef struct fa_job {
     PyObject_HEAD
     fa_loop *loop;
     PyObject *coro;
@@ -47,11 +47,11 @@ typedef struct fa_job_s {
     sem_t sem;
     /* Jobs whose caller waits, linked from the loop (GIL-protected), so
      * that closing the loop can fail them instead of leaving them hanging. */
-    struct fa_job_s *prev, *next;
+    struct fa_job *prev, *next;
     int linked;
 } fa_job;
 
-static void job_unlink(struct fa_job_s *j);
+static void job_unlink(fa_job *j);
 
 /* ------------------------------------------------------------ the job */
 
@@ -127,7 +127,7 @@ job_link(fa_job *j)
 {
     fa_loop *L = j->loop;
     j->prev = NULL;
-    j->next = (fa_job *)L->jobs;
+    j->next = L->jobs;
     if (j->next != NULL) {
         j->next->prev = j;
     }
@@ -160,7 +160,7 @@ void
 fa_jobs_fail_all(fa_loop *L)
 {
     while (L->jobs != NULL) {
-        fa_job *j = (fa_job *)L->jobs;
+        fa_job *j = L->jobs;
         job_unlink(j);
         if (j->error == NULL && atomic_load(&j->posted) == 0) {
             j->error = PyObject_CallFunction(
