@@ -13,6 +13,7 @@
 #include <sys/types.h>
 
 #include "util.h"   /* the layer below everything: exceptions, uv errors, fork generation */
+#include "runner.h" /* the runner's per-loop state, embedded in fa_loop */
 
 #ifdef FA_DEBUG
 #define FA_ASSERT(x) assert(x)
@@ -317,7 +318,6 @@ struct fa_loop {
     int sig_dispatch;            /* loop-level signal handlers are installed */
     PyObject *wakeup_old;        /* wakeup fd to restore, or NULL */
 
-    struct fa_job *jobs;         /* app loop: runner jobs waiting (runner.c) */
     fa_op *requests;             /* libuv requests in flight (dns.c), cancelled by close */
     struct fa_transport *transports; /* transport.c: live transports (linked list) */
 
@@ -337,16 +337,10 @@ struct fa_loop {
     PyObject *hook_first;        /* cached bound _asyncgen_firstiter_hook */
     PyObject *hook_fin;          /* cached bound _asyncgen_finalizer_hook */
 
-    /* App loop only (flaskasync.run). */
-    int is_app;
-    atomic_int baton;            /* 1 while some thread drives the loop */
-    atomic_int home_missed;      /* home thread found the baton taken */
-    atomic_int home_stop;
-    sem_t home_sem;
-    pthread_t home_thread;
-    int home_started;
-    unsigned long fork_gen;
-    int adopted;                 /* a running loop adopted as the app loop (ASGI) */
+    unsigned long fork_gen;      /* fork generation the loop was created in */
+
+    fa_runner runner;            /* runner.c's state (runner.h): read it through the
+                                  * inline functions below, write it only in runner.c */
 };
 
 /* module.c */
@@ -427,7 +421,22 @@ void fa_jobs_fail_all(fa_loop *self);
 static inline int
 fa_app_idle(fa_loop *L)
 {
-    return L->is_app && atomic_load(&L->baton) == 0;
+    return L->runner.is_app && atomic_load(&L->runner.baton) == 0;
+}
+
+/* Is L the app loop of flaskasync.run()?  It is never run with
+ * run_forever(), and the threads that drive it keep its asyncgen hooks. */
+static inline int
+fa_app_is(fa_loop *L)
+{
+    return L->runner.is_app;
+}
+
+/* Is L a server's running loop adopted as the app loop (ASGI mode)? */
+static inline int
+fa_app_adopted(fa_loop *L)
+{
+    return L->runner.adopted;
 }
 
 /* The one "work was added to the app loop: if it is idle, poke its home

@@ -345,7 +345,7 @@ static void
 install_wakeup(fa_loop *self)
 {
     PyObject *args = NULL, *kw = NULL, *old = NULL;
-    if (self->wakeup_old != NULL || self->is_app ||
+    if (self->wakeup_old != NULL || fa_app_is(self) ||
         PyThread_get_thread_ident() != self->st->main_ident) {
         return;
     }
@@ -651,7 +651,7 @@ fa_loop_enter(fa_loop *self)
     fa_state *st = self->st;
     PyObject *hooks = NULL, *r;
 
-    if (self->sig_rfd < 0 && !self->is_app && PyThread_get_thread_ident() == st->main_ident) {
+    if (self->sig_rfd < 0 && !fa_app_is(self) && PyThread_get_thread_ident() == st->main_ident) {
         /* The pipe a blocking main-thread loop uses as signal wakeup fd:
          * made when the loop first runs rather than at its first blocking
          * poll, so user code never sees the loop's fd count change. */
@@ -671,7 +671,7 @@ fa_loop_enter(fa_loop *self)
         }
     }
     if (!hooks_are_ours(self)) {
-        if (!self->is_app) {
+        if (!fa_app_is(self)) {
             hooks = PyObject_CallNoArgs(st->get_asyncgen_hooks);
             if (hooks == NULL) {
                 return -1;
@@ -759,7 +759,7 @@ check_can_run(fa_loop *self)
     if (fa_loop_check_closed(self) < 0) {
         return -1;
     }
-    if (self->is_app) {
+    if (fa_app_is(self)) {
         PyErr_SetString(PyExc_RuntimeError,
                         "the flaskasync app loop is driven by flaskasync.run(); "
                         "use flaskasync.run(coro) or flaskasync.spawn(coro) instead "
@@ -1555,7 +1555,7 @@ loop_close_c(fa_loop *self, PyObject *Py_UNUSED(ignored))
     if (self->closed) {
         Py_RETURN_NONE;
     }
-    if (self->is_app) {
+    if (fa_app_is(self)) {
         fa_home_stop(self);
     }
     self->closed = 1;
@@ -1759,7 +1759,7 @@ loop_dealloc(fa_loop *self)
         return;
     }
     PyObject_GC_UnTrack(self);
-    if (self->is_app) {
+    if (fa_app_is(self)) {
         fa_home_stop(self);
     }
     (void)loop_clear(self);

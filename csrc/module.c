@@ -31,7 +31,7 @@ mod_shutdown(PyObject *module, PyObject *Py_UNUSED(ignored))
     fa_state *st = fa_get_state(module);
     if (st->app_loop != NULL) {
         fa_loop *L = (fa_loop *)st->app_loop;
-        if (L->adopted) {
+        if (fa_app_adopted(L)) {
             /* The server's loop: its owner closes it. */
         }
         else if (!fa_loop_forked(L) && !L->closed && L->thread_id == 0) {

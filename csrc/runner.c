@@ -127,11 +127,11 @@ job_link(fa_job *j)
 {
     fa_loop *L = j->loop;
     j->prev = NULL;
-    j->next = L->jobs;
+    j->next = L->runner.jobs;
     if (j->next != NULL) {
         j->next->prev = j;
     }
-    L->jobs = j;
+    L->runner.jobs = j;
     j->linked = 1;
 }
 
@@ -145,7 +145,7 @@ job_unlink(fa_job *j)
         j->prev->next = j->next;
     }
     else {
-        j->loop->jobs = j->next;
+        j->loop->runner.jobs = j->next;
     }
     if (j->next != NULL) {
         j->next->prev = j->prev;
@@ -159,8 +159,8 @@ job_unlink(fa_job *j)
 void
 fa_jobs_fail_all(fa_loop *L)
 {
-    while (L->jobs != NULL) {
-        fa_job *j = L->jobs;
+    while (L->runner.jobs != NULL) {
+        fa_job *j = L->runner.jobs;
         job_unlink(j);
         if (j->error == NULL && atomic_load(&j->posted) == 0) {
             j->error = PyObject_CallFunction(
@@ -326,7 +326,7 @@ static inline int
 baton_try(fa_loop *L)
 {
     int expected = 0;
-    return atomic_compare_exchange_strong(&L->baton, &expected, 1);
+    return atomic_compare_exchange_strong(&L->runner.baton, &expected, 1);
 }
 
 /* Give the loop back.  Called with the GIL held by the thread that has the
@@ -345,12 +345,12 @@ baton_release(fa_loop *L)
         pending |= L->ready_len > 0;
     }
     fa_loop_arm_timer(L);
-    atomic_store(&L->baton, 0);
+    atomic_store(&L->runner.baton, 0);
     if (pending) {
         fa_loop_poke(L);
     }
-    if (atomic_exchange(&L->home_missed, 0)) {
-        sem_post(&L->home_sem);
+    if (atomic_exchange(&L->runner.home_missed, 0)) {
+        sem_post(&L->runner.home_sem);
     }
     fa_restore_exception(exc);
 }
@@ -370,7 +370,7 @@ home_drive(fa_loop *L)
         uv_run(&L->uv, UV_RUN_NOWAIT);
     }
     for (;;) {
-        if (atomic_load(&L->home_stop)) {
+        if (atomic_load(&L->runner.home_stop)) {
             break;
         }
         if (fa_loop_collect(L, 0) < 0) {
@@ -398,24 +398,24 @@ home_main(void *arg)
 
     pfd.fd = uv_backend_fd(&L->uv);
     pfd.events = POLLIN;
-    while (!atomic_load(&L->home_stop)) {
+    while (!atomic_load(&L->runner.home_stop)) {
         int r = poll(&pfd, 1, -1);
         if (r < 0 && errno != EINTR) {
             break;
         }
-        if (atomic_load(&L->home_stop)) {
+        if (atomic_load(&L->runner.home_stop)) {
             break;
         }
-        atomic_store(&L->home_missed, 1);
+        atomic_store(&L->runner.home_missed, 1);
         if (!baton_try(L)) {
             /* A driver is running the loop; it posts when it leaves. */
-            while (sem_wait(&L->home_sem) < 0 && errno == EINTR) {
+            while (sem_wait(&L->runner.home_sem) < 0 && errno == EINTR) {
             }
             continue;
         }
-        atomic_store(&L->home_missed, 0);
+        atomic_store(&L->runner.home_missed, 0);
         PyEval_RestoreThread(ts);
-        if (!atomic_load(&L->home_stop)) {
+        if (!atomic_load(&L->runner.home_stop)) {
             home_drive(L);
         }
         baton_release(L);
@@ -431,22 +431,22 @@ home_start(fa_loop *L)
 {
     pthread_attr_t attr;
     int r;
-    if (sem_init(&L->home_sem, 0, 0) < 0) {
+    if (sem_init(&L->runner.home_sem, 0, 0) < 0) {
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
     /* Request coroutines resume on this thread after their first real
      * await, so it gets the default stack size (as the WSGI threads do). */
     pthread_attr_init(&attr);
-    r = pthread_create(&L->home_thread, &attr, home_main, L);
+    r = pthread_create(&L->runner.home_thread, &attr, home_main, L);
     pthread_attr_destroy(&attr);
     if (r != 0) {
-        sem_destroy(&L->home_sem);
+        sem_destroy(&L->runner.home_sem);
         errno = r;
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
-    L->home_started = 1;
+    L->runner.home_started = 1;
     return 0;
 }
 
@@ -455,20 +455,20 @@ home_start(fa_loop *L)
 void
 fa_home_stop(fa_loop *L)
 {
-    if (!L->home_started) {
+    if (!L->runner.home_started) {
         return;
     }
-    L->home_started = 0;
+    L->runner.home_started = 0;
     if (fa_loop_forked(L)) {
         return; /* forked child: the thread does not exist here */
     }
-    atomic_store(&L->home_stop, 1);
+    atomic_store(&L->runner.home_stop, 1);
     fa_loop_poke(L);
-    sem_post(&L->home_sem);
+    sem_post(&L->runner.home_sem);
     Py_BEGIN_ALLOW_THREADS
-    pthread_join(L->home_thread, NULL);
+    pthread_join(L->runner.home_thread, NULL);
     Py_END_ALLOW_THREADS
-    sem_destroy(&L->home_sem);
+    sem_destroy(&L->runner.home_sem);
 }
 
 /* ----------------------------------------------------------- app loop */
@@ -487,7 +487,7 @@ fa_app_loop(fa_state *st)
         }
         /* Forked child or closed: drop it.  A forked child's copy is
          * abandoned without touching the parent's epoll instance. */
-        L->adopted = 0;
+        L->runner.adopted = 0;
         Py_CLEAR(st->reenter);
         Py_CLEAR(st->app_loop);
     }
@@ -511,9 +511,9 @@ fa_app_loop(fa_state *st)
         return st->app_loop;
     }
     L = (fa_loop *)loop;
-    L->is_app = 1;
+    L->runner.is_app = 1;
     if (home_start(L) < 0) {
-        L->is_app = 0;
+        L->runner.is_app = 0;
         Py_DECREF(loop);
         return NULL;
     }
@@ -590,7 +590,7 @@ fa_adopt_app_loop(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (fa_loop_check_closed(L) < 0) {
         return NULL;
     }
-    if (L->is_app || L->thread_id != PyThread_get_thread_ident()) {
+    if (L->runner.is_app || L->thread_id != PyThread_get_thread_ident()) {
         PyErr_SetString(PyExc_RuntimeError,
                         "_adopt_app_loop(): the loop must be running in this thread");
         return NULL;
@@ -604,7 +604,7 @@ fa_adopt_app_loop(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                             "the server's loop cannot become the app loop");
             return NULL;
         }
-        old->adopted = 0;
+        old->runner.adopted = 0;
         Py_CLEAR(st->app_loop);
     }
     Py_XSETREF(st->reenter, Py_NewRef(args[1]));
@@ -612,7 +612,7 @@ fa_adopt_app_loop(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         st->app_loop = Py_NewRef(args[0]);
     }
     st->app_fork_gen = gen;
-    L->adopted = 1;
+    L->runner.adopted = 1;
     Py_RETURN_NONE;
 }
 
@@ -620,8 +620,8 @@ PyObject *
 fa_release_app_loop(PyObject *module, PyObject *loop)
 {
     fa_state *st = fa_get_state(module);
-    if (st->app_loop == loop && ((fa_loop *)loop)->adopted) {
-        ((fa_loop *)loop)->adopted = 0;
+    if (st->app_loop == loop && ((fa_loop *)loop)->runner.adopted) {
+        ((fa_loop *)loop)->runner.adopted = 0;
         Py_CLEAR(st->reenter);
         Py_CLEAR(st->app_loop);
     }
@@ -934,7 +934,7 @@ run_job(fa_state *st, fa_loop *L, PyObject *coro, PyObject *timeout, PyObject *n
         j->ctx_vars = Py_XNewRef(fa_context_vars(j->ctx));
     }
 
-    if (!L->adopted && baton_try(L)) {
+    if (!L->runner.adopted && baton_try(L)) {
         r = drive_inline(L, j);
         if (r < 0) {
             job_abandon(j);
@@ -1087,7 +1087,7 @@ fa_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
     if (L == NULL) {
         return NULL;
     }
-    if (L->adopted) {
+    if (L->runner.adopted) {
         int r2 = adopted_check(L);
         if (r2 < 0) {
             return NULL;
