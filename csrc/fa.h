@@ -411,8 +411,9 @@ PyObject *fa_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
 PyObject *fa_get_loop(PyObject *module, PyObject *unused);
 PyObject *fa_run_coro(fa_state *st, PyObject *coro, PyObject *name, PyObject *scope);
 PyObject *fa_app_loop(fa_state *st);
-void fa_home_stop(fa_loop *self);
-void fa_jobs_fail_all(fa_loop *self);
+void fa_runner_loop_closing(fa_loop *L);
+int fa_runner_shutdown(fa_state *st);
+void fa_runner_clear(fa_state *st);
 /* Is L the app loop with nobody driving it (the baton free)?  Then only its
  * home thread (runner.c) will service it, and something that gives it work
  * from outside a driver (a callback, a timer, an fd to register) must wake

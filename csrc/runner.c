@@ -19,7 +19,13 @@
  * Ordering (all atomics seq_cst): the home thread stores home_missed = 1
  * and then tries the baton; a driver stores baton = 0 and then exchanges
  * home_missed.  Either the home thread gets the baton or the driver sees
- * home_missed and posts home_sem, so no wake-up is lost. */
+ * home_missed and posts home_sem, so no wake-up is lost.
+ *
+ * Who holds the GIL when, the baton's and the home thread's part
+ * included, is written once, in loop.c above fa_loop_gil_ensure.
+ *
+ * The runner's state in a loop (fa_runner, runner.h) is written only
+ * here; the loop calls in once, when it closes (fa_runner_loop_closing). */
 #include "fa.h"
 
 #include <errno.h>
@@ -156,8 +162,8 @@ job_unlink(fa_job *j)
 
 /* The loop is closing: every caller still waiting gets a RuntimeError
  * instead of waiting forever for a task that will never run again. */
-void
-fa_jobs_fail_all(fa_loop *L)
+static void
+jobs_fail_all(fa_loop *L)
 {
     while (L->runner.jobs != NULL) {
         fa_job *j = L->runner.jobs;
@@ -452,8 +458,8 @@ home_start(fa_loop *L)
 
 /* Stop and join the home thread.  Called with the GIL held; releases it
  * while joining because the home thread may be waiting for it. */
-void
-fa_home_stop(fa_loop *L)
+static void
+home_stop(fa_loop *L)
 {
     if (!L->runner.home_started) {
         return;
@@ -469,6 +475,67 @@ fa_home_stop(fa_loop *L)
     pthread_join(L->runner.home_thread, NULL);
     Py_END_ALLOW_THREADS
     sem_destroy(&L->runner.home_sem);
+}
+
+/* ------------------------------------------------- the loop's close hook */
+
+/* The one call the loop makes into the runner: L is closing (close(), or
+ * its deallocation), before it is marked closed.  The home thread of an
+ * app loop is stopped and joined (releasing the GIL meanwhile; a no-op in
+ * a forked child, where the thread does not exist), then every caller
+ * still waiting for a job on L gets a RuntimeError.  (At deallocation no
+ * job can be waiting: a job holds a reference to its loop.) */
+void
+fa_runner_loop_closing(fa_loop *L)
+{
+    if (L->runner.is_app) {
+        home_stop(L);
+    }
+    jobs_fail_all(L);
+}
+
+/* ----------------------------------------------- module shutdown and clear */
+
+/* flaskasync._core._shutdown(), from the shim's atexit handler: stop the
+ * app loop's home thread before the interpreter finalizes.  An idle app
+ * loop is closed here; one still running a callback (thread_id set) only
+ * loses its home thread, and the shim closes it after its grace period.
+ * An adopted loop belongs to its server, which closes it.  0, or -1 with
+ * an exception from close(). */
+int
+fa_runner_shutdown(fa_state *st)
+{
+    fa_loop *L = (fa_loop *)st->app_loop;
+    if (L == NULL || L->runner.adopted) {
+        return 0;
+    }
+    if (!fa_loop_forked(L) && !L->closed && L->thread_id == 0) {
+        PyObject *r = PyObject_CallMethod(st->app_loop, "close", NULL);
+        if (r == NULL) {
+            return -1;
+        }
+        Py_DECREF(r);
+    }
+    else if (!fa_loop_forked(L)) {
+        home_stop(L);
+    }
+    return 0;
+}
+
+/* The module is cleared: stop the app loop's home thread (its waiting
+ * callers, if any, are daemon threads at this point and are left alone)
+ * and drop the app loop. */
+void
+fa_runner_clear(fa_state *st)
+{
+    if (st->app_loop != NULL) {
+        fa_loop *L = (fa_loop *)st->app_loop;
+        if (!fa_loop_forked(L)) {
+            home_stop(L);
+        }
+    }
+    Py_CLEAR(st->app_loop);
+    Py_CLEAR(st->reenter);
 }
 
 /* ----------------------------------------------------------- app loop */
