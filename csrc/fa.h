@@ -13,7 +13,6 @@
 #include <sys/types.h>
 
 #include "util.h"   /* the layer below everything: exceptions, uv errors, fork generation */
-#include "runner.h" /* the runner's per-loop state, embedded in fa_loop */
 
 #ifdef FA_DEBUG
 #define FA_ASSERT(x) assert(x)
@@ -259,6 +258,10 @@ typedef struct {
     int lost;                    /* 0, or FA_REG_CLOSED / FA_REG_REPLACED */
 } fa_watcher;
 
+/* The runner: its per-loop state (embedded below) and its functions.  It
+ * needs fa_state and the fa_loop typedef, so it comes here. */
+#include "runner.h"
+
 struct fa_loop {
     PyObject_HEAD
     fa_state *st;
@@ -404,16 +407,9 @@ int fa_ioset_init(fa_loop *self);
 PyObject *fa_ioset_watched(fa_loop *self);
 int fa_ioset_set_interval(fa_loop *self, double seconds);
 
-/* runner.c */
-extern PyType_Spec fa_waiter_spec;
-PyObject *fa_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
-                 PyObject *kwnames);
-PyObject *fa_get_loop(PyObject *module, PyObject *unused);
-PyObject *fa_run_coro(fa_state *st, PyObject *coro, PyObject *name, PyObject *scope);
-PyObject *fa_app_loop(fa_state *st);
-void fa_runner_loop_closing(fa_loop *L);
-int fa_runner_shutdown(fa_state *st);
-void fa_runner_clear(fa_state *st);
+/* runner.h: the inline entry points into the runner's state in a loop.
+ * They read fa_loop, so they are here rather than in runner.h. */
+
 /* Is L the app loop with nobody driving it (the baton free)?  Then only its
  * home thread (runner.c) will service it, and something that gives it work
  * from outside a driver (a callback, a timer, an fd to register) must wake
@@ -450,8 +446,6 @@ fa_app_wake(fa_loop *L)
         fa_loop_poke(L);
     }
 }
-PyObject *fa_adopt_app_loop(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
-PyObject *fa_release_app_loop(PyObject *module, PyObject *loop);
 
 /* asgi.c: ASGI mode's per-request conversions */
 PyObject *fa_asgi_environ(PyObject *module, PyObject *const *args, Py_ssize_t nargs);

@@ -132,6 +132,7 @@ static void
 job_link(fa_job *j)
 {
     fa_loop *L = j->loop;
+    FA_ASSERT(!j->linked);
     j->prev = NULL;
     j->next = L->runner.jobs;
     if (j->next != NULL) {
@@ -340,6 +341,7 @@ baton_try(fa_loop *L)
 static void
 baton_release(fa_loop *L)
 {
+    FA_ASSERT(atomic_load(&L->runner.baton) == 1);
     PyObject *exc = fa_fetch_exception();
     int pending = L->ready_len > 0 || L->n_closing > 0 ||
                   (L->heap_len > 0 && L->heap[0]->when <= fa_now());
@@ -437,6 +439,7 @@ home_start(fa_loop *L)
 {
     pthread_attr_t attr;
     int r;
+    FA_ASSERT(L->runner.is_app && !L->runner.home_started);
     if (sem_init(&L->runner.home_sem, 0, 0) < 0) {
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
