@@ -259,6 +259,10 @@ typedef struct {
     int lost;                    /* 0, or FA_REG_CLOSED / FA_REG_REPLACED */
 } fa_watcher;
 
+/* The runner: its per-loop state (embedded below) and its functions.  It
+ * needs fa_state and the fa_loop typedef, so it comes here. */
+#include "runner.h"
+
 struct fa_loop {
     PyObject_HEAD
     fa_state *st;
@@ -318,9 +322,8 @@ struct fa_loop {
     int sig_dispatch;            /* loop-level signal handlers are installed */
     PyObject *wakeup_old;        /* wakeup fd to restore, or NULL */
 
-    void *jobs;                  /* app loop: runner jobs waiting (fa_job list) */
     fa_op *requests;             /* libuv requests in flight (dns.c), cancelled by close */
-    void *transports;            /* transport.c: live transports (linked list) */
+    struct fa_transport *transports; /* transport.c: live transports (linked list) */
     char *recv_buf;              /* transport.c: receive buffer, lazily allocated */
 
     PyObject *task_factory;
@@ -339,16 +342,10 @@ struct fa_loop {
     PyObject *hook_first;        /* cached bound _asyncgen_firstiter_hook */
     PyObject *hook_fin;          /* cached bound _asyncgen_finalizer_hook */
 
-    /* App loop only (flaskasync.run). */
-    int is_app;
-    atomic_int baton;            /* 1 while some thread drives the loop */
-    atomic_int home_missed;      /* home thread found the baton taken */
-    atomic_int home_stop;
-    sem_t home_sem;
-    pthread_t home_thread;
-    int home_started;
-    unsigned long fork_gen;
-    int adopted;                 /* a running loop adopted as the app loop (ASGI) */
+    unsigned long fork_gen;      /* fork generation the loop was created in */
+
+    fa_runner runner;            /* runner.c's state (runner.h): read it through the
+                                  * inline functions below, write it only in runner.c */
 };
 
 /* module.c */
@@ -412,15 +409,9 @@ int fa_ioset_init(fa_loop *self);
 PyObject *fa_ioset_watched(fa_loop *self);
 int fa_ioset_set_interval(fa_loop *self, double seconds);
 
-/* runner.c */
-extern PyType_Spec fa_waiter_spec;
-PyObject *fa_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
-                 PyObject *kwnames);
-PyObject *fa_get_loop(PyObject *module, PyObject *unused);
-PyObject *fa_run_coro(fa_state *st, PyObject *coro, PyObject *name, PyObject *scope);
-PyObject *fa_app_loop(fa_state *st);
-void fa_home_stop(fa_loop *self);
-void fa_jobs_fail_all(fa_loop *self);
+/* runner.h: the inline entry points into the runner's state in a loop.
+ * They read fa_loop, so they are here rather than in runner.h. */
+
 /* Is L the app loop with nobody driving it (the baton free)?  Then only its
  * home thread (runner.c) will service it, and something that gives it work
  * from outside a driver (a callback, a timer, an fd to register) must wake
@@ -429,7 +420,22 @@ void fa_jobs_fail_all(fa_loop *self);
 static inline int
 fa_app_idle(fa_loop *L)
 {
-    return L->is_app && atomic_load(&L->baton) == 0;
+    return L->runner.is_app && atomic_load(&L->runner.baton) == 0;
+}
+
+/* Is L the app loop of flaskasync.run()?  It is never run with
+ * run_forever(), and the threads that drive it keep its asyncgen hooks. */
+static inline int
+fa_app_is(fa_loop *L)
+{
+    return L->runner.is_app;
+}
+
+/* Is L a server's running loop adopted as the app loop (ASGI mode)? */
+static inline int
+fa_app_adopted(fa_loop *L)
+{
+    return L->runner.adopted;
 }
 
 /* The one "work was added to the app loop: if it is idle, poke its home
@@ -442,8 +448,6 @@ fa_app_wake(fa_loop *L)
         fa_loop_poke(L);
     }
 }
-PyObject *fa_adopt_app_loop(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
-PyObject *fa_release_app_loop(PyObject *module, PyObject *loop);
 
 /* asgi.c: ASGI mode's per-request conversions */
 PyObject *fa_asgi_environ(PyObject *module, PyObject *const *args, Py_ssize_t nargs);

@@ -493,7 +493,7 @@ sweep(fa_loop *L)
     /* Transports not in the set (reading paused, nothing to write) are
      * checked by identity: their connection ends now, not when they
      * resume. */
-    for (fa_transport *t = (fa_transport *)L->transports, *next; t != NULL; t = next) {
+    for (fa_transport *t = L->transports, *next; t != NULL; t = next) {
         next = t->next;
         if (t->events == 0 && t->fd >= 0 && t->sock != NULL && !t->fd_lost && t->reg.has_id) {
             int same = fa_reg_same_file(&t->reg);

@@ -214,7 +214,33 @@ fa_loop_arm_timer(fa_loop *self)
     self->armed_when = when;
 }
 
-/* -------------------------------------------------------- GIL handling */
+/* -------------------------------------------------------- GIL handling
+ *
+ * The GIL protocol of the loop and the runner, written once, here.
+ *
+ * - Everything in a loop (its fields, the ready queue, the heap, the fd
+ *   set, every Python object) is touched with the GIL held.  The only
+ *   exceptions are the runner's atomics (fa_runner in runner.h: baton,
+ *   home_missed, home_stop, all seq_cst), its semaphores, and libuv's
+ *   poll of the backend fd, which touches no Python state.
+ * - The thread running a loop gives the GIL up in one place: on_prepare,
+ *   right before a uv_run that may block (`blocking` set by
+ *   fa_loop_collect, or by close() waiting for a DNS request), keeping
+ *   the thread state in `released`.  It re-takes it in fa_loop_gil_ensure
+ *   below: from on_check after the poll, from any libuv callback that
+ *   runs inside that uv_run and needs Python (signals, DNS results, the
+ *   fd set), and once more after uv_run returns.  Every uv_run that does
+ *   not set `blocking` runs with the GIL held throughout.
+ * - The runner's threads (runner.c): a driver (a thread in run()) holds
+ *   the GIL and then tries the baton with one compare-and-swap, never
+ *   waiting for it; it waits for its job's semaphore with the GIL
+ *   released.  The home thread polls libuv's backend fd holding neither,
+ *   takes the baton first and the GIL second (PyEval_RestoreThread in
+ *   home_main), and gives the baton back before the GIL.  Nobody ever
+ *   waits for the baton while holding the GIL, so that order cannot
+ *   deadlock.  Stopping the home thread (runner.c's home_stop, from
+ *   fa_runner_loop_closing) joins it with the GIL released, because it may
+ *   be waiting for the GIL to finish its round. */
 
 void
 fa_loop_gil_ensure(fa_loop *self)
@@ -345,7 +371,7 @@ static void
 install_wakeup(fa_loop *self)
 {
     PyObject *args = NULL, *kw = NULL, *old = NULL;
-    if (self->wakeup_old != NULL || self->is_app ||
+    if (self->wakeup_old != NULL || fa_app_is(self) ||
         PyThread_get_thread_ident() != self->st->main_ident) {
         return;
     }
@@ -651,7 +677,7 @@ fa_loop_enter(fa_loop *self)
     fa_state *st = self->st;
     PyObject *hooks = NULL, *r;
 
-    if (self->sig_rfd < 0 && !self->is_app && PyThread_get_thread_ident() == st->main_ident) {
+    if (self->sig_rfd < 0 && !fa_app_is(self) && PyThread_get_thread_ident() == st->main_ident) {
         /* The pipe a blocking main-thread loop uses as signal wakeup fd:
          * made when the loop first runs rather than at its first blocking
          * poll, so user code never sees the loop's fd count change. */
@@ -671,7 +697,7 @@ fa_loop_enter(fa_loop *self)
         }
     }
     if (!hooks_are_ours(self)) {
-        if (!self->is_app) {
+        if (!fa_app_is(self)) {
             hooks = PyObject_CallNoArgs(st->get_asyncgen_hooks);
             if (hooks == NULL) {
                 return -1;
@@ -759,7 +785,7 @@ check_can_run(fa_loop *self)
     if (fa_loop_check_closed(self) < 0) {
         return -1;
     }
-    if (self->is_app) {
+    if (fa_app_is(self)) {
         PyErr_SetString(PyExc_RuntimeError,
                         "the flaskasync app loop is driven by flaskasync.run(); "
                         "use flaskasync.run(coro) or flaskasync.spawn(coro) instead "
@@ -1555,11 +1581,8 @@ loop_close_c(fa_loop *self, PyObject *Py_UNUSED(ignored))
     if (self->closed) {
         Py_RETURN_NONE;
     }
-    if (self->is_app) {
-        fa_home_stop(self);
-    }
+    fa_runner_loop_closing(self);
     self->closed = 1;
-    fa_jobs_fail_all(self);
     ready_clear(self);
     heap_clear(self);
     Py_CLEAR(self->last_ctx);
@@ -1759,9 +1782,7 @@ loop_dealloc(fa_loop *self)
         return;
     }
     PyObject_GC_UnTrack(self);
-    if (self->is_app) {
-        fa_home_stop(self);
-    }
+    fa_runner_loop_closing(self);
     (void)loop_clear(self);
     if (!self->closed && fa_loop_forked(self)) {
         /* Forked child: the uv loop and its epoll set belong to the parent;

@@ -28,22 +28,8 @@ mod_shutdown(PyObject *module, PyObject *Py_UNUSED(ignored))
 {
     /* Stop the app loop's home thread before the interpreter finalizes; the
      * loop itself is closed by the shim after its grace period. */
-    fa_state *st = fa_get_state(module);
-    if (st->app_loop != NULL) {
-        fa_loop *L = (fa_loop *)st->app_loop;
-        if (L->adopted) {
-            /* The server's loop: its owner closes it. */
-        }
-        else if (!fa_loop_forked(L) && !L->closed && L->thread_id == 0) {
-            PyObject *r = PyObject_CallMethod(st->app_loop, "close", NULL);
-            if (r == NULL) {
-                return NULL;
-            }
-            Py_DECREF(r);
-        }
-        else if (!fa_loop_forked(L)) {
-            fa_home_stop(L);
-        }
+    if (fa_runner_shutdown(fa_get_state(module)) < 0) {
+        return NULL;
     }
     Py_RETURN_NONE;
 }
@@ -345,14 +331,7 @@ static int
 module_clear(PyObject *module)
 {
     fa_state *st = fa_get_state(module);
-    if (st->app_loop != NULL) {
-        fa_loop *L = (fa_loop *)st->app_loop;
-        if (!fa_loop_forked(L)) {
-            fa_home_stop(L);
-        }
-    }
-    Py_CLEAR(st->app_loop);
-    Py_CLEAR(st->reenter);
+    fa_runner_clear(st);
     fa_handle_clear_free_list(st);
     Py_CLEAR(st->loop_class);
     Py_CLEAR(st->LoopType);

@@ -19,13 +19,19 @@
  * Ordering (all atomics seq_cst): the home thread stores home_missed = 1
  * and then tries the baton; a driver stores baton = 0 and then exchanges
  * home_missed.  Either the home thread gets the baton or the driver sees
- * home_missed and posts home_sem, so no wake-up is lost. */
+ * home_missed and posts home_sem, so no wake-up is lost.
+ *
+ * Who holds the GIL when, the baton's and the home thread's part
+ * included, is written once, in loop.c above fa_loop_gil_ensure.
+ *
+ * The runner's state in a loop (fa_runner, runner.h) is written only
+ * here; the loop calls in once, when it closes (fa_runner_loop_closing). */
 #include "fa.h"
 
 #include <errno.h>
 #include <poll.h>
 
-typedef struct fa_job_s {
+typedef struct fa_job {
     PyObject_HEAD
     fa_loop *loop;
     PyObject *coro;
@@ -47,11 +53,11 @@ typedef struct fa_job_s {
     sem_t sem;
     /* Jobs whose caller waits, linked from the loop (GIL-protected), so
      * that closing the loop can fail them instead of leaving them hanging. */
-    struct fa_job_s *prev, *next;
+    struct fa_job *prev, *next;
     int linked;
 } fa_job;
 
-static void job_unlink(struct fa_job_s *j);
+static void job_unlink(fa_job *j);
 
 /* ------------------------------------------------------------ the job */
 
@@ -126,12 +132,13 @@ static void
 job_link(fa_job *j)
 {
     fa_loop *L = j->loop;
+    FA_ASSERT(!j->linked);
     j->prev = NULL;
-    j->next = (fa_job *)L->jobs;
+    j->next = L->runner.jobs;
     if (j->next != NULL) {
         j->next->prev = j;
     }
-    L->jobs = j;
+    L->runner.jobs = j;
     j->linked = 1;
 }
 
@@ -145,7 +152,7 @@ job_unlink(fa_job *j)
         j->prev->next = j->next;
     }
     else {
-        j->loop->jobs = j->next;
+        j->loop->runner.jobs = j->next;
     }
     if (j->next != NULL) {
         j->next->prev = j->prev;
@@ -156,11 +163,11 @@ job_unlink(fa_job *j)
 
 /* The loop is closing: every caller still waiting gets a RuntimeError
  * instead of waiting forever for a task that will never run again. */
-void
-fa_jobs_fail_all(fa_loop *L)
+static void
+jobs_fail_all(fa_loop *L)
 {
-    while (L->jobs != NULL) {
-        fa_job *j = (fa_job *)L->jobs;
+    while (L->runner.jobs != NULL) {
+        fa_job *j = L->runner.jobs;
         job_unlink(j);
         if (j->error == NULL && atomic_load(&j->posted) == 0) {
             j->error = PyObject_CallFunction(
@@ -326,7 +333,7 @@ static inline int
 baton_try(fa_loop *L)
 {
     int expected = 0;
-    return atomic_compare_exchange_strong(&L->baton, &expected, 1);
+    return atomic_compare_exchange_strong(&L->runner.baton, &expected, 1);
 }
 
 /* Give the loop back.  Called with the GIL held by the thread that has the
@@ -334,6 +341,7 @@ baton_try(fa_loop *L)
 static void
 baton_release(fa_loop *L)
 {
+    FA_ASSERT(atomic_load(&L->runner.baton) == 1);
     PyObject *exc = fa_fetch_exception();
     int pending = L->ready_len > 0 || L->n_closing > 0 ||
                   (L->heap_len > 0 && L->heap[0]->when <= fa_now());
@@ -345,12 +353,12 @@ baton_release(fa_loop *L)
         pending |= L->ready_len > 0;
     }
     fa_loop_arm_timer(L);
-    atomic_store(&L->baton, 0);
+    atomic_store(&L->runner.baton, 0);
     if (pending) {
         fa_loop_poke(L);
     }
-    if (atomic_exchange(&L->home_missed, 0)) {
-        sem_post(&L->home_sem);
+    if (atomic_exchange(&L->runner.home_missed, 0)) {
+        sem_post(&L->runner.home_sem);
     }
     fa_restore_exception(exc);
 }
@@ -370,7 +378,7 @@ home_drive(fa_loop *L)
         uv_run(&L->uv, UV_RUN_NOWAIT);
     }
     for (;;) {
-        if (atomic_load(&L->home_stop)) {
+        if (atomic_load(&L->runner.home_stop)) {
             break;
         }
         if (fa_loop_collect(L, 0) < 0) {
@@ -398,24 +406,24 @@ home_main(void *arg)
 
     pfd.fd = uv_backend_fd(&L->uv);
     pfd.events = POLLIN;
-    while (!atomic_load(&L->home_stop)) {
+    while (!atomic_load(&L->runner.home_stop)) {
         int r = poll(&pfd, 1, -1);
         if (r < 0 && errno != EINTR) {
             break;
         }
-        if (atomic_load(&L->home_stop)) {
+        if (atomic_load(&L->runner.home_stop)) {
             break;
         }
-        atomic_store(&L->home_missed, 1);
+        atomic_store(&L->runner.home_missed, 1);
         if (!baton_try(L)) {
             /* A driver is running the loop; it posts when it leaves. */
-            while (sem_wait(&L->home_sem) < 0 && errno == EINTR) {
+            while (sem_wait(&L->runner.home_sem) < 0 && errno == EINTR) {
             }
             continue;
         }
-        atomic_store(&L->home_missed, 0);
+        atomic_store(&L->runner.home_missed, 0);
         PyEval_RestoreThread(ts);
-        if (!atomic_load(&L->home_stop)) {
+        if (!atomic_load(&L->runner.home_stop)) {
             home_drive(L);
         }
         baton_release(L);
@@ -431,44 +439,106 @@ home_start(fa_loop *L)
 {
     pthread_attr_t attr;
     int r;
-    if (sem_init(&L->home_sem, 0, 0) < 0) {
+    FA_ASSERT(L->runner.is_app && !L->runner.home_started);
+    if (sem_init(&L->runner.home_sem, 0, 0) < 0) {
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
     /* Request coroutines resume on this thread after their first real
      * await, so it gets the default stack size (as the WSGI threads do). */
     pthread_attr_init(&attr);
-    r = pthread_create(&L->home_thread, &attr, home_main, L);
+    r = pthread_create(&L->runner.home_thread, &attr, home_main, L);
     pthread_attr_destroy(&attr);
     if (r != 0) {
-        sem_destroy(&L->home_sem);
+        sem_destroy(&L->runner.home_sem);
         errno = r;
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
-    L->home_started = 1;
+    L->runner.home_started = 1;
     return 0;
 }
 
 /* Stop and join the home thread.  Called with the GIL held; releases it
  * while joining because the home thread may be waiting for it. */
-void
-fa_home_stop(fa_loop *L)
+static void
+home_stop(fa_loop *L)
 {
-    if (!L->home_started) {
+    if (!L->runner.home_started) {
         return;
     }
-    L->home_started = 0;
+    L->runner.home_started = 0;
     if (fa_loop_forked(L)) {
         return; /* forked child: the thread does not exist here */
     }
-    atomic_store(&L->home_stop, 1);
+    atomic_store(&L->runner.home_stop, 1);
     fa_loop_poke(L);
-    sem_post(&L->home_sem);
+    sem_post(&L->runner.home_sem);
     Py_BEGIN_ALLOW_THREADS
-    pthread_join(L->home_thread, NULL);
+    pthread_join(L->runner.home_thread, NULL);
     Py_END_ALLOW_THREADS
-    sem_destroy(&L->home_sem);
+    sem_destroy(&L->runner.home_sem);
+}
+
+/* ------------------------------------------------- the loop's close hook */
+
+/* The one call the loop makes into the runner: L is closing (close(), or
+ * its deallocation), before it is marked closed.  The home thread of an
+ * app loop is stopped and joined (releasing the GIL meanwhile; a no-op in
+ * a forked child, where the thread does not exist), then every caller
+ * still waiting for a job on L gets a RuntimeError.  (At deallocation no
+ * job can be waiting: a job holds a reference to its loop.) */
+void
+fa_runner_loop_closing(fa_loop *L)
+{
+    if (L->runner.is_app) {
+        home_stop(L);
+    }
+    jobs_fail_all(L);
+}
+
+/* ----------------------------------------------- module shutdown and clear */
+
+/* flaskasync._core._shutdown(), from the shim's atexit handler: stop the
+ * app loop's home thread before the interpreter finalizes.  An idle app
+ * loop is closed here; one still running a callback (thread_id set) only
+ * loses its home thread, and the shim closes it after its grace period.
+ * An adopted loop belongs to its server, which closes it.  0, or -1 with
+ * an exception from close(). */
+int
+fa_runner_shutdown(fa_state *st)
+{
+    fa_loop *L = (fa_loop *)st->app_loop;
+    if (L == NULL || L->runner.adopted) {
+        return 0;
+    }
+    if (!fa_loop_forked(L) && !L->closed && L->thread_id == 0) {
+        PyObject *r = PyObject_CallMethod(st->app_loop, "close", NULL);
+        if (r == NULL) {
+            return -1;
+        }
+        Py_DECREF(r);
+    }
+    else if (!fa_loop_forked(L)) {
+        home_stop(L);
+    }
+    return 0;
+}
+
+/* The module is cleared: stop the app loop's home thread (its waiting
+ * callers, if any, are daemon threads at this point and are left alone)
+ * and drop the app loop. */
+void
+fa_runner_clear(fa_state *st)
+{
+    if (st->app_loop != NULL) {
+        fa_loop *L = (fa_loop *)st->app_loop;
+        if (!fa_loop_forked(L)) {
+            home_stop(L);
+        }
+    }
+    Py_CLEAR(st->app_loop);
+    Py_CLEAR(st->reenter);
 }
 
 /* ----------------------------------------------------------- app loop */
@@ -487,7 +557,7 @@ fa_app_loop(fa_state *st)
         }
         /* Forked child or closed: drop it.  A forked child's copy is
          * abandoned without touching the parent's epoll instance. */
-        L->adopted = 0;
+        L->runner.adopted = 0;
         Py_CLEAR(st->reenter);
         Py_CLEAR(st->app_loop);
     }
@@ -511,9 +581,9 @@ fa_app_loop(fa_state *st)
         return st->app_loop;
     }
     L = (fa_loop *)loop;
-    L->is_app = 1;
+    L->runner.is_app = 1;
     if (home_start(L) < 0) {
-        L->is_app = 0;
+        L->runner.is_app = 0;
         Py_DECREF(loop);
         return NULL;
     }
@@ -590,7 +660,7 @@ fa_adopt_app_loop(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (fa_loop_check_closed(L) < 0) {
         return NULL;
     }
-    if (L->is_app || L->thread_id != PyThread_get_thread_ident()) {
+    if (L->runner.is_app || L->thread_id != PyThread_get_thread_ident()) {
         PyErr_SetString(PyExc_RuntimeError,
                         "_adopt_app_loop(): the loop must be running in this thread");
         return NULL;
@@ -604,7 +674,7 @@ fa_adopt_app_loop(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                             "the server's loop cannot become the app loop");
             return NULL;
         }
-        old->adopted = 0;
+        old->runner.adopted = 0;
         Py_CLEAR(st->app_loop);
     }
     Py_XSETREF(st->reenter, Py_NewRef(args[1]));
@@ -612,7 +682,7 @@ fa_adopt_app_loop(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         st->app_loop = Py_NewRef(args[0]);
     }
     st->app_fork_gen = gen;
-    L->adopted = 1;
+    L->runner.adopted = 1;
     Py_RETURN_NONE;
 }
 
@@ -620,8 +690,8 @@ PyObject *
 fa_release_app_loop(PyObject *module, PyObject *loop)
 {
     fa_state *st = fa_get_state(module);
-    if (st->app_loop == loop && ((fa_loop *)loop)->adopted) {
-        ((fa_loop *)loop)->adopted = 0;
+    if (st->app_loop == loop && ((fa_loop *)loop)->runner.adopted) {
+        ((fa_loop *)loop)->runner.adopted = 0;
         Py_CLEAR(st->reenter);
         Py_CLEAR(st->app_loop);
     }
@@ -934,7 +1004,7 @@ run_job(fa_state *st, fa_loop *L, PyObject *coro, PyObject *timeout, PyObject *n
         j->ctx_vars = Py_XNewRef(fa_context_vars(j->ctx));
     }
 
-    if (!L->adopted && baton_try(L)) {
+    if (!L->runner.adopted && baton_try(L)) {
         r = drive_inline(L, j);
         if (r < 0) {
             job_abandon(j);
@@ -1087,7 +1157,7 @@ fa_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
     if (L == NULL) {
         return NULL;
     }
-    if (L->adopted) {
+    if (L->runner.adopted) {
         int r2 = adopted_check(L);
         if (r2 < 0) {
             return NULL;

@@ -646,7 +646,7 @@ synccall_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObje
         if (L == NULL) {
             return NULL;
         }
-        fast = !L->adopted;
+        fast = !fa_app_adopted(L);
         if (fast && L->sup_var == NULL) {
             PyObject *r = PyObject_CallNoArgs(p->p[P_INSTALL]);
             if (r == NULL) {

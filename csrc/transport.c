@@ -14,7 +14,7 @@
 void
 fa_transport_list_add(fa_transport *t)
 {
-    fa_transport *head = (fa_transport *)t->loop->transports;
+    fa_transport *head = t->loop->transports;
     /* The identity of the fd's file, to never watch another file that
      * took its number after the transport's socket was closed behind its
      * back (ioset.c). */
@@ -48,7 +48,7 @@ fa_transport_list_remove(fa_transport *t)
 int
 fa_transport_check_fd(fa_loop *loop, int fd)
 {
-    for (fa_transport *t = (fa_transport *)loop->transports; t != NULL; t = t->next) {
+    for (fa_transport *t = loop->transports; t != NULL; t = t->next) {
         if (t->fd == fd && t->sock != NULL && !t->fd_lent) {
             PyErr_Format(PyExc_RuntimeError, "File descriptor %d is used by transport %R", fd,
                          (PyObject *)t);
@@ -77,7 +77,7 @@ void
 fa_transport_close_all(fa_loop *loop)
 {
     PyObject *held = PyList_New(0);
-    fa_transport *t = (fa_transport *)loop->transports, *next;
+    fa_transport *t = loop->transports, *next;
     for (; t != NULL; t = next) {
         next = t->next;
         fa_transport_unwatch(t);
