@@ -171,9 +171,8 @@ typedef struct {
     PyObject *s_done, *s_result, *s_exception, *s_cancel,
         *s_cancelled, *s_add_done_callback, *s_remove_done_callback,
         *s_set_result, *s_set_exception, *s_make_cancelled_error,
-        *s_call_exception_handler, *s_get_loop, *s_create_task,
+        *s_get_loop, *s_create_task,
         *s_log_destroy_pending, *s_loop,
-        *s_message, *s_exception_key, *s_handle, *s_source_traceback,
         *s_asyncgen_firstiter_hook, *s_asyncgen_finalizer_hook,
         *s_log_slow_callback, *s_slow_callback_duration,
         *s_msg, *s_qualname, *s_get, *s_config, *s_log_traceback;

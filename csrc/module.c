@@ -256,14 +256,10 @@ module_exec(PyObject *module)
         intern(&st->s_set_result, "set_result") < 0 ||
         intern(&st->s_set_exception, "set_exception") < 0 ||
         intern(&st->s_make_cancelled_error, "_make_cancelled_error") < 0 ||
-        intern(&st->s_call_exception_handler, "call_exception_handler") < 0 ||
         intern(&st->s_get_loop, "get_loop") < 0 ||
         intern(&st->s_create_task, "create_task") < 0 ||
         intern(&st->s_log_destroy_pending, "_log_destroy_pending") < 0 ||
-        intern(&st->s_loop, "loop") < 0 || intern(&st->s_message, "message") < 0 ||
-        intern(&st->s_exception_key, "exception") < 0 ||
-        intern(&st->s_handle, "handle") < 0 ||
-        intern(&st->s_source_traceback, "source_traceback") < 0 ||
+        intern(&st->s_loop, "loop") < 0 ||
         intern(&st->s_asyncgen_firstiter_hook, "_asyncgen_firstiter_hook") < 0 ||
         intern(&st->s_asyncgen_finalizer_hook, "_asyncgen_finalizer_hook") < 0 ||
         intern(&st->s_log_slow_callback, "_log_slow_callback") < 0 ||
@@ -374,9 +370,8 @@ module_clear(PyObject *module)
         &st->s_done, &st->s_result, &st->s_exception, &st->s_cancel,
         &st->s_cancelled, &st->s_add_done_callback, &st->s_remove_done_callback,
         &st->s_set_result, &st->s_set_exception, &st->s_make_cancelled_error,
-        &st->s_call_exception_handler, &st->s_get_loop, &st->s_create_task,
+        &st->s_get_loop, &st->s_create_task,
         &st->s_log_destroy_pending, &st->s_loop,
-        &st->s_message, &st->s_exception_key, &st->s_handle, &st->s_source_traceback,
         &st->s_asyncgen_firstiter_hook, &st->s_asyncgen_finalizer_hook,
         &st->s_log_slow_callback, &st->s_slow_callback_duration,
         &st->s_msg, &st->s_qualname, &st->s_get,
