@@ -72,6 +72,28 @@ def test_call_soon_explicit_context(loop):
     assert var.get() == "unset"
 
 
+class _Str(str):
+    pass
+
+
+@pytest.mark.parametrize("method", ["call_soon", "call_soon_threadsafe", "call_later", "call_at"])
+def test_context_keyword_is_matched_by_its_text(loop, method):
+    """The keyword is `context` whatever object spells it (a str built at
+    run time, a str subclass); near misses (other case, a longer name, the
+    same letters with a non-ASCII one) are unexpected keywords."""
+    ctx = contextvars.copy_context()
+    pre = () if method.startswith("call_soon") else (0 if method == "call_later" else loop.time(),)
+    schedule = getattr(loop, method)
+    built = "".join(["con", "text"])
+    for name in (built, _Str("context")):
+        h = schedule(*pre, lambda: None, **{name: ctx})
+        assert ctx_of(h) is ctx
+        h.cancel()
+    for name in ("Context", "context_", "contéxt", "contex"):
+        with pytest.raises(TypeError, match="unexpected keyword argument"):
+            schedule(*pre, lambda: None, **{name: ctx})
+
+
 def test_call_soon_copies_current_context(loop):
     seen = []
 
