@@ -702,8 +702,10 @@ void fa_transport_finalize(PyObject *self);
 int fa_transport_dealloc_start(fa_transport *t, PyObject *weakreflist);
 void fa_transport_dealloc_end(fa_transport *t);
 
-/* stream.c */
-extern PyType_Spec fa_stream_spec;
+/* stream.c: the stream transport type (made at module exec) */
+int fa_stream_init(PyObject *module, fa_state *st);
+int fa_stream_traverse(fa_state *st, visitproc visit, void *arg);
+void fa_stream_clear(fa_state *st);
 
 /* udp.c */
 int fa_udp_init(PyObject *module, fa_state *st);

@@ -288,7 +288,8 @@ module_exec(PyObject *module)
     if (fa_gather_init_type(module, st) < 0 || fa_supervise_init_types(module, st) < 0) {
         return -1;
     }
-    if (fa_net_init(module, st) < 0) {
+    if (fa_net_init(module, st) < 0 || fa_stream_init(module, st) < 0 ||
+        fa_udp_init(module, st) < 0) {
         return -1;
     }
     if (PyModule_AddObjectRef(module, "_GatheringFuture", (PyObject *)st->GatherType) < 0) {
@@ -320,7 +321,11 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->loop_class);
     Py_VISIT(st->app_loop);
     Py_VISIT(st->reenter);
-    return fa_net_traverse(st, visit, arg);
+    int r = fa_net_traverse(st, visit, arg);
+    if (r == 0) {
+        r = fa_stream_traverse(st, visit, arg);
+    }
+    return r != 0 ? r : fa_udp_traverse(st, visit, arg);
 }
 
 static int
@@ -366,6 +371,8 @@ module_clear(PyObject *module)
     Py_CLEAR(st->kw_context);
     Py_CLEAR(st->kw_name_context);
     fa_net_clear(st);
+    fa_stream_clear(st);
+    fa_udp_clear(st);
     PyObject **names[] = {
         &st->s_done, &st->s_result, &st->s_exception, &st->s_cancel,
         &st->s_cancelled, &st->s_add_done_callback, &st->s_remove_done_callback,

@@ -629,18 +629,6 @@ PyType_Spec fa_op_spec = {
 
 /* ------------------------------------------------------- module state */
 
-static int
-net_attr(PyObject **out, const char *module, const char *name)
-{
-    PyObject *m = PyImport_ImportModule(module);
-    if (m == NULL) {
-        return -1;
-    }
-    *out = PyObject_GetAttrString(m, name);
-    Py_DECREF(m);
-    return *out == NULL ? -1 : 0;
-}
-
 #define NET_NAMES(n)                                                                     \
     &(n)->s_recv, &(n)->s_recv_into, &(n)->s_recvfrom, &(n)->s_recvfrom_into, &(n)->s_send, \
         &(n)->s_sendto, &(n)->s_connect, &(n)->s_accept, &(n)->s_fileno,                 \
@@ -670,47 +658,19 @@ fa_net_init(PyObject *module, fa_state *st)
     if (n->OpType == NULL) {
         return -1;
     }
-    if (net_attr(&n->gaierror, "socket", "gaierror") < 0 ||
-        net_attr(&n->AddressFamily, "socket", "AddressFamily") < 0 ||
-        net_attr(&n->SocketKind, "socket", "SocketKind") < 0 ||
-        net_attr(&n->UnsupportedOperation, "io", "UnsupportedOperation") < 0 ||
-        net_attr(&n->SendfileNotAvailableError, "asyncio", "SendfileNotAvailableError") < 0 ||
-        net_attr(&n->BufferedProtocol, "asyncio", "BufferedProtocol") < 0 ||
-        net_attr(&n->set_result_unless_cancelled, "asyncio.futures",
+    if (fa_import_attr(&n->gaierror, "socket", "gaierror") < 0 ||
+        fa_import_attr(&n->AddressFamily, "socket", "AddressFamily") < 0 ||
+        fa_import_attr(&n->SocketKind, "socket", "SocketKind") < 0 ||
+        fa_import_attr(&n->UnsupportedOperation, "io", "UnsupportedOperation") < 0 ||
+        fa_import_attr(&n->SendfileNotAvailableError, "asyncio", "SendfileNotAvailableError") < 0 ||
+        fa_import_attr(&n->BufferedProtocol, "asyncio", "BufferedProtocol") < 0 ||
+        fa_import_attr(&n->set_result_unless_cancelled, "asyncio.futures",
                  "_set_result_unless_cancelled") < 0 ||
-        net_attr(&n->logger, "asyncio.log", "logger") < 0) {
+        fa_import_attr(&n->logger, "asyncio.log", "logger") < 0) {
         return -1;
     }
     n->minus_one = PyLong_FromLong(-1);
     if (n->minus_one == NULL) {
-        return -1;
-    }
-    /* A stream transport of a server tells the server it is gone with
-     * Server._detach(), which takes the transport from Python 3.13 on. */
-    {
-        PyObject *server, *detach, *code, *argc;
-        if (net_attr(&server, "asyncio.base_events", "Server") < 0) {
-            return -1;
-        }
-        detach = PyObject_GetAttrString(server, "_detach");
-        Py_DECREF(server);
-        code = detach ? PyObject_GetAttrString(detach, "__code__") : NULL;
-        Py_XDECREF(detach);
-        argc = code ? PyObject_GetAttrString(code, "co_argcount") : NULL;
-        Py_XDECREF(code);
-        if (argc == NULL) {
-            return -1;
-        }
-        n->detach_takes_transport = PyLong_AsLong(argc) >= 2;
-        Py_DECREF(argc);
-    }
-    static const char *const stream_bases[] = {"_FlowControlMixin", "Transport"};
-    n->StreamType = fa_transport_make_type(module, &fa_stream_spec, stream_bases, 2);
-    if (n->StreamType == NULL ||
-        PyModule_AddObjectRef(module, "StreamTransport", (PyObject *)n->StreamType) < 0) {
-        return -1;
-    }
-    if (fa_udp_init(module, st) < 0) {
         return -1;
     }
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
@@ -732,8 +692,7 @@ fa_net_traverse(fa_state *st, visitproc visit, void *arg)
 {
     Py_VISIT(st->net.OpType);
     Py_VISIT(st->net.SSLSocket);
-    Py_VISIT(st->net.StreamType);
-    return fa_udp_traverse(st, visit, arg);
+    return 0;
 }
 
 void
@@ -750,12 +709,10 @@ fa_net_clear(fa_state *st)
     Py_CLEAR(n->SendfileNotAvailableError);
     Py_CLEAR(n->k_loop);
     Py_CLEAR(n->k_gai);
-    Py_CLEAR(n->StreamType);
     Py_CLEAR(n->BufferedProtocol);
     Py_CLEAR(n->set_result_unless_cancelled);
     Py_CLEAR(n->logger);
     Py_CLEAR(n->minus_one);
-    fa_udp_clear(st);
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         Py_CLEAR(*names[i]);
     }

@@ -1301,9 +1301,55 @@ static PyType_Slot stream_slots[] = {
     {0, NULL},
 };
 
-PyType_Spec fa_stream_spec = {
+static PyType_Spec fa_stream_spec = {
     .name = "flaskasync._core.StreamTransport",
     .basicsize = sizeof(fa_stream),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE,
     .slots = stream_slots,
 };
+
+/* ------------------------------------------------------------ the type */
+
+int
+fa_stream_init(PyObject *module, fa_state *st)
+{
+    fa_net_state *n = &st->net;
+    /* A stream transport of a server tells the server it is gone with
+     * Server._detach(), which takes the transport from Python 3.13 on. */
+    PyObject *server, *detach, *code, *argc;
+    if (fa_import_attr(&server, "asyncio.base_events", "Server") < 0) {
+        return -1;
+    }
+    detach = PyObject_GetAttrString(server, "_detach");
+    Py_DECREF(server);
+    code = detach ? PyObject_GetAttrString(detach, "__code__") : NULL;
+    Py_XDECREF(detach);
+    argc = code ? PyObject_GetAttrString(code, "co_argcount") : NULL;
+    Py_XDECREF(code);
+    if (argc == NULL) {
+        return -1;
+    }
+    n->detach_takes_transport = PyLong_AsLong(argc) >= 2;
+    Py_DECREF(argc);
+
+    static const char *const stream_bases[] = {"_FlowControlMixin", "Transport"};
+    n->StreamType = fa_transport_make_type(module, &fa_stream_spec, stream_bases, 2);
+    if (n->StreamType == NULL ||
+        PyModule_AddObjectRef(module, "StreamTransport", (PyObject *)n->StreamType) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+int
+fa_stream_traverse(fa_state *st, visitproc visit, void *arg)
+{
+    Py_VISIT(st->net.StreamType);
+    return 0;
+}
+
+void
+fa_stream_clear(fa_state *st)
+{
+    Py_CLEAR(st->net.StreamType);
+}

@@ -81,3 +81,16 @@ fa_register_atfork(void)
         pthread_atfork(NULL, NULL, after_fork_child);
     }
 }
+
+int
+fa_import_attr(PyObject **out, const char *module, const char *name)
+{
+    PyObject *m = PyImport_ImportModule(module);
+    if (m == NULL) {
+        *out = NULL;
+        return -1;
+    }
+    *out = PyObject_GetAttrString(m, name);
+    Py_DECREF(m);
+    return *out == NULL ? -1 : 0;
+}

@@ -71,6 +71,10 @@ int fa_call_exception_handler(PyObject *loop, PyObject *message, PyObject *exc, 
  * its errno, like the stdlib's own socket errors.  Always returns -1. */
 int fa_set_uv_error(int err, const char *what);
 
+/* *out = getattr(import_module(module), name), a new reference; -1 with an
+ * exception set on failure. */
+int fa_import_attr(PyObject **out, const char *module, const char *name);
+
 /* ------------------------------------------------------ fork generation
  * Counts the fork()s that led to this process (a pthread_atfork child
  * handler adds one).  Whatever remembers the generation it was made in
