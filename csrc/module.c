@@ -82,18 +82,6 @@ static PyMethodDef module_methods[] = {
 };
 
 static int
-get_attr(PyObject **out, const char *module, const char *name)
-{
-    PyObject *m = PyImport_ImportModule(module);
-    if (m == NULL) {
-        return -1;
-    }
-    *out = PyObject_GetAttrString(m, name);
-    Py_DECREF(m);
-    return *out == NULL ? -1 : 0;
-}
-
-static int
 intern(PyObject **out, const char *s)
 {
     *out = PyUnicode_InternFromString(s);
@@ -155,25 +143,26 @@ module_exec(PyObject *module)
         return -1;
     }
     Py_DECREF(asyncio_mod);
-    if (get_attr(&st->FutureType, "_asyncio", "Future") < 0 ||
-        get_attr(&st->TaskType, "_asyncio", "Task") < 0 ||
-        get_attr(&st->CancelledError, "asyncio", "CancelledError") < 0 ||
-        get_attr(&st->set_running_loop, "_asyncio", "_set_running_loop") < 0 ||
-        get_attr(&st->get_running_loop, "_asyncio", "_get_running_loop") < 0 ||
-        get_attr(&st->get_event_loop, "asyncio", "get_event_loop") < 0 ||
-        get_attr(&st->ensure_future, "asyncio", "ensure_future") < 0 ||
-        get_attr(&st->iscoroutine, "asyncio", "iscoroutine") < 0 ||
-        get_attr(&st->get_asyncgen_hooks, "sys", "get_asyncgen_hooks") < 0 ||
-        get_attr(&st->set_asyncgen_hooks, "sys", "set_asyncgen_hooks") < 0 ||
-        get_attr(&st->format_cb_source, "asyncio.format_helpers", "_format_callback_source") < 0 ||
-        get_attr(&st->extract_stack, "asyncio.format_helpers", "extract_stack") < 0 ||
-        get_attr(&st->isawaitable, "inspect", "isawaitable") < 0 ||
-        get_attr(&st->set_wakeup_fd, "signal", "set_wakeup_fd") < 0) {
+    if (fa_import_attr(&st->FutureType, "_asyncio", "Future") < 0 ||
+        fa_import_attr(&st->TaskType, "_asyncio", "Task") < 0 ||
+        fa_import_attr(&st->CancelledError, "asyncio", "CancelledError") < 0 ||
+        fa_import_attr(&st->set_running_loop, "_asyncio", "_set_running_loop") < 0 ||
+        fa_import_attr(&st->get_running_loop, "_asyncio", "_get_running_loop") < 0 ||
+        fa_import_attr(&st->get_event_loop, "asyncio", "get_event_loop") < 0 ||
+        fa_import_attr(&st->ensure_future, "asyncio", "ensure_future") < 0 ||
+        fa_import_attr(&st->iscoroutine, "asyncio", "iscoroutine") < 0 ||
+        fa_import_attr(&st->get_asyncgen_hooks, "sys", "get_asyncgen_hooks") < 0 ||
+        fa_import_attr(&st->set_asyncgen_hooks, "sys", "set_asyncgen_hooks") < 0 ||
+        fa_import_attr(&st->format_cb_source, "asyncio.format_helpers",
+                       "_format_callback_source") < 0 ||
+        fa_import_attr(&st->extract_stack, "asyncio.format_helpers", "extract_stack") < 0 ||
+        fa_import_attr(&st->isawaitable, "inspect", "isawaitable") < 0 ||
+        fa_import_attr(&st->set_wakeup_fd, "signal", "set_wakeup_fd") < 0) {
         return -1;
     }
     {
         PyObject *base = NULL;
-        if (get_attr(&base, "asyncio", "BaseEventLoop") < 0) {
+        if (fa_import_attr(&base, "asyncio", "BaseEventLoop") < 0) {
             return -1;
         }
         st->base_create_task = PyObject_GetAttrString(base, "create_task");
@@ -189,7 +178,7 @@ module_exec(PyObject *module)
         PyObject *sig = NULL, *params = NULL;
         int has = -1;
         st->kw_debug = Py_BuildValue("(s)", "debug");
-        if (st->kw_debug != NULL && get_attr(&sig, "inspect", "signature") == 0) {
+        if (st->kw_debug != NULL && fa_import_attr(&sig, "inspect", "signature") == 0) {
             Py_SETREF(sig, PyObject_CallOneArg(sig, st->format_cb_source));
             params = sig != NULL ? PyObject_GetAttrString(sig, "parameters") : NULL;
             has = params != NULL ? PySequence_Contains(params, PyTuple_GET_ITEM(st->kw_debug, 0))
@@ -204,12 +193,12 @@ module_exec(PyObject *module)
             Py_CLEAR(st->kw_debug);
         }
     }
-    if (get_attr(&st->current_task, "asyncio", "current_task") < 0) {
+    if (fa_import_attr(&st->current_task, "asyncio", "current_task") < 0) {
         return -1;
     }
     /* Present from 3.14 on: looked up by name, not by version number. */
-    if (get_attr(&st->add_awaited_by, "asyncio.futures", "future_add_to_awaited_by") < 0 ||
-        get_attr(&st->discard_awaited_by, "asyncio.futures", "future_discard_from_awaited_by") < 0) {
+    if (fa_import_attr(&st->add_awaited_by, "asyncio.futures", "future_add_to_awaited_by") < 0 ||
+        fa_import_attr(&st->discard_awaited_by, "asyncio.futures", "future_discard_from_awaited_by") < 0) {
         if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
             return -1;
         }
@@ -231,7 +220,7 @@ module_exec(PyObject *module)
     }
     {
         PyObject *mt = NULL, *ident = NULL;
-        if (get_attr(&mt, "threading", "main_thread") < 0) {
+        if (fa_import_attr(&mt, "threading", "main_thread") < 0) {
             return -1;
         }
         Py_SETREF(mt, PyObject_CallNoArgs(mt));
