@@ -1050,7 +1050,6 @@ fa_loop_call_soon(fa_loop *self, PyObject *callback, PyObject *args, PyObject *c
     return h;
 }
 
-/* Parse (callback, *args, context=None) from a vectorcall. */
 /* Whether the keyword name k (always a str in kwnames) is "context".
  * Compared as bytes: PyUnicode_CompareWithASCIIString cost about 80
  * instructions on every Task step and done callback, which all pass it. */
@@ -1061,6 +1060,7 @@ is_context_keyword(PyObject *k)
            memcmp(PyUnicode_DATA(k), "context", 7) == 0;
 }
 
+/* Parse (callback, *args, context=None) from a vectorcall. */
 static int
 parse_cb_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
               Py_ssize_t skip, const char *method, PyObject **cb, PyObject **cbargs,
