@@ -128,7 +128,7 @@ typedef struct {
     PyTypeObject *TimerHandleType;
     PyTypeObject *WatcherType;
     PyTypeObject *GatherType;
-    const struct fa_gather_meths *gather_meths; /* gather.c: owned by GatherType */
+    struct fa_gather_meths *gather_meths; /* gather.c: owned here, freed by module_free */
     PyTypeObject *WaiterType;
     PyTypeObject *ScopeType;       /* supervise.c: _Scope */
     PyTypeObject *AsyncToSyncType; /* supervise.c: _AsyncToSync */
@@ -730,6 +730,7 @@ void fa_scope_finish(PyObject *scope, fa_state *st);
 
 /* gather.c */
 int fa_gather_init_type(PyObject *module, fa_state *st);
+void fa_gather_free_meths(fa_state *st);
 PyObject *fa_gather(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
                     PyObject *kwnames);
 

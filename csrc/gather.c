@@ -70,13 +70,8 @@ meth(fa_state *st, int which, PyObject *obj, PyObject *arg)
 }
 
 static void
-meths_free(PyObject *capsule)
+meths_free(struct fa_gather_meths *gm)
 {
-    struct fa_gather_meths *gm = PyCapsule_GetPointer(capsule, "flaskasync._gather_meths");
-    if (gm == NULL) {
-        PyErr_Clear();
-        return;
-    }
     for (int t = 0; t < 2; t++) {
         Py_XDECREF(gm->types[t]);
         for (int i = 0; i < M_N; i++) {
@@ -89,21 +84,26 @@ meths_free(PyObject *capsule)
     PyMem_Free(gm);
 }
 
-/* The table, owned by a capsule in _GatheringFuture's dict (so it lives as
- * long as the type the module state holds). */
+/* The module is freed (m_free, not m_clear: a gather still pending while
+ * the module is cleared in a cycle may still call through the table; once
+ * the module is freed no _GatheringFuture is left, each holds its type,
+ * which holds the module). */
+void
+fa_gather_free_meths(fa_state *st)
+{
+    if (st->gather_meths != NULL) {
+        meths_free(st->gather_meths);
+        st->gather_meths = NULL;
+    }
+}
+
+/* The table of the C types' method descriptors, owned by the module state. */
 static int
 meths_init(fa_state *st)
 {
     struct fa_gather_meths *gm = PyMem_Calloc(1, sizeof(*gm));
-    PyObject *capsule;
-    int rc;
     if (gm == NULL) {
         PyErr_NoMemory();
-        return -1;
-    }
-    capsule = PyCapsule_New(gm, "flaskasync._gather_meths", meths_free);
-    if (capsule == NULL) {
-        PyMem_Free(gm);
         return -1;
     }
     gm->types[0] = (PyTypeObject *)Py_NewRef(st->FutureType);
@@ -120,7 +120,7 @@ meths_init(fa_state *st)
         for (int i = 0; i < M_N; i++) {
             PyObject *d = PyObject_GetAttr((PyObject *)gm->types[t], gm->names[i]);
             if (d == NULL) {
-                Py_DECREF(capsule);
+                meths_free(gm);
                 return -1;
             }
             if (Py_IS_TYPE(d, &PyMethodDescr_Type)) {
@@ -130,11 +130,6 @@ meths_init(fa_state *st)
                 Py_DECREF(d);
             }
         }
-    }
-    rc = PyObject_SetAttrString((PyObject *)st->GatherType, "_fa_meths", capsule);
-    Py_DECREF(capsule);
-    if (rc < 0) {
-        return -1;
     }
     st->gather_meths = gm;
     return 0;
@@ -509,7 +504,7 @@ fa_gather_init_type(PyObject *module, fa_state *st)
     PyType_Spec spec = {
         .name = "flaskasync._core._GatheringFuture",
         .basicsize = (int)(base->tp_basicsize + sizeof(gather_fields)),
-        .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+        .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE,
         .slots = slots,
     };
     PyObject *bases;
@@ -722,8 +717,8 @@ fa_gather(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *k
     PyObject *loop = NULL, *outer = NULL, *children = NULL, *arg_to_fut = NULL, *cb = NULL;
     PyObject *cur_task = NULL, *done_now = NULL;
     int return_exceptions = 0;
-    int repeated = 0;       /* an argument seen twice, or unhashable */
     Py_ssize_t *first = NULL;
+    char *fresh = NULL;     /* fresh[i]: argument i made its own future */
     Py_ssize_t nfuts = 0;
 
     if (kwnames != NULL) {
@@ -800,13 +795,17 @@ fa_gather(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *k
     if (first == NULL && PyErr_Occurred()) {
         goto error;
     }
+    fresh = PyMem_Calloc((size_t)nargs, 1);
+    if (fresh == NULL) {
+        PyErr_NoMemory();
+        goto error;
+    }
     for (Py_ssize_t i = 0; i < nargs; i++) {
         PyObject *arg = args[i];
         PyObject *fut;
         if (first != NULL) {
             if (first[i] != i) {
                 PyList_SET_ITEM(children, i, Py_NewRef(PyList_GET_ITEM(children, first[i])));
-                repeated = 1;
                 continue;
             }
             fut = NULL;
@@ -816,7 +815,6 @@ fa_gather(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *k
         }
         if (fut != NULL) {
             PyList_SET_ITEM(children, i, Py_NewRef(fut));
-            repeated = 1;
             continue;
         }
         if (PyErr_Occurred()) {
@@ -825,7 +823,6 @@ fa_gather(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *k
                 goto error;
             }
             PyErr_Clear();
-            repeated = 1;
         }
         fut = to_future(st, arg, &loop);
         if (fut == NULL) {
@@ -838,6 +835,7 @@ fa_gather(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *k
             }
         }
         nfuts++;
+        fresh[i] = 1;
         if (first == NULL && PyDict_SetItem(arg_to_fut, arg, fut) < 0) {
             if (!PyErr_ExceptionMatches(PyExc_TypeError)) {
                 Py_DECREF(fut);
@@ -859,25 +857,13 @@ fa_gather(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *k
     if (cb == NULL) {
         goto error;
     }
-    /* Second pass: attach the callback once per distinct future.  When
-     * every argument was a new hashable key, each made its own future
-     * (asyncio.gather attaches one callback per such argument), and no
-     * set of the futures seen is needed. */
-    PyDict_Clear(arg_to_fut);
+    /* Second pass: attach the callback once per argument that made its own
+     * future, as asyncio.gather does (nfuts counts those; two arguments
+     * answered with the same future, by a task factory, get a callback
+     * each and count twice). */
     for (Py_ssize_t i = 0; i < nargs; i++) {
         PyObject *fut = PyList_GET_ITEM(children, i);
-        PyObject *key = NULL;
-        int seen = 0;
-        if (repeated) {
-            key = PyLong_FromVoidPtr(fut);
-            if (key == NULL) {
-                goto error;
-            }
-            seen = PyDict_Contains(arg_to_fut, key);
-            if (seen == 0) {
-                seen = PyDict_SetItem(arg_to_fut, key, Py_None);
-            }
-        }
+        int seen = fresh[i] ? 0 : 1;
         if (seen == 0 && FA_GATHER_DONE_CHILDREN_AT_ONCE) {
             int d = is_done(st, fut);
             if (d > 0) {
@@ -906,7 +892,6 @@ fa_gather(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *k
             }
             Py_XDECREF(r);
         }
-        Py_XDECREF(key);
         if (seen < 0) {
             goto error;
         }
@@ -921,6 +906,7 @@ fa_gather(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *k
         Py_DECREF(r);
     }
     PyMem_Free(first);
+    PyMem_Free(fresh);
     Py_XDECREF(done_now);
     Py_XDECREF(cur_task);
     Py_DECREF(cb);
@@ -944,6 +930,7 @@ error:
         fa_restore_exception(exc);
     }
     PyMem_Free(first);
+    PyMem_Free(fresh);
     Py_XDECREF(done_now);
     Py_XDECREF(cur_task);
     Py_XDECREF(cb);

@@ -383,6 +383,7 @@ static void
 module_free(void *module)
 {
     (void)module_clear((PyObject *)module);
+    fa_gather_free_meths(fa_get_state((PyObject *)module));
 }
 
 static PyModuleDef_Slot module_slots[] = {

@@ -402,20 +402,17 @@ fa_transport_schedule_lost(fa_transport *t, PyObject *exc)
     if (fa_loop_check_closed(t->loop) < 0) {
         return -1; /* as asyncio's call_soon: RuntimeError('Event loop is closed') */
     }
+    /* Set before the getattr, which may run Python code that closes the
+     * transport again; cleared if scheduling fails, so that a later close()
+     * or abort() can still deliver connection_lost. */
     t->lost_scheduled = 1;
     cb = PyObject_GetAttrString((PyObject *)t, "_call_connection_lost");
-    if (cb == NULL) {
-        return -1;
-    }
-    args = PyTuple_Pack(1, exc != NULL ? exc : Py_None);
-    if (args == NULL) {
-        Py_DECREF(cb);
-        return -1;
-    }
-    h = fa_loop_call_soon(t->loop, cb, args, NULL);
-    Py_DECREF(cb);
-    Py_DECREF(args);
+    args = cb != NULL ? PyTuple_Pack(1, exc != NULL ? exc : Py_None) : NULL;
+    h = args != NULL ? fa_loop_call_soon(t->loop, cb, args, NULL) : NULL;
+    Py_XDECREF(cb);
+    Py_XDECREF(args);
     if (h == NULL) {
+        t->lost_scheduled = 0;
         return -1;
     }
     Py_DECREF(h);

@@ -65,7 +65,8 @@ int fa_is_fatal_exception(void);
  * NULL key; a NULL exc or value leaves its key out.  Borrows everything.
  * Returns 0, or -1 with an exception set (the context could not be built,
  * or the handler raised): the caller decides where that goes. */
-int fa_call_exception_handler(PyObject *loop, PyObject *message, PyObject *exc, ...);
+int fa_call_exception_handler(PyObject *loop, PyObject *message, PyObject *exc, ...)
+    __attribute__((sentinel));
 
 /* Raise the libuv error err (negative errno) as the OSError subclass for
  * its errno, like the stdlib's own socket errors.  Always returns -1. */

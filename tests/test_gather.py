@@ -348,15 +348,35 @@ def test_task_factory_giving_one_task_for_two_coroutines(loop, gather):
         shared.append(asyncio.Task(coro, loop=lp, **kwargs))
         return shared[0]
 
-    async def main():
+    async def main(repeat):
+        shared.clear()
+        f = loop.create_future()
+        loop.call_soon(f.set_result, "f")
         loop.set_task_factory(factory)
         try:
-            g = gather(value("a", 1), value("b", 1))
+            extra = (f, f) if repeat else ()
+            g = gather(value("a", 1), value("b", 1), *extra)
         finally:
             loop.set_task_factory(None)
         return await asyncio.wait_for(g, 5)
 
-    assert loop.run_until_complete(main()) == ["a", "a"]
+    assert loop.run_until_complete(main(False)) == ["a", "a"]
+    # With a repeated argument too (gather then finds repeats, and must
+    # still attach one callback per argument that made its own future).
+    assert loop.run_until_complete(main(True)) == ["a", "a", "f", "f"]
+
+
+def test_gathering_future_type_is_immutable():
+    """flaskasync's own: the C gather calls its outer future's methods
+    through asyncio.Future's C descriptors, so its type must not take
+    overrides (asyncio's Python _GatheringFuture has no such table)."""
+    from flaskasync import _core
+
+    tp = _core._GatheringFuture
+    with pytest.raises(TypeError):
+        tp.set_result = lambda self, r: None
+    with pytest.raises(TypeError):
+        del tp.cancel
 
 
 def test_mixed_awaitables(loop, gather):
