@@ -487,8 +487,8 @@ error:
 
 static const fa_op_kind gai_kind = {"getaddrinfo", "Loop.getaddrinfo", gai_step, NULL, NULL};
 
-PyObject *
-fa_loop_getaddrinfo(fa_loop *self, PyObject *args, PyObject *kwds)
+static PyObject *
+loop_getaddrinfo(fa_loop *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"host", "port", "family", "type", "proto", "flags", NULL};
     PyObject *argv[6] = {NULL, NULL, NULL, NULL, NULL, NULL};
@@ -607,8 +607,8 @@ error:
 
 static const fa_op_kind gni_kind = {"getnameinfo", "Loop.getnameinfo", gni_step, NULL, NULL};
 
-PyObject *
-fa_loop_getnameinfo(fa_loop *self, PyObject *args, PyObject *kwds)
+static PyObject *
+loop_getnameinfo(fa_loop *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"sockaddr", "flags", NULL};
     PyObject *argv[2] = {NULL, NULL};
@@ -617,3 +617,15 @@ fa_loop_getnameinfo(fa_loop *self, PyObject *args, PyObject *kwds)
     }
     return (PyObject *)fa_op_new(self, &gni_kind, argv, 2);
 }
+
+/* The loop type's lookups (module.c adds them to loop.c's own methods). */
+PyMethodDef fa_dns_loop_methods[] = {
+    {"getaddrinfo", (PyCFunction)(void (*)(void))loop_getaddrinfo,
+     METH_VARARGS | METH_KEYWORDS,
+     "getaddrinfo(host, port, *, family=0, type=0, proto=0, flags=0)\n\n"
+     "Coroutine: socket.getaddrinfo() on libuv's threadpool."},
+    {"getnameinfo", (PyCFunction)(void (*)(void))loop_getnameinfo,
+     METH_VARARGS | METH_KEYWORDS,
+     "getnameinfo(sockaddr, flags=0)\n\nCoroutine: socket.getnameinfo() on libuv's threadpool."},
+    {NULL, NULL, 0, NULL},
+};

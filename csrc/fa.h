@@ -362,7 +362,31 @@ int fa_handle_run(fa_handle *h);
 PyObject *fa_context_vars(PyObject *ctx);
 
 /* loop.c */
-extern PyType_Spec fa_loop_spec;
+extern PyMethodDef fa_loop_methods[];   /* the loop's own, null-terminated */
+PyTypeObject *fa_loop_type_new(PyObject *module, PyMethodDef *methods);
+
+/* What the layers above the loop do when it closes or creates a task:
+ * loop.c calls them through this table, which module.c fills at exec
+ * (fa_loop_set_hooks, before it makes the loop type), since loop.c cannot
+ * name them.  Each list runs in its order, up to its first NULL:
+ *   close():  closing, then `closed` is set and the ready queue and timers
+ *             are dropped, then release, then cancel (loop.c then waits
+ *             for the libuv requests still in flight);
+ *   deallocation: closing, then, for a loop not closed yet (and not
+ *             forked), `closed` is set and release runs; not cancel (a
+ *             request in flight holds a reference to its loop). */
+#define FA_LOOP_HOOKS_MAX 4
+typedef void (*fa_loop_hook)(fa_loop *self);
+typedef struct fa_loop_hooks {
+    fa_loop_hook closing[FA_LOOP_HOOKS_MAX];  /* before the loop is marked closed */
+    fa_loop_hook release[FA_LOOP_HOOKS_MAX];  /* let go of the fds and their callbacks */
+    fa_loop_hook cancel[FA_LOOP_HOOKS_MAX];   /* close() only: cancel libuv requests */
+    /* create_task() with supervision on (loop->sup_var set): record the
+     * task; -1 with an exception. */
+    int (*supervise)(fa_loop *self, PyObject *task, PyObject *context);
+} fa_loop_hooks;
+void fa_loop_set_hooks(const fa_loop_hooks *hooks);
+
 int fa_loop_push_ready(fa_loop *self, fa_handle *h);
 fa_handle *fa_loop_call_soon(fa_loop *self, PyObject *callback, PyObject *args,
                              PyObject *context);
@@ -385,12 +409,12 @@ int fa_loop_forked(fa_loop *self);
 
 /* watcher.c */
 extern PyType_Spec fa_watcher_spec;
+extern PyMethodDef fa_watcher_loop_methods[];   /* add_reader & co. */
 /* events: UV_READABLE or UV_WRITABLE, plus FA_IO_UNCHECKED for asyncio's
  * internal _add_reader & co., which skip the "fd used by a transport" check. */
 #define FA_IO_UNCHECKED 0x100
 PyObject *fa_loop_add_io(fa_loop *self, PyObject *args, int events);
 PyObject *fa_loop_remove_io(fa_loop *self, PyObject *fdobj, int events);
-PyObject *fa_loop_check_fd_no_transport(fa_loop *self, PyObject *fdobj);
 void fa_loop_close_watchers(fa_loop *self);
 void fa_watcher_on_events(fa_watcher *w, uint32_t events);
 void fa_watcher_lost(fa_watcher *w, int reason);
@@ -530,21 +554,12 @@ int fa_op_await_future(fa_op *op);
 int fa_op_call_exception_handler(fa_loop *loop, const char *message, PyObject *exc);
 
 /* dns.c */
-PyObject *fa_loop_getaddrinfo(fa_loop *self, PyObject *args, PyObject *kwds);
-PyObject *fa_loop_getnameinfo(fa_loop *self, PyObject *args, PyObject *kwds);
+extern PyMethodDef fa_dns_loop_methods[];   /* getaddrinfo, getnameinfo */
 void fa_dns_cancel_all(fa_loop *self);
 int fa_net_gaierror(fa_state *st, int status);
 
 /* sock.c */
-PyObject *fa_loop_sock_recv(fa_loop *self, PyObject *args, PyObject *kwds);
-PyObject *fa_loop_sock_recv_into(fa_loop *self, PyObject *args, PyObject *kwds);
-PyObject *fa_loop_sock_recvfrom(fa_loop *self, PyObject *args, PyObject *kwds);
-PyObject *fa_loop_sock_recvfrom_into(fa_loop *self, PyObject *args, PyObject *kwds);
-PyObject *fa_loop_sock_sendall(fa_loop *self, PyObject *args, PyObject *kwds);
-PyObject *fa_loop_sock_sendto(fa_loop *self, PyObject *args, PyObject *kwds);
-PyObject *fa_loop_sock_connect(fa_loop *self, PyObject *args, PyObject *kwds);
-PyObject *fa_loop_sock_accept(fa_loop *self, PyObject *args, PyObject *kwds);
-PyObject *fa_loop_sock_sendfile(fa_loop *self, PyObject *args, PyObject *kwds);
+extern PyMethodDef fa_sock_loop_methods[];   /* sock_recv & co. */
 fa_op *fa_sock_handle_op(fa_handle *h);
 
 /* transport.c: what the C transports share.  Every transport struct
@@ -725,7 +740,7 @@ typedef struct {
 
 int fa_supervise_init_types(PyObject *module, fa_state *st);
 int fa_loop_supervise(fa_loop *loop, PyObject *task, PyObject *context);
-PyObject *fa_loop_set_supervision(fa_loop *self, PyObject *const *args, Py_ssize_t nargs);
+extern PyMethodDef fa_supervise_loop_methods[];   /* _set_supervision */
 void fa_scope_finish(PyObject *scope, fa_state *st);
 
 /* gather.c */

@@ -25,6 +25,26 @@ fa_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* ---------------------------------------------------------------- hooks */
+/* What the layers above the loop do when it closes or supervises a task
+ * (fa.h, fa_loop_hooks): set by module.c before it makes the loop type,
+ * so every loop sees it.  One constant table for the process. */
+static const fa_loop_hooks *hooks;
+
+void
+fa_loop_set_hooks(const fa_loop_hooks *h)
+{
+    hooks = h;
+}
+
+static void
+run_hooks(fa_loop_hook const *list, fa_loop *self)
+{
+    for (int i = 0; i < FA_LOOP_HOOKS_MAX && list[i] != NULL; i++) {
+        list[i](self);
+    }
+}
+
 /* ---------------------------------------------------------------- ready */
 
 int
@@ -1333,7 +1353,7 @@ make_task(fa_loop *self, PyObject *coro, PyObject *name, PyObject *context)
 static PyObject *
 supervised(fa_loop *self, PyObject *task, PyObject *context)
 {
-    if (task != NULL && self->sup_var != NULL && fa_loop_supervise(self, task, context) < 0) {
+    if (task != NULL && self->sup_var != NULL && hooks->supervise(self, task, context) < 0) {
         PyObject *exc = fa_fetch_exception();
         PyObject *r = PyObject_CallMethodNoArgs(task, self->st->s_cancel);
         Py_XDECREF(r);
@@ -1467,56 +1487,6 @@ loop_get_debug(fa_loop *self, PyObject *Py_UNUSED(ignored))
     return PyBool_FromLong(self->debug);
 }
 
-static PyObject *
-loop_add_reader(fa_loop *self, PyObject *args)
-{
-    return fa_loop_add_io(self, args, UV_READABLE);
-}
-
-static PyObject *
-loop_add_writer(fa_loop *self, PyObject *args)
-{
-    return fa_loop_add_io(self, args, UV_WRITABLE);
-}
-
-static PyObject *
-loop_remove_reader(fa_loop *self, PyObject *fd)
-{
-    return fa_loop_remove_io(self, fd, UV_READABLE);
-}
-
-static PyObject *
-loop_remove_writer(fa_loop *self, PyObject *fd)
-{
-    return fa_loop_remove_io(self, fd, UV_WRITABLE);
-}
-
-/* asyncio's internal fd watching (listening sockets, pidfds): no check
- * that the fd belongs to no transport. */
-static PyObject *
-loop_add_reader_unchecked(fa_loop *self, PyObject *args)
-{
-    return fa_loop_add_io(self, args, UV_READABLE | FA_IO_UNCHECKED);
-}
-
-static PyObject *
-loop_add_writer_unchecked(fa_loop *self, PyObject *args)
-{
-    return fa_loop_add_io(self, args, UV_WRITABLE | FA_IO_UNCHECKED);
-}
-
-static PyObject *
-loop_remove_reader_unchecked(fa_loop *self, PyObject *fd)
-{
-    return fa_loop_remove_io(self, fd, UV_READABLE | FA_IO_UNCHECKED);
-}
-
-static PyObject *
-loop_remove_writer_unchecked(fa_loop *self, PyObject *fd)
-{
-    return fa_loop_remove_io(self, fd, UV_WRITABLE | FA_IO_UNCHECKED);
-}
-
 /* ------------------------------------------------------ life and death */
 
 static void
@@ -1592,18 +1562,17 @@ loop_close_c(fa_loop *self, PyObject *Py_UNUSED(ignored))
     if (self->closed) {
         Py_RETURN_NONE;
     }
-    fa_runner_loop_closing(self);
+    run_hooks(hooks->closing, self);
     self->closed = 1;
     ready_clear(self);
     heap_clear(self);
     Py_CLEAR(self->last_ctx);
-    fa_loop_close_watchers(self);
-    fa_transport_close_all(self);
+    run_hooks(hooks->release, self);
     /* DNS lookups still queued are dropped; one already running in
      * libuv's threadpool cannot be: wait for it with the GIL released (the
      * prepare handle releases it when `blocking` is set), so other threads
      * keep running, as asyncio's close() does not block them either. */
-    fa_dns_cancel_all(self);
+    run_hooks(hooks->cancel, self);
     if (self->uv_ready && !fa_loop_forked(self)) {
         while (self->requests != NULL) {
             self->blocking = 1;
@@ -1793,7 +1762,7 @@ loop_dealloc(fa_loop *self)
         return;
     }
     PyObject_GC_UnTrack(self);
-    fa_runner_loop_closing(self);
+    run_hooks(hooks->closing, self);
     (void)loop_clear(self);
     if (!self->closed && fa_loop_forked(self)) {
         /* Forked child: the uv loop and its epoll set belong to the parent;
@@ -1803,8 +1772,7 @@ loop_dealloc(fa_loop *self)
     }
     if (!self->closed) {
         self->closed = 1;
-        fa_loop_close_watchers(self);
-        fa_transport_close_all(self);
+        run_hooks(hooks->release, self);
         if (self->uv_ready && !fa_loop_forked(self)) {
             while (self->n_closing > 0) {
                 uv_run(&self->uv, UV_RUN_NOWAIT);
@@ -1945,7 +1913,9 @@ loop_watched_fds(fa_loop *self, PyObject *Py_UNUSED(ignored))
     return fa_ioset_watched(self);
 }
 
-static PyMethodDef loop_methods[] = {
+/* The loop's own methods; module.c adds those of the concepts above it
+ * (fa_loop_type_new). */
+PyMethodDef fa_loop_methods[] = {
     {"_watched_fds", (PyCFunction)loop_watched_fds, METH_NOARGS,
      "The fds the loop watches for user code now (add_reader & co., sock_*, "
      "transports), sorted."},
@@ -1989,9 +1959,6 @@ static PyMethodDef loop_methods[] = {
      "Set the factory create_task() uses: factory(loop, coro[, context=ctx]) or None."},
     {"get_task_factory", (PyCFunction)loop_get_task_factory, METH_NOARGS,
      "Return the task factory, or None."},
-    {"_set_supervision", (PyCFunction)(void (*)(void))fa_loop_set_supervision, METH_FASTCALL,
-     "_set_supervision(var, record): record the tasks this loop creates in the task\n"
-     "scope found in the ContextVar var (flaskasync._tasks); (None, None): stop."},
     {"get_debug", (PyCFunction)loop_get_debug, METH_NOARGS, "Return the debug mode flag."},
     {"__del__", (PyCFunction)loop_del_method, METH_NOARGS,
      "Finalizer: warn about an unclosed loop and close it."},
@@ -1999,79 +1966,32 @@ static PyMethodDef loop_methods[] = {
      "Write end of the loop's signal pipe (for signal.set_wakeup_fd)."},
     {"_set_signal_dispatch", (PyCFunction)loop_set_signal_dispatch, METH_O,
      "Turn dispatching of loop signal handlers on or off."},
-    {"add_reader", (PyCFunction)loop_add_reader, METH_VARARGS,
-     "add_reader(fd, callback, *args): call callback(*args) whenever fd is readable."},
-    {"add_writer", (PyCFunction)loop_add_writer, METH_VARARGS,
-     "add_writer(fd, callback, *args): call callback(*args) whenever fd is writable."},
-    {"remove_reader", (PyCFunction)loop_remove_reader, METH_O,
-     "remove_reader(fd) -> bool: stop watching fd for reading."},
-    {"remove_writer", (PyCFunction)loop_remove_writer, METH_O,
-     "remove_writer(fd) -> bool: stop watching fd for writing."},
-    {"_add_reader", (PyCFunction)loop_add_reader_unchecked, METH_VARARGS,
-     "add_reader() without the check that fd belongs to no transport (asyncio internal)."},
-    {"_add_writer", (PyCFunction)loop_add_writer_unchecked, METH_VARARGS,
-     "add_writer() without the transport check (asyncio internal)."},
-    {"_remove_reader", (PyCFunction)loop_remove_reader_unchecked, METH_O,
-     "remove_reader() without the transport check (asyncio internal)."},
-    {"_remove_writer", (PyCFunction)loop_remove_writer_unchecked, METH_O,
-     "remove_writer() without the transport check (asyncio internal)."},
-    {"_check_fd_no_transport", (PyCFunction)fa_loop_check_fd_no_transport, METH_O,
-     "Raise RuntimeError if fd belongs to a live transport."},
-    /* Network methods (dns.c, sock.c): each returns a coroutine. */
-    {"getaddrinfo", (PyCFunction)(void (*)(void))fa_loop_getaddrinfo,
-     METH_VARARGS | METH_KEYWORDS,
-     "getaddrinfo(host, port, *, family=0, type=0, proto=0, flags=0)\n\n"
-     "Coroutine: socket.getaddrinfo() on libuv's threadpool."},
-    {"getnameinfo", (PyCFunction)(void (*)(void))fa_loop_getnameinfo,
-     METH_VARARGS | METH_KEYWORDS,
-     "getnameinfo(sockaddr, flags=0)\n\nCoroutine: socket.getnameinfo() on libuv's threadpool."},
-    {"sock_recv", (PyCFunction)(void (*)(void))fa_loop_sock_recv, METH_VARARGS | METH_KEYWORDS,
-     "sock_recv(sock, n)\n\nCoroutine: receive up to n bytes from a non-blocking socket."},
-    {"sock_recv_into", (PyCFunction)(void (*)(void))fa_loop_sock_recv_into,
-     METH_VARARGS | METH_KEYWORDS,
-     "sock_recv_into(sock, buf)\n\nCoroutine: receive into buf; return the byte count."},
-    {"sock_recvfrom", (PyCFunction)(void (*)(void))fa_loop_sock_recvfrom,
-     METH_VARARGS | METH_KEYWORDS,
-     "sock_recvfrom(sock, bufsize)\n\nCoroutine: receive a datagram; return (data, address)."},
-    {"sock_recvfrom_into", (PyCFunction)(void (*)(void))fa_loop_sock_recvfrom_into,
-     METH_VARARGS | METH_KEYWORDS,
-     "sock_recvfrom_into(sock, buf, nbytes=0)\n\n"
-     "Coroutine: receive a datagram into buf; return (nbytes, address)."},
-    {"sock_sendall", (PyCFunction)(void (*)(void))fa_loop_sock_sendall,
-     METH_VARARGS | METH_KEYWORDS,
-     "sock_sendall(sock, data)\n\nCoroutine: send all of data."},
-    {"sock_sendto", (PyCFunction)(void (*)(void))fa_loop_sock_sendto,
-     METH_VARARGS | METH_KEYWORDS,
-     "sock_sendto(sock, data, address)\n\nCoroutine: send a datagram; return the byte count."},
-    {"sock_connect", (PyCFunction)(void (*)(void))fa_loop_sock_connect,
-     METH_VARARGS | METH_KEYWORDS,
-     "sock_connect(sock, address)\n\n"
-     "Coroutine: connect, resolving a host name through loop.getaddrinfo()."},
-    {"sock_accept", (PyCFunction)(void (*)(void))fa_loop_sock_accept,
-     METH_VARARGS | METH_KEYWORDS,
-     "sock_accept(sock)\n\nCoroutine: accept a connection; return (conn, address)."},
-    {"sock_sendfile", (PyCFunction)(void (*)(void))fa_loop_sock_sendfile,
-     METH_VARARGS | METH_KEYWORDS,
-     "sock_sendfile(sock, file, offset=0, count=None, *, fallback=True)\n\n"
-     "Coroutine: send a file with sendfile(2), else read-and-send; return bytes sent."},
     {NULL, NULL, 0, NULL},
 };
 
-static PyType_Slot loop_slots[] = {
-    {Py_tp_doc, "The C core of flaskasync.Loop (use flaskasync.Loop or new_event_loop())."},
-    {Py_tp_new, loop_new},
-    {Py_tp_dealloc, loop_dealloc},
-    {Py_tp_finalize, loop_finalize},
-    {Py_tp_traverse, loop_traverse},
-    {Py_tp_clear, loop_clear},
-    {Py_tp_methods, loop_methods},
-    {Py_tp_getset, loop_getset},
-    {0, NULL},
-};
-
-PyType_Spec fa_loop_spec = {
-    .name = "flaskasync._core.CLoop",
-    .basicsize = sizeof(fa_loop),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE,
-    .slots = loop_slots,
-};
+/* The loop type of module, with methods as its method table: fa_loop_methods
+ * and the other concepts' loop methods, assembled by module.c (loop.c
+ * cannot name them: they are above it).  methods must outlive the type and
+ * every method descriptor made from it. */
+PyTypeObject *
+fa_loop_type_new(PyObject *module, PyMethodDef *methods)
+{
+    PyType_Slot slots[] = {
+        {Py_tp_doc, "The C core of flaskasync.Loop (use flaskasync.Loop or new_event_loop())."},
+        {Py_tp_new, loop_new},
+        {Py_tp_dealloc, loop_dealloc},
+        {Py_tp_finalize, loop_finalize},
+        {Py_tp_traverse, loop_traverse},
+        {Py_tp_clear, loop_clear},
+        {Py_tp_methods, methods},
+        {Py_tp_getset, loop_getset},
+        {0, NULL},
+    };
+    PyType_Spec spec = {
+        .name = "flaskasync._core.CLoop",
+        .basicsize = sizeof(fa_loop),
+        .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE,
+        .slots = slots,
+    };
+    return (PyTypeObject *)PyType_FromModuleAndSpec(module, &spec, NULL);
+}

@@ -102,6 +102,57 @@ make_type(PyObject *module, PyType_Spec *spec, PyObject *base, const char *expor
     return (PyTypeObject *)t;
 }
 
+/* What the layers above the loop do when it closes or creates a task, in
+ * the order fa.h's fa_loop_hooks gives: the runner lets go of the loop
+ * first; then the fd watchers, then the transports; close() then cancels
+ * the DNS requests in flight. */
+static const fa_loop_hooks loop_hooks = {
+    .closing = {fa_runner_loop_closing},
+    .release = {fa_loop_close_watchers, fa_transport_close_all},
+    .cancel = {fa_dns_cancel_all},
+    .supervise = fa_loop_supervise,
+};
+
+/* The loop type's method table: loop.c's own methods and those of the
+ * concepts above the loop (fd watching, supervision, the network methods).
+ * One table for the process, assembled at the first exec and never freed:
+ * it holds no Python object and is the same for every module instance (a
+ * subinterpreter, a second import), and each loop type and every method
+ * descriptor and bound method made from one points into it, so it must
+ * outlive all of them, whatever order they go in.  Built with the GIL
+ * held (the module runs under the one GIL: see docs/architecture.md). */
+static PyMethodDef *
+loop_method_table(void)
+{
+    static PyMethodDef *table;
+    const PyMethodDef *parts[] = {fa_loop_methods, fa_watcher_loop_methods,
+                                  fa_supervise_loop_methods, fa_dns_loop_methods,
+                                  fa_sock_loop_methods};
+    size_t n = 0;
+    PyMethodDef *t;
+    if (table != NULL) {
+        return table;
+    }
+    for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
+        for (const PyMethodDef *m = parts[i]; m->ml_name != NULL; m++) {
+            n++;
+        }
+    }
+    t = PyMem_RawCalloc(n + 1, sizeof(PyMethodDef)); /* + the terminating entry */
+    if (t == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    n = 0;
+    for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
+        for (const PyMethodDef *m = parts[i]; m->ml_name != NULL; m++) {
+            t[n++] = *m;
+        }
+    }
+    table = t;
+    return table;
+}
+
 /* libuv runs getaddrinfo/getnameinfo as "slow I/O" and lets only half its
  * threadpool (default 4 threads, so 2 lookups) do that at once, shared by
  * every request of the process.  Give it room for as many lookups as
@@ -259,9 +310,14 @@ module_exec(PyObject *module)
         intern(&st->s_log_traceback, "_log_traceback") < 0) {
         return -1;
     }
-    st->LoopType = make_type(module, &fa_loop_spec, NULL, "CLoop");
-    if (st->LoopType == NULL) {
-        return -1;
+    {
+        PyMethodDef *methods = loop_method_table();
+        fa_loop_set_hooks(&loop_hooks);
+        st->LoopType = methods != NULL ? fa_loop_type_new(module, methods) : NULL;
+        if (st->LoopType == NULL ||
+            PyModule_AddObjectRef(module, "CLoop", (PyObject *)st->LoopType) < 0) {
+            return -1;
+        }
     }
     if (fa_handle_init_types(module, st) < 0) {
         return -1;

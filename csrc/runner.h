@@ -37,8 +37,8 @@ typedef struct fa_runner {
     struct fa_job *jobs;         /* jobs whose caller waits (GIL-protected) */
 } fa_runner;
 
-/* The loop's one call into the runner (loop.c): L is closing (close(), or
- * its deallocation), before it is marked closed.  Stops and joins the home
+/* The loop's closing hook (fa_loop_hooks, registered by module.c): L is
+ * closing (close(), or its deallocation), before it is marked closed.  Stops and joins the home
  * thread of an app loop, then fails the callers still waiting on L. */
 void fa_runner_loop_closing(fa_loop *L);
 

@@ -1402,65 +1402,99 @@ make_op(fa_loop *self, const fa_op_kind *kind, PyObject *args, PyObject *kwds,
     return (PyObject *)fa_op_new(self, kind, argv, FA_OP_MAXARGS);
 }
 
-PyObject *
-fa_loop_sock_recv(fa_loop *self, PyObject *args, PyObject *kwds)
+static PyObject *
+loop_sock_recv(fa_loop *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"sock", "n", NULL};
     return make_op(self, &recv_kind, args, kwds, "OO:sock_recv", kwlist);
 }
 
-PyObject *
-fa_loop_sock_recv_into(fa_loop *self, PyObject *args, PyObject *kwds)
+static PyObject *
+loop_sock_recv_into(fa_loop *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"sock", "buf", NULL};
     return make_op(self, &recv_into_kind, args, kwds, "OO:sock_recv_into", kwlist);
 }
 
-PyObject *
-fa_loop_sock_recvfrom(fa_loop *self, PyObject *args, PyObject *kwds)
+static PyObject *
+loop_sock_recvfrom(fa_loop *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"sock", "bufsize", NULL};
     return make_op(self, &recvfrom_kind, args, kwds, "OO:sock_recvfrom", kwlist);
 }
 
-PyObject *
-fa_loop_sock_recvfrom_into(fa_loop *self, PyObject *args, PyObject *kwds)
+static PyObject *
+loop_sock_recvfrom_into(fa_loop *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"sock", "buf", "nbytes", NULL};
     return make_op(self, &recvfrom_into_kind, args, kwds, "OO|O:sock_recvfrom_into", kwlist);
 }
 
-PyObject *
-fa_loop_sock_sendall(fa_loop *self, PyObject *args, PyObject *kwds)
+static PyObject *
+loop_sock_sendall(fa_loop *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"sock", "data", NULL};
     return make_op(self, &sendall_kind, args, kwds, "OO:sock_sendall", kwlist);
 }
 
-PyObject *
-fa_loop_sock_sendto(fa_loop *self, PyObject *args, PyObject *kwds)
+static PyObject *
+loop_sock_sendto(fa_loop *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"sock", "data", "address", NULL};
     return make_op(self, &sendto_kind, args, kwds, "OOO:sock_sendto", kwlist);
 }
 
-PyObject *
-fa_loop_sock_connect(fa_loop *self, PyObject *args, PyObject *kwds)
+static PyObject *
+loop_sock_connect(fa_loop *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"sock", "address", NULL};
     return make_op(self, &connect_kind, args, kwds, "OO:sock_connect", kwlist);
 }
 
-PyObject *
-fa_loop_sock_accept(fa_loop *self, PyObject *args, PyObject *kwds)
+static PyObject *
+loop_sock_accept(fa_loop *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"sock", NULL};
     return make_op(self, &accept_kind, args, kwds, "O:sock_accept", kwlist);
 }
 
-PyObject *
-fa_loop_sock_sendfile(fa_loop *self, PyObject *args, PyObject *kwds)
+static PyObject *
+loop_sock_sendfile(fa_loop *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"sock", "file", "offset", "count", "fallback", NULL};
     return make_op(self, &sendfile_kind, args, kwds, "OO|OO$O:sock_sendfile", kwlist);
 }
+
+/* The loop type's sock_* methods (module.c adds them to loop.c's own). */
+PyMethodDef fa_sock_loop_methods[] = {
+    {"sock_recv", (PyCFunction)(void (*)(void))loop_sock_recv, METH_VARARGS | METH_KEYWORDS,
+     "sock_recv(sock, n)\n\nCoroutine: receive up to n bytes from a non-blocking socket."},
+    {"sock_recv_into", (PyCFunction)(void (*)(void))loop_sock_recv_into,
+     METH_VARARGS | METH_KEYWORDS,
+     "sock_recv_into(sock, buf)\n\nCoroutine: receive into buf; return the byte count."},
+    {"sock_recvfrom", (PyCFunction)(void (*)(void))loop_sock_recvfrom,
+     METH_VARARGS | METH_KEYWORDS,
+     "sock_recvfrom(sock, bufsize)\n\nCoroutine: receive a datagram; return (data, address)."},
+    {"sock_recvfrom_into", (PyCFunction)(void (*)(void))loop_sock_recvfrom_into,
+     METH_VARARGS | METH_KEYWORDS,
+     "sock_recvfrom_into(sock, buf, nbytes=0)\n\n"
+     "Coroutine: receive a datagram into buf; return (nbytes, address)."},
+    {"sock_sendall", (PyCFunction)(void (*)(void))loop_sock_sendall,
+     METH_VARARGS | METH_KEYWORDS,
+     "sock_sendall(sock, data)\n\nCoroutine: send all of data."},
+    {"sock_sendto", (PyCFunction)(void (*)(void))loop_sock_sendto,
+     METH_VARARGS | METH_KEYWORDS,
+     "sock_sendto(sock, data, address)\n\nCoroutine: send a datagram; return the byte count."},
+    {"sock_connect", (PyCFunction)(void (*)(void))loop_sock_connect,
+     METH_VARARGS | METH_KEYWORDS,
+     "sock_connect(sock, address)\n\n"
+     "Coroutine: connect, resolving a host name through loop.getaddrinfo()."},
+    {"sock_accept", (PyCFunction)(void (*)(void))loop_sock_accept,
+     METH_VARARGS | METH_KEYWORDS,
+     "sock_accept(sock)\n\nCoroutine: accept a connection; return (conn, address)."},
+    {"sock_sendfile", (PyCFunction)(void (*)(void))loop_sock_sendfile,
+     METH_VARARGS | METH_KEYWORDS,
+     "sock_sendfile(sock, file, offset=0, count=None, *, fallback=True)\n\n"
+     "Coroutine: send a file with sendfile(2), else read-and-send; return bytes sent."},
+    {NULL, NULL, 0, NULL},
+};

@@ -367,8 +367,8 @@ fa_loop_supervise(fa_loop *loop, PyObject *task, PyObject *context)
 
 /* loop._set_supervision(var, record): supervise the tasks this loop
  * creates; (None, None) turns it off. */
-PyObject *
-fa_loop_set_supervision(fa_loop *self, PyObject *const *args, Py_ssize_t nargs)
+static PyObject *
+loop_set_supervision(fa_loop *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "_set_supervision(var, record) takes 2 arguments");
@@ -388,6 +388,15 @@ fa_loop_set_supervision(fa_loop *self, PyObject *const *args, Py_ssize_t nargs)
     Py_XSETREF(self->sup_hook, Py_NewRef(args[1]));
     Py_RETURN_NONE;
 }
+
+/* The loop type's supervision switch (module.c adds it to loop.c's own
+ * methods). */
+PyMethodDef fa_supervise_loop_methods[] = {
+    {"_set_supervision", (PyCFunction)(void (*)(void))loop_set_supervision, METH_FASTCALL,
+     "_set_supervision(var, record): record the tasks this loop creates in the task\n"
+     "scope found in the ContextVar var (flaskasync._tasks); (None, None): stop."},
+    {NULL, NULL, 0, NULL},
+};
 
 /* ------------------------------------------------------ _AsyncToSync */
 

@@ -334,8 +334,8 @@ fa_loop_remove_io(fa_loop *self, PyObject *fdobj, int events)
 }
 
 /* _check_fd_no_transport(fd): asyncio's _ensure_fd_no_transport. */
-PyObject *
-fa_loop_check_fd_no_transport(fa_loop *self, PyObject *fdobj)
+static PyObject *
+loop_check_fd_no_transport(fa_loop *self, PyObject *fdobj)
 {
     int fd = to_fd(fdobj);
     if (fd < 0 || fa_transport_check_fd(self, fd) < 0) {
@@ -343,6 +343,80 @@ fa_loop_check_fd_no_transport(fa_loop *self, PyObject *fdobj)
     }
     Py_RETURN_NONE;
 }
+
+static PyObject *
+loop_add_reader(fa_loop *self, PyObject *args)
+{
+    return fa_loop_add_io(self, args, UV_READABLE);
+}
+
+static PyObject *
+loop_add_writer(fa_loop *self, PyObject *args)
+{
+    return fa_loop_add_io(self, args, UV_WRITABLE);
+}
+
+static PyObject *
+loop_remove_reader(fa_loop *self, PyObject *fd)
+{
+    return fa_loop_remove_io(self, fd, UV_READABLE);
+}
+
+static PyObject *
+loop_remove_writer(fa_loop *self, PyObject *fd)
+{
+    return fa_loop_remove_io(self, fd, UV_WRITABLE);
+}
+
+/* asyncio's internal fd watching (listening sockets, pidfds): no check
+ * that the fd belongs to no transport. */
+static PyObject *
+loop_add_reader_unchecked(fa_loop *self, PyObject *args)
+{
+    return fa_loop_add_io(self, args, UV_READABLE | FA_IO_UNCHECKED);
+}
+
+static PyObject *
+loop_add_writer_unchecked(fa_loop *self, PyObject *args)
+{
+    return fa_loop_add_io(self, args, UV_WRITABLE | FA_IO_UNCHECKED);
+}
+
+static PyObject *
+loop_remove_reader_unchecked(fa_loop *self, PyObject *fd)
+{
+    return fa_loop_remove_io(self, fd, UV_READABLE | FA_IO_UNCHECKED);
+}
+
+static PyObject *
+loop_remove_writer_unchecked(fa_loop *self, PyObject *fd)
+{
+    return fa_loop_remove_io(self, fd, UV_WRITABLE | FA_IO_UNCHECKED);
+}
+
+/* The loop type's fd watching methods (module.c adds them to loop.c's
+ * own). */
+PyMethodDef fa_watcher_loop_methods[] = {
+    {"add_reader", (PyCFunction)loop_add_reader, METH_VARARGS,
+     "add_reader(fd, callback, *args): call callback(*args) whenever fd is readable."},
+    {"add_writer", (PyCFunction)loop_add_writer, METH_VARARGS,
+     "add_writer(fd, callback, *args): call callback(*args) whenever fd is writable."},
+    {"remove_reader", (PyCFunction)loop_remove_reader, METH_O,
+     "remove_reader(fd) -> bool: stop watching fd for reading."},
+    {"remove_writer", (PyCFunction)loop_remove_writer, METH_O,
+     "remove_writer(fd) -> bool: stop watching fd for writing."},
+    {"_add_reader", (PyCFunction)loop_add_reader_unchecked, METH_VARARGS,
+     "add_reader() without the check that fd belongs to no transport (asyncio internal)."},
+    {"_add_writer", (PyCFunction)loop_add_writer_unchecked, METH_VARARGS,
+     "add_writer() without the transport check (asyncio internal)."},
+    {"_remove_reader", (PyCFunction)loop_remove_reader_unchecked, METH_O,
+     "remove_reader() without the transport check (asyncio internal)."},
+    {"_remove_writer", (PyCFunction)loop_remove_writer_unchecked, METH_O,
+     "remove_writer() without the transport check (asyncio internal)."},
+    {"_check_fd_no_transport", (PyCFunction)loop_check_fd_no_transport, METH_O,
+     "Raise RuntimeError if fd belongs to a live transport."},
+    {NULL, NULL, 0, NULL},
+};
 
 void
 fa_loop_close_watchers(fa_loop *self)
