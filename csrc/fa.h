@@ -347,9 +347,6 @@ struct fa_loop {
                                   * inline functions below, write it only in runner.c */
 };
 
-/* module.c */
-extern PyModuleDef fa_module_def;
-
 /* handle.c */
 int fa_handle_init_types(PyObject *module, fa_state *st);
 void fa_handle_clear_free_list(fa_state *st);

@@ -447,7 +447,7 @@ static PyModuleDef_Slot module_slots[] = {
     {0, NULL},
 };
 
-PyModuleDef fa_module_def = {
+static PyModuleDef fa_module_def = {
     PyModuleDef_HEAD_INIT,
     .m_name = "flaskasync._core",
     .m_doc = "C core of flaskasync: an asyncio event loop on libuv, the runner and gather.",

@@ -458,6 +458,10 @@ a2s_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *k
     return (PyObject *)c;
 }
 
+/* The module's definition, which finds a (sub)type's module in tp_new:
+ * module.c's, kept by fa_supervise_init_types (the same for every module instance). */
+static PyModuleDef *module_def;
+
 static PyObject *
 a2s_new(PyTypeObject *tp, PyObject *args, PyObject *kwds)
 {
@@ -470,7 +474,7 @@ a2s_new(PyTypeObject *tp, PyObject *args, PyObject *kwds)
     if (!PyArg_ParseTuple(args, "OO!:_AsyncToSync", &owner, &PyTuple_Type, &policy)) {
         return NULL;
     }
-    module = PyType_GetModuleByDef(tp, &fa_module_def);
+    module = PyType_GetModuleByDef(tp, module_def);
     if (module == NULL) {
         return NULL;
     }
@@ -784,7 +788,9 @@ static PyType_Spec synccall_spec = {
 int
 fa_supervise_init_types(PyObject *module, fa_state *st)
 {
-    PyObject *t = PyType_FromModuleAndSpec(module, &scope_spec, NULL);
+    PyObject *t;
+    module_def = PyModule_GetDef(module);
+    t = PyType_FromModuleAndSpec(module, &scope_spec, NULL);
     if (t == NULL) {
         return -1;
     }

@@ -946,6 +946,10 @@ udp_repr(fa_udp *t)
 
 /* ------------------------------------------------------------ type */
 
+/* The module's definition, which finds a (sub)type's module in tp_new:
+ * module.c's, kept by fa_udp_init (the same for every module instance). */
+static PyModuleDef *module_def;
+
 static PyObject *
 udp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
@@ -962,7 +966,7 @@ udp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
                                      &sock, &protocol, &PyDict_Type, &extra, &address, &waiter)) {
         return NULL;
     }
-    PyObject *mod = PyType_GetModuleByDef(type, &fa_module_def);
+    PyObject *mod = PyType_GetModuleByDef(type, module_def);
     if (mod == NULL) {
         return NULL;
     }
@@ -1199,6 +1203,7 @@ fa_udp_init(PyObject *module, fa_state *st)
     fa_net_state *n = &st->net;
     /* asyncio's own datagram transport is a Transport too. */
     static const char *const bases[] = {"_FlowControlMixin", "DatagramTransport"};
+    module_def = PyModule_GetDef(module);
     n->DatagramType = fa_transport_make_type(module, &udp_spec, bases, 2);
     if (n->DatagramType == NULL ||
         PyModule_AddObjectRef(module, "DatagramTransport", (PyObject *)n->DatagramType) < 0) {
