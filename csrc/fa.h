@@ -738,7 +738,6 @@ typedef struct {
 int fa_supervise_init_types(PyObject *module, fa_state *st);
 int fa_loop_supervise(fa_loop *loop, PyObject *task, PyObject *context);
 extern PyMethodDef fa_supervise_loop_methods[];   /* _set_supervision */
-void fa_scope_finish(PyObject *scope, fa_state *st);
 
 /* gather.c */
 int fa_gather_init_type(PyObject *module, fa_state *st);

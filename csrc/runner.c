@@ -46,7 +46,8 @@ typedef struct fa_job {
     int abandoned;          /* the caller left (KeyboardInterrupt) before start */
     int copy_back;          /* ctx is a copy of the caller's: copy changes back */
     PyObject *scope;        /* the task scope set in ctx (the Flask fast path), closed
-                             * when the task is done, or NULL */
+                             * with scope_finish when the task is done, or NULL */
+    fa_scope_finish_fn scope_finish;
     PyObject *ctx_vars;     /* ctx's variable mapping when the task was made, to skip
                              * copying back when the task set nothing; or NULL */
     atomic_int posted;
@@ -227,7 +228,7 @@ job_close_scope(fa_job *j)
     PyObject *scope = j->scope;
     if (scope != NULL) {
         j->scope = NULL;
-        fa_scope_finish(scope, j->loop->st);
+        j->scope_finish(scope, j->loop->st);
         Py_DECREF(scope);
     }
 }
@@ -935,10 +936,10 @@ ctx_set_scope(PyObject *ctx, PyObject *var, PyObject *scope)
  * wait, the result.  timeout: seconds or NULL; name: str or NULL; context:
  * a Context to run in (nothing copied back) or NULL for a copy of the
  * caller's; scope: a task scope to run the call in (set in the task's
- * context, closed when the task is done) or NULL. */
+ * context, closed with finish when the task is done) or NULL. */
 static PyObject *
 run_job(fa_state *st, fa_loop *L, PyObject *coro, PyObject *timeout, PyObject *name,
-        PyObject *context, PyObject *scope)
+        PyObject *context, PyObject *scope, fa_scope_finish_fn finish)
 {
     PyObject *res = NULL, *skip = NULL;
     fa_job *j;
@@ -959,6 +960,7 @@ run_job(fa_state *st, fa_loop *L, PyObject *coro, PyObject *timeout, PyObject *n
     j->abandoned = 0;
     j->copy_back = context == NULL;
     j->scope = NULL;
+    j->scope_finish = finish;
     j->ctx_vars = NULL;
     j->has_timeout = 0;
     j->timeout = 0.0;
@@ -1073,13 +1075,14 @@ done:
 /* The Flask integration's fast path (supervise.c): coro, a coroutine
  * object, run as run(coro, name=name) would, in scope. */
 PyObject *
-fa_run_coro(fa_state *st, PyObject *coro, PyObject *name, PyObject *scope)
+fa_run_coro(fa_state *st, PyObject *coro, PyObject *name, PyObject *scope,
+            fa_scope_finish_fn finish)
 {
     fa_loop *L = (fa_loop *)fa_app_loop(st);
     if (L == NULL) {
         return NULL;
     }
-    return run_job(st, L, coro, NULL, name, NULL, scope);
+    return run_job(st, L, coro, NULL, name, NULL, scope, finish);
 }
 
 PyObject *
@@ -1170,5 +1173,6 @@ fa_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
         }
     }
     return run_job(st, L, coro, timeout == Py_None ? NULL : timeout,
-                   name == Py_None ? NULL : name, context == Py_None ? NULL : context, NULL);
+                   name == Py_None ? NULL : name, context == Py_None ? NULL : context, NULL,
+                   NULL);
 }

@@ -60,8 +60,12 @@ PyObject *fa_release_app_loop(PyObject *module, PyObject *loop);
 /* The app loop, created on first use: a borrowed reference (st holds it),
  * or NULL with an exception. */
 PyObject *fa_app_loop(fa_state *st);
-/* run(coro, name=name) in scope (a task scope, or NULL): a new reference,
- * or NULL with an exception. */
-PyObject *fa_run_coro(fa_state *st, PyObject *coro, PyObject *name, PyObject *scope);
+/* Close a task scope once its call is over (on the loop): never raises. */
+typedef void (*fa_scope_finish_fn)(PyObject *scope, fa_state *st);
+/* run(coro, name=name) in scope (a task scope, or NULL), closed with
+ * finish when the task is done: a new reference, or NULL with an
+ * exception. */
+PyObject *fa_run_coro(fa_state *st, PyObject *coro, PyObject *name, PyObject *scope,
+                      fa_scope_finish_fn finish);
 
 #endif

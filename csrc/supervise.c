@@ -249,8 +249,8 @@ scope_close_needs_python(fa_state *st, PyObject *children)
  * tasks and reports the failed ones.  Never raises (an error in close() is
  * unraisable: the call's own outcome stands); a pending exception is
  * preserved. */
-void
-fa_scope_finish(PyObject *scope, fa_state *st)
+static void
+scope_finish(PyObject *scope, fa_state *st)
 {
     fa_scope *s = (fa_scope *)scope;
     PyObject *exc, *r;
@@ -697,7 +697,7 @@ synccall_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObje
         PyErr_Clear();
         Py_CLEAR(name);
     }
-    res = fa_run_coro(st, coro, name, (PyObject *)scope);
+    res = fa_run_coro(st, coro, name, (PyObject *)scope, scope_finish);
     Py_XDECREF(name);
     Py_DECREF(scope);
     Py_DECREF(coro);
