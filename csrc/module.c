@@ -278,7 +278,7 @@ module_exec(PyObject *module)
         return -1;
     }
     if (fa_net_init(module, st) < 0 || fa_stream_init(module, st) < 0 ||
-        fa_udp_init(module, st) < 0) {
+        fa_udp_init(module, st) < 0 || fa_asgi_init(st) < 0) {
         return -1;
     }
     if (PyModule_AddObjectRef(module, "_GatheringFuture", (PyObject *)st->GatherType) < 0) {
@@ -362,6 +362,7 @@ module_clear(PyObject *module)
     fa_net_clear(st);
     fa_stream_clear(st);
     fa_udp_clear(st);
+    fa_asgi_clear(st);
     PyObject **names[] = {
         &st->s_done, &st->s_result, &st->s_exception, &st->s_cancel,
         &st->s_cancelled, &st->s_add_done_callback, &st->s_remove_done_callback,
