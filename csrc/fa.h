@@ -87,9 +87,14 @@ fa_asyncgen_hooks_are(PyObject *firstiter, PyObject *finalizer)
  * a slot after the others: asyncio.Handle's layout differs (handle.c). */
 #define FA_MANAGED_WEAKREF (PY_VERSION_HEX >= 0x030C0000)
 
+typedef struct fa_state fa_state;
 typedef struct fa_loop fa_loop;
 typedef struct fa_handle fa_handle;
 typedef struct fa_op fa_op;
+
+/* The runner: its per-loop state (embedded in struct fa_loop), its state
+ * in the module (embedded in fa_state) and its functions. */
+#include "runner.h"
 
 /* State of the network methods (op.c, dns.c, sock.c), set up by
  * fa_net_init at import time. */
@@ -150,7 +155,7 @@ typedef struct {
 
 /* Per-module state.  Every type is a heap type owned by the module; every
  * asyncio object we call into is looked up once at import time. */
-typedef struct {
+struct fa_state {
     PyTypeObject *LoopType;
     PyTypeObject *HandleType;
     PyTypeObject *TimerHandleType;
@@ -190,10 +195,7 @@ typedef struct {
     PyObject *kw_name, *kw_context, *kw_name_context;
     unsigned long main_ident;      /* thread id of the main thread */
 
-    PyObject *loop_class;          /* the Python flaskasync.Loop, set by the shim */
-    PyObject *app_loop;            /* the process's app loop, or NULL */
-    PyObject *reenter;             /* adopted app loop: run() from its own thread */
-    unsigned long app_fork_gen;    /* fork generation the app loop belongs to */
+    fa_runner_state runner;        /* runner.c's: the process's app loop */
 
     /* Interned method and keyword names. */
     PyObject *s_done, *s_result, *s_exception, *s_cancel,
@@ -215,7 +217,7 @@ typedef struct {
     int n_free_handles;
     int handles_closed;          /* module cleared: free instead of keeping */
     Py_ssize_t live_handles;     /* Handles alive, for the leak tests (GIL-protected) */
-} fa_state;
+};
 
 /* A callback scheduled on the loop.  The C types derive from
  * asyncio.Handle / asyncio.TimerHandle, so the struct starts with those
@@ -286,10 +288,6 @@ typedef struct {
     fa_reg reg;
     int lost;                    /* 0, or FA_REG_CLOSED / FA_REG_REPLACED */
 } fa_watcher;
-
-/* The runner: its per-loop state (embedded below) and its functions.  It
- * needs fa_state and the fa_loop typedef, so it comes here. */
-#include "runner.h"
 
 struct fa_loop {
     PyObject_HEAD
