@@ -219,6 +219,44 @@ struct fa_state {
     Py_ssize_t live_handles;     /* Handles alive, for the leak tests (GIL-protected) */
 };
 
+/* module.c */
+extern PyModuleDef fa_module_def;
+
+/* Finding the module state: one rule for each situation, one helper each.
+ *
+ * - A module function (it is given the module object): fa_get_state(module).
+ * - A loop's code, and the code of an object that holds a loop (handle,
+ *   watcher, transport, network op, run() job): the loop's L->st, which
+ *   the loop took from its type when it was made.  No lookup at all: this
+ *   is the hot paths' way.
+ * - A slot or method of one of our types that Python cannot subclass
+ *   (Handle, TimerHandle, _GatheringFuture): the object's type is the type
+ *   that defines them, whose module is ours: fa_state_of_own_type(Py_TYPE(self)).
+ * - Code given a type that Python code may have subclassed (the tp_new of
+ *   CLoop, StreamTransport, DatagramTransport; a subclass made by a class
+ *   statement has no module of its own): fa_module_of_type(type), which
+ *   looks through the type's MRO for the class our module defined.  An
+ *   object that needs the state later keeps the module (a strong
+ *   reference, which keeps the state alive) and the state pointer. */
+static inline fa_state *
+fa_get_state(PyObject *module)
+{
+    return (fa_state *)PyModule_GetState(module);
+}
+
+static inline fa_state *
+fa_state_of_own_type(PyTypeObject *tp)
+{
+    return (fa_state *)PyType_GetModuleState(tp);
+}
+
+/* Borrowed reference, or NULL with TypeError. */
+static inline PyObject *
+fa_module_of_type(PyTypeObject *tp)
+{
+    return PyType_GetModuleByDef(tp, &fa_module_def);
+}
+
 /* A callback scheduled on the loop.  The C types derive from
  * asyncio.Handle / asyncio.TimerHandle, so the struct starts with those
  * classes' __slots__, where CPython lays them out (in sorted name order,
@@ -373,9 +411,6 @@ struct fa_loop {
     fa_runner runner;            /* runner.c's state (runner.h): read it through the
                                   * inline functions below, write it only in runner.c */
 };
-
-/* module.c */
-extern PyModuleDef fa_module_def;
 
 /* handle.c */
 int fa_handle_init_types(PyObject *module, fa_state *st);
@@ -762,11 +797,5 @@ int fa_gather_init_type(PyObject *module, fa_state *st);
 void fa_gather_free_meths(fa_state *st);
 PyObject *fa_gather(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
                     PyObject *kwnames);
-
-static inline fa_state *
-fa_get_state(PyObject *module)
-{
-    return (fa_state *)PyModule_GetState(module);
-}
 
 #endif

@@ -135,23 +135,6 @@ meths_init(fa_state *st)
     return 0;
 }
 
-static fa_state *
-gather_state(PyObject *o)
-{
-    PyTypeObject *tp = Py_TYPE(o);
-    while (tp != NULL) {
-        if (tp->tp_flags & Py_TPFLAGS_HEAPTYPE) {
-            PyObject *m = PyType_GetModule(tp);
-            if (m != NULL) {
-                return fa_get_state(m);
-            }
-            PyErr_Clear();
-        }
-        tp = tp->tp_base;
-    }
-    return NULL;
-}
-
 /* The type is visited exactly once along the chain (the 3.9+ rule for heap
  * types): by the base when it is a heap type (asyncio.Future from 3.12 on),
  * else here. */
@@ -236,7 +219,7 @@ is_cancelled(fa_state *st, PyObject *fut)
 static PyObject *
 gather_cancel(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    fa_state *st = gather_state(self);
+    fa_state *st = fa_state_of_own_type(Py_TYPE(self));
     gather_fields *f = GF(self);
     PyObject *msg = Py_None;
     int ret = 0;
@@ -315,7 +298,7 @@ set_outer_exception(fa_state *st, PyObject *outer, PyObject *exc)
 static PyObject *
 gather_child_done(PyObject *outer, PyObject *fut)
 {
-    fa_state *st = gather_state(outer);
+    fa_state *st = fa_state_of_own_type(Py_TYPE(outer));
     gather_fields *f = GF(outer);
     PyObject *exc, *results = NULL, *last = NULL;
     int d, c;

@@ -1065,7 +1065,7 @@ stream_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
                                      &server, &watch_peer)) {
         return NULL;
     }
-    PyObject *mod = PyType_GetModuleByDef(type, &fa_module_def);
+    PyObject *mod = fa_module_of_type(type);
     if (mod == NULL) {
         return NULL;
     }

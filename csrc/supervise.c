@@ -461,7 +461,7 @@ a2s_new(PyTypeObject *tp, PyObject *args, PyObject *kwds)
     if (!PyArg_ParseTuple(args, "OO!:_AsyncToSync", &owner, &PyTuple_Type, &policy)) {
         return NULL;
     }
-    module = PyType_GetModuleByDef(tp, &fa_module_def);
+    module = fa_module_of_type(tp);
     if (module == NULL) {
         return NULL;
     }

@@ -962,7 +962,7 @@ udp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
                                      &sock, &protocol, &PyDict_Type, &extra, &address, &waiter)) {
         return NULL;
     }
-    PyObject *mod = PyType_GetModuleByDef(type, &fa_module_def);
+    PyObject *mod = fa_module_of_type(type);
     if (mod == NULL) {
         return NULL;
     }
