@@ -221,7 +221,8 @@ gather_cancel(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject 
 {
     fa_state *st = fa_state_of_own_type(Py_TYPE(self));
     gather_fields *f = GF(self);
-    PyObject *msg = Py_None;
+    static const char *const names[] = {"msg"};
+    PyObject *msg = NULL;
     int ret = 0;
     if (st == NULL) {
         return NULL;
@@ -233,17 +234,11 @@ gather_cancel(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject 
     if (nargs == 1) {
         msg = args[0];
     }
-    if (kwnames != NULL) {
-        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++) {
-            if (PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, i), "msg") == 0) {
-                msg = args[nargs + i];
-            }
-            else {
-                PyErr_Format(PyExc_TypeError, "cancel() got an unexpected keyword argument '%U'",
-                             PyTuple_GET_ITEM(kwnames, i));
-                return NULL;
-            }
-        }
+    if (fa_parse_keywords("cancel", args, nargs, kwnames, names, &msg, 1) < 0) {
+        return NULL;
+    }
+    if (msg == NULL) {
+        msg = Py_None;
     }
     int d = is_done(st, self);
     if (d < 0) {
@@ -705,19 +700,14 @@ fa_gather(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *k
     Py_ssize_t nfuts = 0;
 
     if (kwnames != NULL) {
-        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++) {
-            PyObject *k = PyTuple_GET_ITEM(kwnames, i);
-            if (PyUnicode_CompareWithASCIIString(k, "return_exceptions") == 0) {
-                return_exceptions = PyObject_IsTrue(args[nargs + i]);
-                if (return_exceptions < 0) {
-                    return NULL;
-                }
-            }
-            else {
-                PyErr_Format(PyExc_TypeError,
-                             "gather() got an unexpected keyword argument '%U'", k);
-                return NULL;
-            }
+        static const char *const names[] = {"return_exceptions"};
+        PyObject *flag = NULL;
+        if (fa_parse_keywords("gather", args, nargs, kwnames, names, &flag, 1) < 0) {
+            return NULL;
+        }
+        return_exceptions = flag != NULL ? PyObject_IsTrue(flag) : 0;
+        if (return_exceptions < 0) {
+            return NULL;
         }
     }
     if (nargs == 0) {

@@ -1121,7 +1121,7 @@ PyObject *
 fa_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     fa_state *st = fa_get_state(module);
-    PyObject *coro, *timeout = Py_None, *name = Py_None, *context = Py_None;
+    PyObject *coro, *timeout, *name, *context;
     PyObject *running;
     fa_loop *L;
 
@@ -1132,23 +1132,15 @@ fa_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
         return NULL;
     }
     coro = args[0];
-    if (kwnames != NULL) {
-        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++) {
-            PyObject *k = PyTuple_GET_ITEM(kwnames, i);
-            if (PyUnicode_CompareWithASCIIString(k, "timeout") == 0) {
-                timeout = args[nargs + i];
-            }
-            else if (PyUnicode_CompareWithASCIIString(k, "name") == 0) {
-                name = args[nargs + i];
-            }
-            else if (PyUnicode_CompareWithASCIIString(k, "context") == 0) {
-                context = args[nargs + i];
-            }
-            else {
-                PyErr_Format(PyExc_TypeError, "run() got an unexpected keyword argument '%U'", k);
-                return NULL;
-            }
+    {
+        static const char *const names[] = {"timeout", "name", "context"};
+        PyObject *kw[3] = {NULL, NULL, NULL};
+        if (fa_parse_keywords("run", args, nargs, kwnames, names, kw, 3) < 0) {
+            return NULL;
         }
+        timeout = kw[0] != NULL ? kw[0] : Py_None;
+        name = kw[1] != NULL ? kw[1] : Py_None;
+        context = kw[2] != NULL ? kw[2] : Py_None;
     }
     /* Checked before the coroutine: a bad argument leaves it unstarted, as
      * a bad timeout does (the caller still owns it). */

@@ -720,7 +720,9 @@ own_bytes(PyObject *data)
 static PyObject *
 udp_sendto(fa_udp *t, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    PyObject *data = NULL, *addr = Py_None;
+    static const char *const names[] = {"data", "addr"};
+    PyObject *kw[2] = {NULL, NULL}; /* data, addr */
+    PyObject *data, *addr;
     int truth;
 
     if (nargs > 2) {
@@ -728,35 +730,14 @@ udp_sendto(fa_udp *t, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
                      "were given", nargs);
         return NULL;
     }
-    if (nargs >= 1) {
-        data = args[0];
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        kw[i] = args[i];
     }
-    if (nargs == 2) {
-        addr = args[1];
+    if (fa_parse_keywords("sendto", args, nargs, kwnames, names, kw, 2) < 0) {
+        return NULL;
     }
-    if (kwnames != NULL) {
-        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++) {
-            PyObject *k = PyTuple_GET_ITEM(kwnames, i);
-            int is_data = PyUnicode_CompareWithASCIIString(k, "data") == 0;
-            int is_addr = !is_data && PyUnicode_CompareWithASCIIString(k, "addr") == 0;
-            if ((is_data && data != NULL) || (is_addr && nargs == 2)) {
-                PyErr_Format(PyExc_TypeError, "sendto() got multiple values for argument '%U'",
-                             k);
-                return NULL;
-            }
-            if (is_data) {
-                data = args[nargs + i];
-            }
-            else if (is_addr) {
-                addr = args[nargs + i];
-            }
-            else {
-                PyErr_Format(PyExc_TypeError, "sendto() got an unexpected keyword argument '%U'",
-                             k);
-                return NULL;
-            }
-        }
-    }
+    data = kw[0];
+    addr = kw[1] != NULL ? kw[1] : Py_None;
     if (data == NULL) {
         PyErr_SetString(PyExc_TypeError, "sendto() missing 1 required positional argument: 'data'");
         return NULL;
