@@ -234,7 +234,8 @@ gather_cancel(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject 
     if (nargs == 1) {
         msg = args[0];
     }
-    if (fa_parse_keywords("cancel", args, nargs, kwnames, names, &msg, 1) < 0) {
+    if (kwnames != NULL &&
+        fa_parse_keywords("cancel", args, nargs, kwnames, names, &msg, 1) < 0) {
         return NULL;
     }
     if (msg == NULL) {

@@ -1121,7 +1121,7 @@ PyObject *
 fa_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     fa_state *st = fa_get_state(module);
-    PyObject *coro, *timeout, *name, *context;
+    PyObject *coro, *timeout = Py_None, *name = Py_None, *context = Py_None;
     PyObject *running;
     fa_loop *L;
 
@@ -1132,7 +1132,7 @@ fa_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
         return NULL;
     }
     coro = args[0];
-    {
+    if (kwnames != NULL) {
         static const char *const names[] = {"timeout", "name", "context"};
         PyObject *kw[3] = {NULL, NULL, NULL};
         if (fa_parse_keywords("run", args, nargs, kwnames, names, kw, 3) < 0) {

@@ -733,7 +733,8 @@ udp_sendto(fa_udp *t, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
     for (Py_ssize_t i = 0; i < nargs; i++) {
         kw[i] = args[i];
     }
-    if (fa_parse_keywords("sendto", args, nargs, kwnames, names, kw, 2) < 0) {
+    if (kwnames != NULL &&
+        fa_parse_keywords("sendto", args, nargs, kwnames, names, kw, 2) < 0) {
         return NULL;
     }
     data = kw[0];

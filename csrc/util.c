@@ -99,9 +99,6 @@ int
 fa_parse_keywords(const char *func, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
                   const char *const *names, PyObject **out, int n)
 {
-    if (kwnames == NULL) {
-        return 0;
-    }
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++) {
         PyObject *k = PyTuple_GET_ITEM(kwnames, i);
         int j = 0;

@@ -82,7 +82,9 @@ int fa_import_attr(PyObject **out, const char *module, const char *name);
  * where one was passed, which a keyword for the same name then meets as
  * "multiple values".  A name not in names[] is an "unexpected keyword
  * argument".  0, or -1 with TypeError naming func.  (The loop's call_soon
- * family parses its one keyword, context, itself: loop.c, parse_cb_args.) */
+ * family parses its one keyword, context, itself: loop.c, parse_cb_args.)
+ * Called only when kwnames is not NULL: a call without keywords costs its
+ * caller one test, not a call. */
 int fa_parse_keywords(const char *func, PyObject *const *args, Py_ssize_t nargs,
                       PyObject *kwnames, const char *const *names, PyObject **out, int n);
 
