@@ -9,57 +9,30 @@
 
 #include <string.h>
 
-/* Interned keys and constant values, made once per process (all are
- * immutable and shared by every interpreter use of the module). */
-static PyObject *k_method, *k_script_name, *k_path_info, *k_query_string, *k_server_name,
-    *k_server_port, *k_server_protocol, *k_remote_addr, *k_remote_port, *k_wsgi_version,
-    *k_url_scheme, *k_input, *k_errors, *k_multithread, *k_multiprocess, *k_run_once,
-    *k_asgi_scope, *k_http_cookie, *s_root_path, *s_path, *s_query_string, *s_server,
-    *s_client, *s_http_version, *s_scheme, *s_headers, *s_type, *s_status, *s_start_type,
-    *s_http, *s_empty, *s_method, *v_version, *v_localhost;
-static int asgi_ready = 0;
-
-static int
-intern_all(void)
+/* The interned names and constant values (fa_asgi_state, listed by
+ * FA_ASGI_NAMES in fa.h), made at module exec. */
+int
+fa_asgi_init(fa_state *st)
 {
-    struct {
-        PyObject **slot;
-        const char *text;
-    } table[] = {
-        {&k_method, "REQUEST_METHOD"}, {&k_script_name, "SCRIPT_NAME"},
-        {&k_path_info, "PATH_INFO"}, {&k_query_string, "QUERY_STRING"},
-        {&k_server_name, "SERVER_NAME"}, {&k_server_port, "SERVER_PORT"},
-        {&k_server_protocol, "SERVER_PROTOCOL"}, {&k_remote_addr, "REMOTE_ADDR"},
-        {&k_remote_port, "REMOTE_PORT"}, {&k_wsgi_version, "wsgi.version"},
-        {&k_url_scheme, "wsgi.url_scheme"}, {&k_input, "wsgi.input"},
-        {&k_errors, "wsgi.errors"}, {&k_multithread, "wsgi.multithread"},
-        {&k_multiprocess, "wsgi.multiprocess"}, {&k_run_once, "wsgi.run_once"},
-        {&k_asgi_scope, "asgi.scope"}, {&k_http_cookie, "HTTP_COOKIE"},
-        {&s_root_path, "root_path"}, {&s_path, "path"}, {&s_query_string, "query_string"},
-        {&s_server, "server"}, {&s_client, "client"}, {&s_http_version, "http_version"},
-        {&s_scheme, "scheme"}, {&s_headers, "headers"}, {&s_type, "type"},
-        {&s_status, "status"}, {&s_start_type, "http.response.start"}, {&s_http, "http"},
-        {&s_empty, ""}, {&s_method, "method"}, {&v_localhost, "localhost"},
-    };
-    if (asgi_ready) {
-        return 0;
+    fa_asgi_state *a = &st->asgi;
+#define FA_ASGI_MAKE(field, text)                                                          \
+    if ((a->field = PyUnicode_InternFromString(text)) == NULL) {                          \
+        return -1;                                                                        \
     }
-    for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
-        if (*table[i].slot == NULL) {
-            *table[i].slot = PyUnicode_InternFromString(table[i].text);
-            if (*table[i].slot == NULL) {
-                return -1;
-            }
-        }
-    }
-    if (v_version == NULL) {
-        v_version = Py_BuildValue("(ii)", 1, 0);
-        if (v_version == NULL) {
-            return -1;
-        }
-    }
-    asgi_ready = 1;
-    return 0;
+    FA_ASGI_NAMES(FA_ASGI_MAKE)
+#undef FA_ASGI_MAKE
+    a->v_version = Py_BuildValue("(ii)", 1, 0);
+    return a->v_version == NULL ? -1 : 0;
+}
+
+void
+fa_asgi_clear(fa_state *st)
+{
+    fa_asgi_state *a = &st->asgi;
+#define FA_ASGI_CLEAR(field, text) Py_CLEAR(a->field);
+    FA_ASGI_NAMES(FA_ASGI_CLEAR)
+#undef FA_ASGI_CLEAR
+    Py_CLEAR(a->v_version);
 }
 
 /* scope[key] as a new reference, or a new reference to dflt if absent (NULL
@@ -212,7 +185,8 @@ set_new(PyObject *environ, PyObject *key, PyObject *value)
  * hashing a bytes subclass (the cache lookup) runs Python code, which could
  * drop the header pair they came from. */
 static int
-add_header(PyObject *environ, PyObject *cache, PyObject *name, PyObject *value)
+add_header(const fa_asgi_state *a, PyObject *environ, PyObject *cache, PyObject *name,
+           PyObject *value)
 {
     PyObject *key, *text, *old;
     int r;
@@ -248,7 +222,7 @@ add_header(PyObject *environ, PyObject *cache, PyObject *name, PyObject *value)
     if (old != NULL) {
         /* Repeated headers are joined, cookies with "; " (RFC 6265). */
         PyObject *sep = PyUnicode_FromString(
-            PyUnicode_Compare(key, k_http_cookie) == 0 ? "; " : ",");
+            PyUnicode_Compare(key, a->k_http_cookie) == 0 ? "; " : ",");
         PyObject *joined = NULL;
         Py_INCREF(old);
         if (sep != NULL) {
@@ -283,7 +257,8 @@ add_header(PyObject *environ, PyObject *cache, PyObject *name, PyObject *value)
  * add_header); a list of headers changed meanwhile is read on from the
  * same index, never past its end. */
 static int
-add_headers(PyObject *environ, PyObject *headers, PyObject *cache, int *has_body, int *chunked)
+add_headers(const fa_asgi_state *a, PyObject *environ, PyObject *headers, PyObject *cache,
+            int *has_body, int *chunked)
 {
     PyObject *seq = PySequence_Fast(headers, "ASGI scope: headers must be iterable");
     int decided = 0;
@@ -320,7 +295,7 @@ add_headers(PyObject *environ, PyObject *headers, PyObject *cache, int *has_body
                     decided = 1;
                 }
             }
-            r = add_header(environ, cache, name, value);
+            r = add_header(a, environ, cache, name, value);
         }
         Py_DECREF(name);
         Py_DECREF(value);
@@ -345,6 +320,7 @@ fa_asgi_environ(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     PyObject *scope, *body, *errors, *cache, *environ = NULL, *v = NULL, *root = NULL;
     PyObject *path = NULL, *server = NULL, *client = NULL;
+    const fa_asgi_state *a = &fa_get_state(module)->asgi;
     int has_body = 0, chunked = 0;
 
     if (nargs != 4) {
@@ -359,30 +335,27 @@ fa_asgi_environ(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "_asgi_environ(): scope and header_cache must be dicts");
         return NULL;
     }
-    if (intern_all() < 0) {
-        return NULL;
-    }
     environ = PyDict_New();
     if (environ == NULL) {
         return NULL;
     }
 
-    v = scope_get(scope, s_method, NULL);
+    v = scope_get(scope, a->s_method, NULL);
     if (v == NULL) {
         if (!PyErr_Occurred()) {
             PyErr_SetString(PyExc_KeyError, "method");
         }
         goto error;
     }
-    if (PyDict_SetItem(environ, k_method, v) < 0) {
+    if (PyDict_SetItem(environ, a->k_method, v) < 0) {
         goto error;
     }
     Py_CLEAR(v);
-    root = scope_get(scope, s_root_path, s_empty);
+    root = scope_get(scope, a->s_root_path, a->s_empty);
     if (root == NULL) {
         goto error;
     }
-    path = scope_get(scope, s_path, NULL);
+    path = scope_get(scope, a->s_path, NULL);
     if (path == NULL) {
         if (!PyErr_Occurred()) {
             PyErr_SetString(PyExc_KeyError, "path");
@@ -393,7 +366,7 @@ fa_asgi_environ(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "ASGI scope: path and root_path must be str");
         goto error;
     }
-    if (set_new(environ, k_script_name, wsgi_str(root)) < 0) {
+    if (set_new(environ, a->k_script_name, wsgi_str(root)) < 0) {
         goto error;
     }
     if (PyUnicode_GET_LENGTH(root) > 0 && PyUnicode_Tailmatch(path, root, 0, PY_SSIZE_T_MAX, -1) == 1) {
@@ -404,26 +377,26 @@ fa_asgi_environ(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
         v = wsgi_str(rest);
         Py_DECREF(rest);
-        if (set_new(environ, k_path_info, v) < 0) {
+        if (set_new(environ, a->k_path_info, v) < 0) {
             v = NULL;
             goto error;
         }
         v = NULL;
     }
-    else if (set_new(environ, k_path_info, wsgi_str(path)) < 0) {
+    else if (set_new(environ, a->k_path_info, wsgi_str(path)) < 0) {
         goto error;
     }
     Py_CLEAR(root);
     Py_CLEAR(path);
-    v = scope_get(scope, s_query_string, NULL);
+    v = scope_get(scope, a->s_query_string, NULL);
     if (v == NULL && PyErr_Occurred()) {
         goto error;
     }
-    if (set_new(environ, k_query_string, v == NULL ? Py_NewRef(s_empty) : latin1(v)) < 0) {
+    if (set_new(environ, a->k_query_string, v == NULL ? Py_NewRef(a->s_empty) : latin1(v)) < 0) {
         goto error;
     }
     Py_CLEAR(v);
-    server = scope_get(scope, s_server, Py_None);
+    server = scope_get(scope, a->s_server, Py_None);
     if (server == NULL) {
         goto error;
     }
@@ -438,10 +411,10 @@ fa_asgi_environ(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
         host = Py_NewRef(PySequence_Fast_GET_ITEM(server, 0));
         port = Py_NewRef(PySequence_Fast_GET_ITEM(server, 1));
-        r = set_str_of(environ, k_server_name, host);
+        r = set_str_of(environ, a->k_server_name, host);
         if (r == 0) {
-            r = port == Py_None ? PyDict_SetItem(environ, k_server_port, s_empty)
-                                : set_str_of(environ, k_server_port, port);
+            r = port == Py_None ? PyDict_SetItem(environ, a->k_server_port, a->s_empty)
+                                : set_str_of(environ, a->k_server_port, port);
         }
         Py_DECREF(host);
         Py_DECREF(port);
@@ -450,32 +423,32 @@ fa_asgi_environ(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
     }
     else {
-        if (PyDict_SetItem(environ, k_server_name, v_localhost) < 0 ||
-            set_new(environ, k_server_port, PyUnicode_FromString("80")) < 0) {
+        if (PyDict_SetItem(environ, a->k_server_name, a->v_localhost) < 0 ||
+            set_new(environ, a->k_server_port, PyUnicode_FromString("80")) < 0) {
             goto error;
         }
     }
     Py_CLEAR(server);
-    v = scope_get(scope, s_http_version, NULL);
+    v = scope_get(scope, a->s_http_version, NULL);
     if (v == NULL && PyErr_Occurred()) {
         goto error;
     }
-    if (set_new(environ, k_server_protocol,
+    if (set_new(environ, a->k_server_protocol,
                 v == NULL ? PyUnicode_FromString("HTTP/1.1")
                           : PyUnicode_FromFormat("HTTP/%S", v)) < 0) {
         goto error;
     }
     Py_CLEAR(v);
-    client = scope_get(scope, s_client, Py_None);
+    client = scope_get(scope, a->s_client, Py_None);
     if (client == NULL) {
         goto error;
     }
     if ((PyTuple_Check(client) || PyList_Check(client)) && PySequence_Fast_GET_SIZE(client) == 2) {
         PyObject *addr = Py_NewRef(PySequence_Fast_GET_ITEM(client, 0));
         PyObject *port = Py_NewRef(PySequence_Fast_GET_ITEM(client, 1));
-        int r = set_str_of(environ, k_remote_addr, addr);
+        int r = set_str_of(environ, a->k_remote_addr, addr);
         if (r == 0) {
-            r = set_str_of(environ, k_remote_port, port);
+            r = set_str_of(environ, a->k_remote_port, port);
         }
         Py_DECREF(addr);
         Py_DECREF(port);
@@ -483,30 +456,30 @@ fa_asgi_environ(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             goto error;
         }
     }
-    else if (PyDict_SetItem(environ, k_remote_addr, s_empty) < 0 ||
-             PyDict_SetItem(environ, k_remote_port, s_empty) < 0) {
+    else if (PyDict_SetItem(environ, a->k_remote_addr, a->s_empty) < 0 ||
+             PyDict_SetItem(environ, a->k_remote_port, a->s_empty) < 0) {
         goto error;
     }
     Py_CLEAR(client);
-    v = scope_get(scope, s_scheme, s_http);
-    if (v == NULL || PyDict_SetItem(environ, k_url_scheme, v) < 0) {
+    v = scope_get(scope, a->s_scheme, a->s_http);
+    if (v == NULL || PyDict_SetItem(environ, a->k_url_scheme, v) < 0) {
         goto error;
     }
     Py_CLEAR(v);
-    if (PyDict_SetItem(environ, k_wsgi_version, v_version) < 0 ||
-        PyDict_SetItem(environ, k_input, body) < 0 ||
-        PyDict_SetItem(environ, k_errors, errors) < 0 ||
-        PyDict_SetItem(environ, k_multithread, Py_True) < 0 ||
-        PyDict_SetItem(environ, k_multiprocess, Py_True) < 0 ||
-        PyDict_SetItem(environ, k_run_once, Py_False) < 0 ||
-        PyDict_SetItem(environ, k_asgi_scope, scope) < 0) {
+    if (PyDict_SetItem(environ, a->k_wsgi_version, a->v_version) < 0 ||
+        PyDict_SetItem(environ, a->k_input, body) < 0 ||
+        PyDict_SetItem(environ, a->k_errors, errors) < 0 ||
+        PyDict_SetItem(environ, a->k_multithread, Py_True) < 0 ||
+        PyDict_SetItem(environ, a->k_multiprocess, Py_True) < 0 ||
+        PyDict_SetItem(environ, a->k_run_once, Py_False) < 0 ||
+        PyDict_SetItem(environ, a->k_asgi_scope, scope) < 0) {
         goto error;
     }
-    v = scope_get(scope, s_headers, NULL);
+    v = scope_get(scope, a->s_headers, NULL);
     if (v == NULL && PyErr_Occurred()) {
         goto error;
     }
-    if (v != NULL && add_headers(environ, v, cache, &has_body, &chunked) < 0) {
+    if (v != NULL && add_headers(a, environ, v, cache, &has_body, &chunked) < 0) {
         goto error;
     }
     Py_CLEAR(v);
@@ -530,14 +503,12 @@ fa_asgi_start(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     PyObject *status, *headers, *seq = NULL, *list = NULL, *msg = NULL, *code = NULL;
     PyObject *length = Py_None;
+    const fa_asgi_state *a = &fa_get_state(module)->asgi;
     const char *st;
     Py_ssize_t stn;
 
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "_asgi_start(status, headers)");
-        return NULL;
-    }
-    if (intern_all() < 0) {
         return NULL;
     }
     status = args[0];
@@ -621,8 +592,8 @@ fa_asgi_start(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyList_SET_ITEM(list, i, item);
     }
     msg = PyDict_New();
-    if (msg == NULL || PyDict_SetItem(msg, s_type, s_start_type) < 0 ||
-        PyDict_SetItem(msg, s_status, code) < 0 || PyDict_SetItem(msg, s_headers, list) < 0) {
+    if (msg == NULL || PyDict_SetItem(msg, a->s_type, a->s_start_type) < 0 ||
+        PyDict_SetItem(msg, a->s_status, code) < 0 || PyDict_SetItem(msg, a->s_headers, list) < 0) {
         goto error;
     }
     Py_DECREF(seq);

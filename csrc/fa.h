@@ -87,9 +87,14 @@ fa_asyncgen_hooks_are(PyObject *firstiter, PyObject *finalizer)
  * a slot after the others: asyncio.Handle's layout differs (handle.c). */
 #define FA_MANAGED_WEAKREF (PY_VERSION_HEX >= 0x030C0000)
 
+typedef struct fa_state fa_state;
 typedef struct fa_loop fa_loop;
 typedef struct fa_handle fa_handle;
 typedef struct fa_op fa_op;
+
+/* The runner: its per-loop state (embedded in struct fa_loop), its state
+ * in the module (embedded in fa_state) and its functions. */
+#include "runner.h"
 
 /* State of the network methods (op.c, dns.c, sock.c), set up by
  * fa_net_init at import time. */
@@ -120,9 +125,37 @@ typedef struct {
     int detach_takes_transport;    /* asyncio's Server._detach(transport) (3.13+) */
 } fa_net_state;
 
+/* asgi.c's interned environ keys (k_) and scope names (s_), and the
+ * constant str values it puts in environs (v_): (field, text), the one list
+ * that declares, makes and clears them. */
+#define FA_ASGI_NAMES(X)                                                                   \
+    X(k_method, "REQUEST_METHOD") X(k_script_name, "SCRIPT_NAME")                         \
+    X(k_path_info, "PATH_INFO") X(k_query_string, "QUERY_STRING")                         \
+    X(k_server_name, "SERVER_NAME") X(k_server_port, "SERVER_PORT")                       \
+    X(k_server_protocol, "SERVER_PROTOCOL") X(k_remote_addr, "REMOTE_ADDR")               \
+    X(k_remote_port, "REMOTE_PORT") X(k_wsgi_version, "wsgi.version")                     \
+    X(k_url_scheme, "wsgi.url_scheme") X(k_input, "wsgi.input")                           \
+    X(k_errors, "wsgi.errors") X(k_multithread, "wsgi.multithread")                       \
+    X(k_multiprocess, "wsgi.multiprocess") X(k_run_once, "wsgi.run_once")                 \
+    X(k_asgi_scope, "asgi.scope") X(k_http_cookie, "HTTP_COOKIE")                         \
+    X(s_root_path, "root_path") X(s_path, "path") X(s_query_string, "query_string")       \
+    X(s_server, "server") X(s_client, "client") X(s_http_version, "http_version")         \
+    X(s_scheme, "scheme") X(s_headers, "headers") X(s_type, "type") X(s_status, "status") \
+    X(s_start_type, "http.response.start") X(s_http, "http") X(s_empty, "")               \
+    X(s_method, "method") X(v_localhost, "localhost")
+
+/* State of the ASGI conversions (asgi.c), made by fa_asgi_init at module
+ * exec. */
+typedef struct {
+#define FA_ASGI_FIELD(field, text) PyObject *field;
+    FA_ASGI_NAMES(FA_ASGI_FIELD)
+#undef FA_ASGI_FIELD
+    PyObject *v_version;         /* (1, 0): wsgi.version */
+} fa_asgi_state;
+
 /* Per-module state.  Every type is a heap type owned by the module; every
  * asyncio object we call into is looked up once at import time. */
-typedef struct {
+struct fa_state {
     PyTypeObject *LoopType;
     PyTypeObject *HandleType;
     PyTypeObject *TimerHandleType;
@@ -162,10 +195,7 @@ typedef struct {
     PyObject *kw_name, *kw_context, *kw_name_context;
     unsigned long main_ident;      /* thread id of the main thread */
 
-    PyObject *loop_class;          /* the Python flaskasync.Loop, set by the shim */
-    PyObject *app_loop;            /* the process's app loop, or NULL */
-    PyObject *reenter;             /* adopted app loop: run() from its own thread */
-    unsigned long app_fork_gen;    /* fork generation the app loop belongs to */
+    fa_runner_state runner;        /* runner.c's: the process's app loop */
 
     /* Interned method and keyword names. */
     PyObject *s_done, *s_result, *s_exception, *s_cancel,
@@ -178,6 +208,7 @@ typedef struct {
         *s_msg, *s_qualname, *s_get, *s_config, *s_log_traceback;
 
     fa_net_state net;
+    fa_asgi_state asgi;
 
     /* handle.c: deallocated Handles and TimerHandles kept for reuse (they
      * have the same size), linked through next_free; untracked, holding
@@ -186,7 +217,42 @@ typedef struct {
     int n_free_handles;
     int handles_closed;          /* module cleared: free instead of keeping */
     Py_ssize_t live_handles;     /* Handles alive, for the leak tests (GIL-protected) */
-} fa_state;
+};
+
+/* Finding the module state: one rule for each situation, one helper each.
+ *
+ * - A module function (it is given the module object): fa_get_state(module).
+ * - A loop's code, and the code of an object that holds a loop (handle,
+ *   watcher, transport, network op, run() job): the loop's L->st, which
+ *   the loop took from its type when it was made.  No lookup at all: this
+ *   is the hot paths' way.
+ * - A slot or method of one of our types that Python cannot subclass
+ *   (Handle, TimerHandle, _GatheringFuture): the object's type is the type
+ *   that defines them, whose module is ours: fa_state_of_own_type(Py_TYPE(self)).
+ * - Code given a type that Python code may have subclassed (the tp_new of
+ *   CLoop, StreamTransport, DatagramTransport; a subclass made by a class
+ *   statement has no module of its own): fa_module_of_type(type), which
+ *   looks through the type's MRO for the class our module defined.  An
+ *   object that needs the state later keeps the module (a strong
+ *   reference, which keeps the state alive) and the state pointer. */
+static inline fa_state *
+fa_get_state(PyObject *module)
+{
+    return (fa_state *)PyModule_GetState(module);
+}
+
+static inline fa_state *
+fa_state_of_own_type(PyTypeObject *tp)
+{
+    return (fa_state *)PyType_GetModuleState(tp);
+}
+
+/* Borrowed reference, or NULL with TypeError. */
+static inline PyObject *
+fa_module_of_type(PyTypeObject *tp)
+{
+    return PyType_GetModuleByDef(tp, fa_module_def_get());
+}
 
 /* A callback scheduled on the loop.  The C types derive from
  * asyncio.Handle / asyncio.TimerHandle, so the struct starts with those
@@ -257,10 +323,6 @@ typedef struct {
     fa_reg reg;
     int lost;                    /* 0, or FA_REG_CLOSED / FA_REG_REPLACED */
 } fa_watcher;
-
-/* The runner: its per-loop state (embedded below) and its functions.  It
- * needs fa_state and the fa_loop typedef, so it comes here. */
-#include "runner.h"
 
 struct fa_loop {
     PyObject_HEAD
@@ -470,6 +532,8 @@ fa_app_wake(fa_loop *L)
 }
 
 /* asgi.c: ASGI mode's per-request conversions */
+int fa_asgi_init(fa_state *st);
+void fa_asgi_clear(fa_state *st);
 PyObject *fa_asgi_environ(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *fa_asgi_start(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
@@ -744,11 +808,5 @@ int fa_gather_init_type(PyObject *module, fa_state *st);
 void fa_gather_free_meths(fa_state *st);
 PyObject *fa_gather(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
                     PyObject *kwnames);
-
-static inline fa_state *
-fa_get_state(PyObject *module)
-{
-    return (fa_state *)PyModule_GetState(module);
-}
 
 #endif

@@ -135,23 +135,6 @@ meths_init(fa_state *st)
     return 0;
 }
 
-static fa_state *
-gather_state(PyObject *o)
-{
-    PyTypeObject *tp = Py_TYPE(o);
-    while (tp != NULL) {
-        if (tp->tp_flags & Py_TPFLAGS_HEAPTYPE) {
-            PyObject *m = PyType_GetModule(tp);
-            if (m != NULL) {
-                return fa_get_state(m);
-            }
-            PyErr_Clear();
-        }
-        tp = tp->tp_base;
-    }
-    return NULL;
-}
-
 /* The type is visited exactly once along the chain (the 3.9+ rule for heap
  * types): by the base when it is a heap type (asyncio.Future from 3.12 on),
  * else here. */
@@ -236,9 +219,10 @@ is_cancelled(fa_state *st, PyObject *fut)
 static PyObject *
 gather_cancel(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    fa_state *st = gather_state(self);
+    fa_state *st = fa_state_of_own_type(Py_TYPE(self));
     gather_fields *f = GF(self);
-    PyObject *msg = Py_None;
+    static const char *const names[] = {"msg"};
+    PyObject *msg = NULL;
     int ret = 0;
     if (st == NULL) {
         return NULL;
@@ -250,17 +234,12 @@ gather_cancel(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject 
     if (nargs == 1) {
         msg = args[0];
     }
-    if (kwnames != NULL) {
-        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++) {
-            if (PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, i), "msg") == 0) {
-                msg = args[nargs + i];
-            }
-            else {
-                PyErr_Format(PyExc_TypeError, "cancel() got an unexpected keyword argument '%U'",
-                             PyTuple_GET_ITEM(kwnames, i));
-                return NULL;
-            }
-        }
+    if (kwnames != NULL &&
+        fa_parse_keywords("cancel", args, nargs, kwnames, names, &msg, 1) < 0) {
+        return NULL;
+    }
+    if (msg == NULL) {
+        msg = Py_None;
     }
     int d = is_done(st, self);
     if (d < 0) {
@@ -315,7 +294,7 @@ set_outer_exception(fa_state *st, PyObject *outer, PyObject *exc)
 static PyObject *
 gather_child_done(PyObject *outer, PyObject *fut)
 {
-    fa_state *st = gather_state(outer);
+    fa_state *st = fa_state_of_own_type(Py_TYPE(outer));
     gather_fields *f = GF(outer);
     PyObject *exc, *results = NULL, *last = NULL;
     int d, c;
@@ -722,19 +701,14 @@ fa_gather(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *k
     Py_ssize_t nfuts = 0;
 
     if (kwnames != NULL) {
-        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++) {
-            PyObject *k = PyTuple_GET_ITEM(kwnames, i);
-            if (PyUnicode_CompareWithASCIIString(k, "return_exceptions") == 0) {
-                return_exceptions = PyObject_IsTrue(args[nargs + i]);
-                if (return_exceptions < 0) {
-                    return NULL;
-                }
-            }
-            else {
-                PyErr_Format(PyExc_TypeError,
-                             "gather() got an unexpected keyword argument '%U'", k);
-                return NULL;
-            }
+        static const char *const names[] = {"return_exceptions"};
+        PyObject *flag = NULL;
+        if (fa_parse_keywords("gather", args, nargs, kwnames, names, &flag, 1) < 0) {
+            return NULL;
+        }
+        return_exceptions = flag != NULL ? PyObject_IsTrue(flag) : 0;
+        if (return_exceptions < 0) {
+            return NULL;
         }
     }
     if (nargs == 0) {

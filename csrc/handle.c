@@ -275,7 +275,7 @@ static void
 handle_dealloc(fa_handle *h)
 {
     PyTypeObject *tp = Py_TYPE(h);
-    fa_state *st = (fa_state *)PyType_GetModuleState(tp);
+    fa_state *st = fa_state_of_own_type(tp);
     PyObject_GC_UnTrack(h);
 #if FA_MANAGED_WEAKREF
     PyObject_ClearWeakRefs((PyObject *)h);

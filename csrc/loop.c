@@ -1598,23 +1598,9 @@ loop_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     PyObject *module;
     int r;
 
-    module = PyType_GetModule(type);
+    module = fa_module_of_type(type);   /* type may be a Python subclass */
     if (module == NULL) {
-        /* A Python subclass: find the module through the C base. */
-        PyErr_Clear();
-        for (PyTypeObject *t = type; t != NULL; t = t->tp_base) {
-            if (t->tp_flags & Py_TPFLAGS_HEAPTYPE) {
-                module = PyType_GetModule(t);
-                if (module != NULL) {
-                    break;
-                }
-                PyErr_Clear();
-            }
-        }
-        if (module == NULL) {
-            PyErr_SetString(PyExc_TypeError, "cannot find flaskasync._core for this loop type");
-            return NULL;
-        }
+        return NULL;
     }
     self = (fa_loop *)type->tp_alloc(type, 0);
     if (self == NULL) {

@@ -6,18 +6,6 @@
 #include <unistd.h>
 
 static PyObject *
-mod_set_loop_class(PyObject *module, PyObject *cls)
-{
-    fa_state *st = fa_get_state(module);
-    if (!PyType_Check(cls) || !PyType_IsSubtype((PyTypeObject *)cls, st->LoopType)) {
-        PyErr_SetString(PyExc_TypeError, "the loop class must be a subclass of CLoop");
-        return NULL;
-    }
-    Py_XSETREF(st->loop_class, Py_NewRef(cls));
-    Py_RETURN_NONE;
-}
-
-static PyObject *
 mod_live_handles(PyObject *module, PyObject *Py_UNUSED(ignored))
 {
     return PyLong_FromSsize_t(fa_get_state(module)->live_handles);
@@ -32,15 +20,6 @@ mod_shutdown(PyObject *module, PyObject *Py_UNUSED(ignored))
         return NULL;
     }
     Py_RETURN_NONE;
-}
-
-static PyObject *
-mod_has_app_loop(PyObject *module, PyObject *Py_UNUSED(ignored))
-{
-    fa_state *st = fa_get_state(module);
-    int alive = st->app_loop != NULL && !fa_forked(st->app_fork_gen) &&
-                !((fa_loop *)st->app_loop)->closed;
-    return PyBool_FromLong(alive);
 }
 
 static PyMethodDef module_methods[] = {
@@ -62,11 +41,11 @@ static PyMethodDef module_methods[] = {
      "Run awaitables concurrently; asyncio.gather semantics."},
     {"get_loop", fa_get_loop, METH_NOARGS,
      "get_loop()\n--\n\nReturn the process's app loop, creating it if needed."},
-    {"_set_loop_class", mod_set_loop_class, METH_O, NULL},
+    {"_set_loop_class", fa_set_loop_class, METH_O, NULL},
     {"_live_handles", mod_live_handles, METH_NOARGS,
      "Number of Handle/TimerHandle objects alive (for leak tests)."},
     {"_shutdown", mod_shutdown, METH_NOARGS, NULL},
-    {"_has_app_loop", mod_has_app_loop, METH_NOARGS, NULL},
+    {"_has_app_loop", fa_has_app_loop, METH_NOARGS, NULL},
     {"_adopt_app_loop", (PyCFunction)(void (*)(void))fa_adopt_app_loop, METH_FASTCALL,
      "_adopt_app_loop(loop, reenter)\n--\n\n"
      "Make loop, running in this thread, the process's app loop (ASGI serving)."},
@@ -313,6 +292,7 @@ module_exec(PyObject *module)
     {
         PyMethodDef *methods = loop_method_table();
         fa_loop_set_hooks(&loop_hooks);
+        fa_set_module_def(PyModule_GetDef(module));
         st->LoopType = methods != NULL ? fa_loop_type_new(module, methods) : NULL;
         if (st->LoopType == NULL ||
             PyModule_AddObjectRef(module, "CLoop", (PyObject *)st->LoopType) < 0) {
@@ -334,7 +314,7 @@ module_exec(PyObject *module)
         return -1;
     }
     if (fa_net_init(module, st) < 0 || fa_stream_init(module, st) < 0 ||
-        fa_udp_init(module, st) < 0) {
+        fa_udp_init(module, st) < 0 || fa_asgi_init(st) < 0) {
         return -1;
     }
     if (PyModule_AddObjectRef(module, "_GatheringFuture", (PyObject *)st->GatherType) < 0) {
@@ -363,10 +343,10 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->SyncCallType);
     Py_VISIT(st->FutureType);
     Py_VISIT(st->TaskType);
-    Py_VISIT(st->loop_class);
-    Py_VISIT(st->app_loop);
-    Py_VISIT(st->reenter);
-    int r = fa_net_traverse(st, visit, arg);
+    int r = fa_runner_traverse(st, visit, arg);
+    if (r == 0) {
+        r = fa_net_traverse(st, visit, arg);
+    }
     if (r == 0) {
         r = fa_stream_traverse(st, visit, arg);
     }
@@ -379,7 +359,6 @@ module_clear(PyObject *module)
     fa_state *st = fa_get_state(module);
     fa_runner_clear(st);
     fa_handle_clear_free_list(st);
-    Py_CLEAR(st->loop_class);
     Py_CLEAR(st->LoopType);
     Py_CLEAR(st->HandleType);
     Py_CLEAR(st->TimerHandleType);
@@ -418,6 +397,7 @@ module_clear(PyObject *module)
     fa_net_clear(st);
     fa_stream_clear(st);
     fa_udp_clear(st);
+    fa_asgi_clear(st);
     PyObject **names[] = {
         &st->s_done, &st->s_result, &st->s_exception, &st->s_cancel,
         &st->s_cancelled, &st->s_add_done_callback, &st->s_remove_done_callback,

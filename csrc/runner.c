@@ -509,12 +509,12 @@ fa_runner_loop_closing(fa_loop *L)
 int
 fa_runner_shutdown(fa_state *st)
 {
-    fa_loop *L = (fa_loop *)st->app_loop;
+    fa_loop *L = (fa_loop *)st->runner.app_loop;
     if (L == NULL || L->runner.adopted) {
         return 0;
     }
     if (!fa_loop_forked(L) && !L->closed && L->thread_id == 0) {
-        PyObject *r = PyObject_CallMethod(st->app_loop, "close", NULL);
+        PyObject *r = PyObject_CallMethod(st->runner.app_loop, "close", NULL);
         if (r == NULL) {
             return -1;
         }
@@ -526,20 +526,30 @@ fa_runner_shutdown(fa_state *st)
     return 0;
 }
 
+int
+fa_runner_traverse(fa_state *st, visitproc visit, void *arg)
+{
+    Py_VISIT(st->runner.loop_class);
+    Py_VISIT(st->runner.app_loop);
+    Py_VISIT(st->runner.reenter);
+    return 0;
+}
+
 /* The module is cleared: stop the app loop's home thread (its waiting
  * callers, if any, are daemon threads at this point and are left alone)
  * and drop the app loop. */
 void
 fa_runner_clear(fa_state *st)
 {
-    if (st->app_loop != NULL) {
-        fa_loop *L = (fa_loop *)st->app_loop;
+    if (st->runner.app_loop != NULL) {
+        fa_loop *L = (fa_loop *)st->runner.app_loop;
         if (!fa_loop_forked(L)) {
             home_stop(L);
         }
     }
-    Py_CLEAR(st->app_loop);
-    Py_CLEAR(st->reenter);
+    Py_CLEAR(st->runner.app_loop);
+    Py_CLEAR(st->runner.reenter);
+    Py_CLEAR(st->runner.loop_class);
 }
 
 /* ----------------------------------------------------------- app loop */
@@ -551,18 +561,18 @@ fa_app_loop(fa_state *st)
     PyObject *cls, *loop;
     fa_loop *L;
 
-    if (st->app_loop != NULL) {
-        L = (fa_loop *)st->app_loop;
-        if (st->app_fork_gen == gen && !L->closed) {
-            return st->app_loop;
+    if (st->runner.app_loop != NULL) {
+        L = (fa_loop *)st->runner.app_loop;
+        if (st->runner.app_fork_gen == gen && !L->closed) {
+            return st->runner.app_loop;
         }
         /* Forked child or closed: drop it.  A forked child's copy is
          * abandoned without touching the parent's epoll instance. */
         L->runner.adopted = 0;
-        Py_CLEAR(st->reenter);
-        Py_CLEAR(st->app_loop);
+        Py_CLEAR(st->runner.reenter);
+        Py_CLEAR(st->runner.app_loop);
     }
-    cls = st->loop_class ? st->loop_class : (PyObject *)st->LoopType;
+    cls = st->runner.loop_class ? st->runner.loop_class : (PyObject *)st->LoopType;
     loop = PyObject_CallNoArgs(cls);
     if (loop == NULL) {
         return NULL;
@@ -572,14 +582,14 @@ fa_app_loop(fa_state *st)
         PyErr_SetString(PyExc_TypeError, "the app loop class must derive from CLoop");
         return NULL;
     }
-    if (st->app_loop != NULL) {
+    if (st->runner.app_loop != NULL) {
         /* Loop.__init__ ran Python code, so another thread may have created
          * the app loop meanwhile: use that one, discard ours. */
         PyObject *r = PyObject_CallMethod(loop, "close", NULL);
         Py_XDECREF(r);
         PyErr_Clear();
         Py_DECREF(loop);
-        return st->app_loop;
+        return st->runner.app_loop;
     }
     L = (fa_loop *)loop;
     L->runner.is_app = 1;
@@ -588,8 +598,8 @@ fa_app_loop(fa_state *st)
         Py_DECREF(loop);
         return NULL;
     }
-    st->app_loop = loop;
-    st->app_fork_gen = gen;
+    st->runner.app_loop = loop;
+    st->runner.app_fork_gen = gen;
     return loop;
 }
 
@@ -598,6 +608,31 @@ fa_get_loop(PyObject *module, PyObject *Py_UNUSED(unused))
 {
     PyObject *loop = fa_app_loop(fa_get_state(module));
     return Py_XNewRef(loop);
+}
+
+/* _set_loop_class(cls): the class of the app loops made from now on (the
+ * shim's flaskasync.Loop). */
+PyObject *
+fa_set_loop_class(PyObject *module, PyObject *cls)
+{
+    fa_state *st = fa_get_state(module);
+    if (!PyType_Check(cls) || !PyType_IsSubtype((PyTypeObject *)cls, st->LoopType)) {
+        PyErr_SetString(PyExc_TypeError, "the loop class must be a subclass of CLoop");
+        return NULL;
+    }
+    Py_XSETREF(st->runner.loop_class, Py_NewRef(cls));
+    Py_RETURN_NONE;
+}
+
+/* _has_app_loop(): whether this process has an app loop that is not closed
+ * (one made before a fork belongs to the parent). */
+PyObject *
+fa_has_app_loop(PyObject *module, PyObject *Py_UNUSED(unused))
+{
+    fa_runner_state *rs = &fa_get_state(module)->runner;
+    int alive = rs->app_loop != NULL && !fa_forked(rs->app_fork_gen) &&
+                !((fa_loop *)rs->app_loop)->closed;
+    return PyBool_FromLong(alive);
 }
 
 /* ------------------------------------------------ adopted app loop
@@ -619,7 +654,7 @@ static int
 adopted_check(fa_loop *L)
 {
     if (L->thread_id == PyThread_get_thread_ident()) {
-        if (L->st->reenter == NULL) {
+        if (L->st->runner.reenter == NULL) {
             PyErr_SetString(PyExc_RuntimeError,
                             "flaskasync.run() cannot be called from the thread running "
                             "the app loop");
@@ -666,9 +701,9 @@ fa_adopt_app_loop(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                         "_adopt_app_loop(): the loop must be running in this thread");
         return NULL;
     }
-    if (st->app_loop != NULL && st->app_loop != args[0]) {
-        fa_loop *old = (fa_loop *)st->app_loop;
-        if (st->app_fork_gen == gen && !old->closed) {
+    if (st->runner.app_loop != NULL && st->runner.app_loop != args[0]) {
+        fa_loop *old = (fa_loop *)st->runner.app_loop;
+        if (st->runner.app_fork_gen == gen && !old->closed) {
             PyErr_SetString(PyExc_RuntimeError,
                             "this process already has a flaskasync app loop (created by "
                             "flaskasync.run() or get_loop() before the server started); "
@@ -676,13 +711,13 @@ fa_adopt_app_loop(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             return NULL;
         }
         old->runner.adopted = 0;
-        Py_CLEAR(st->app_loop);
+        Py_CLEAR(st->runner.app_loop);
     }
-    Py_XSETREF(st->reenter, Py_NewRef(args[1]));
-    if (st->app_loop == NULL) {
-        st->app_loop = Py_NewRef(args[0]);
+    Py_XSETREF(st->runner.reenter, Py_NewRef(args[1]));
+    if (st->runner.app_loop == NULL) {
+        st->runner.app_loop = Py_NewRef(args[0]);
     }
-    st->app_fork_gen = gen;
+    st->runner.app_fork_gen = gen;
     L->runner.adopted = 1;
     Py_RETURN_NONE;
 }
@@ -691,10 +726,10 @@ PyObject *
 fa_release_app_loop(PyObject *module, PyObject *loop)
 {
     fa_state *st = fa_get_state(module);
-    if (st->app_loop == loop && ((fa_loop *)loop)->runner.adopted) {
+    if (st->runner.app_loop == loop && ((fa_loop *)loop)->runner.adopted) {
         ((fa_loop *)loop)->runner.adopted = 0;
-        Py_CLEAR(st->reenter);
-        Py_CLEAR(st->app_loop);
+        Py_CLEAR(st->runner.reenter);
+        Py_CLEAR(st->runner.app_loop);
     }
     Py_RETURN_NONE;
 }
@@ -1101,22 +1136,14 @@ fa_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
     }
     coro = args[0];
     if (kwnames != NULL) {
-        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++) {
-            PyObject *k = PyTuple_GET_ITEM(kwnames, i);
-            if (PyUnicode_CompareWithASCIIString(k, "timeout") == 0) {
-                timeout = args[nargs + i];
-            }
-            else if (PyUnicode_CompareWithASCIIString(k, "name") == 0) {
-                name = args[nargs + i];
-            }
-            else if (PyUnicode_CompareWithASCIIString(k, "context") == 0) {
-                context = args[nargs + i];
-            }
-            else {
-                PyErr_Format(PyExc_TypeError, "run() got an unexpected keyword argument '%U'", k);
-                return NULL;
-            }
+        static const char *const names[] = {"timeout", "name", "context"};
+        PyObject *kw[3] = {NULL, NULL, NULL};
+        if (fa_parse_keywords("run", args, nargs, kwnames, names, kw, 3) < 0) {
+            return NULL;
         }
+        timeout = kw[0] != NULL ? kw[0] : Py_None;
+        name = kw[1] != NULL ? kw[1] : Py_None;
+        context = kw[2] != NULL ? kw[2] : Py_None;
     }
     /* Checked before the coroutine: a bad argument leaves it unstarted, as
      * a bad timeout does (the caller still owns it). */
@@ -1169,7 +1196,7 @@ fa_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
             /* This thread runs the server's loop, outside any callback: a
              * request's greenlet (flaskasync._bridge) switches to the
              * loop's side, which awaits the coroutine. */
-            return PyObject_Vectorcall(st->reenter, args, nargs, kwnames);
+            return PyObject_Vectorcall(st->runner.reenter, args, nargs, kwnames);
         }
     }
     return run_job(st, L, coro, timeout == Py_None ? NULL : timeout,

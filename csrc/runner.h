@@ -1,12 +1,13 @@
 /* flaskasync internal: the runner (runner.c), flaskasync.run() on the
- * process's app loop.  Part of fa.h, which includes it where the types it
- * needs (fa_state, the fa_loop typedef) are declared and before struct
- * fa_loop, which embeds the runner's state; include fa.h, not this file.
+ * process's app loop.  Part of fa.h, which includes it where the typedefs
+ * it needs (fa_state, fa_loop) are declared and before struct fa_state and
+ * struct fa_loop, which embed the runner's state; include fa.h, not this
+ * file.
  *
- * What the runner keeps in each loop is here; only runner.c reads or
- * writes it, except through the inline entry points that follow struct
- * fa_loop in fa.h (fa_app_wake() and its friends), which read the fields
- * the loop's hot paths need.  Nothing here is public API. */
+ * What the runner keeps in the module and in each loop is here; only
+ * runner.c reads or writes it, except through the inline entry points that
+ * follow struct fa_loop in fa.h (fa_app_wake() and its friends), which read
+ * the fields the loop's hot paths need.  Nothing here is public API. */
 #ifndef FLASKASYNC_RUNNER_H
 #define FLASKASYNC_RUNNER_H
 
@@ -19,6 +20,15 @@
 #include <stdatomic.h>
 
 struct fa_job;
+
+/* The runner's state in the module, embedded in fa_state as `runner`:
+ * the process's app loop. */
+typedef struct {
+    PyObject *loop_class;          /* the Python flaskasync.Loop, set by the shim */
+    PyObject *app_loop;            /* the process's app loop, or NULL */
+    PyObject *reenter;             /* adopted app loop: run() from its own thread */
+    unsigned long app_fork_gen;    /* fork generation the app loop belongs to */
+} fa_runner_state;
 
 /* The runner's state in a loop, embedded in fa_loop as `runner`.  All
  * zero for a loop the runner never used.  The baton protocol is described
@@ -43,16 +53,19 @@ typedef struct fa_runner {
 void fa_runner_loop_closing(fa_loop *L);
 
 /* module.c: _shutdown() (the shim's atexit handler; 0, or -1 with an
- * exception) and the module's clear. */
+ * exception), and the module's traverse and clear. */
 int fa_runner_shutdown(fa_state *st);
+int fa_runner_traverse(fa_state *st, visitproc visit, void *arg);
 void fa_runner_clear(fa_state *st);
 
-/* The module's functions: run(), get_loop(), and the ASGI mode's adoption
- * of a server's loop. */
+/* The module's functions: run(), get_loop(), the shim's loop class and
+ * app loop check, and the ASGI mode's adoption of a server's loop. */
 extern PyType_Spec fa_waiter_spec;   /* _Job, the state of one run() call */
 PyObject *fa_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
                  PyObject *kwnames);
 PyObject *fa_get_loop(PyObject *module, PyObject *unused);
+PyObject *fa_set_loop_class(PyObject *module, PyObject *cls);
+PyObject *fa_has_app_loop(PyObject *module, PyObject *unused);
 PyObject *fa_adopt_app_loop(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *fa_release_app_loop(PyObject *module, PyObject *loop);
 

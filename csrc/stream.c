@@ -1050,7 +1050,6 @@ stream_repr(fa_stream *t)
 
 /* The module's definition, which finds a (sub)type's module in tp_new:
  * module.c's, kept by fa_stream_init (the same for every module instance). */
-static PyModuleDef *module_def;
 
 static PyObject *
 stream_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
@@ -1069,7 +1068,7 @@ stream_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
                                      &server, &watch_peer)) {
         return NULL;
     }
-    PyObject *mod = PyType_GetModuleByDef(type, module_def);
+    PyObject *mod = fa_module_of_type(type);
     if (mod == NULL) {
         return NULL;
     }
@@ -1318,7 +1317,6 @@ int
 fa_stream_init(PyObject *module, fa_state *st)
 {
     fa_net_state *n = &st->net;
-    module_def = PyModule_GetDef(module);
     /* A stream transport of a server tells the server it is gone with
      * Server._detach(), which takes the transport from Python 3.13 on. */
     PyObject *server, *detach, *code, *argc;

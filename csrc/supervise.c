@@ -460,7 +460,6 @@ a2s_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *k
 
 /* The module's definition, which finds a (sub)type's module in tp_new:
  * module.c's, kept by fa_supervise_init_types (the same for every module instance). */
-static PyModuleDef *module_def;
 
 static PyObject *
 a2s_new(PyTypeObject *tp, PyObject *args, PyObject *kwds)
@@ -474,7 +473,7 @@ a2s_new(PyTypeObject *tp, PyObject *args, PyObject *kwds)
     if (!PyArg_ParseTuple(args, "OO!:_AsyncToSync", &owner, &PyTuple_Type, &policy)) {
         return NULL;
     }
-    module = PyType_GetModuleByDef(tp, module_def);
+    module = fa_module_of_type(tp);
     if (module == NULL) {
         return NULL;
     }
@@ -789,7 +788,6 @@ int
 fa_supervise_init_types(PyObject *module, fa_state *st)
 {
     PyObject *t;
-    module_def = PyModule_GetDef(module);
     t = PyType_FromModuleAndSpec(module, &scope_spec, NULL);
     if (t == NULL) {
         return -1;

@@ -720,7 +720,9 @@ own_bytes(PyObject *data)
 static PyObject *
 udp_sendto(fa_udp *t, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    PyObject *data = NULL, *addr = Py_None;
+    static const char *const names[] = {"data", "addr"};
+    PyObject *kw[2] = {NULL, NULL}; /* data, addr */
+    PyObject *data, *addr;
     int truth;
 
     if (nargs > 2) {
@@ -728,35 +730,15 @@ udp_sendto(fa_udp *t, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
                      "were given", nargs);
         return NULL;
     }
-    if (nargs >= 1) {
-        data = args[0];
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        kw[i] = args[i];
     }
-    if (nargs == 2) {
-        addr = args[1];
+    if (kwnames != NULL &&
+        fa_parse_keywords("sendto", args, nargs, kwnames, names, kw, 2) < 0) {
+        return NULL;
     }
-    if (kwnames != NULL) {
-        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++) {
-            PyObject *k = PyTuple_GET_ITEM(kwnames, i);
-            int is_data = PyUnicode_CompareWithASCIIString(k, "data") == 0;
-            int is_addr = !is_data && PyUnicode_CompareWithASCIIString(k, "addr") == 0;
-            if ((is_data && data != NULL) || (is_addr && nargs == 2)) {
-                PyErr_Format(PyExc_TypeError, "sendto() got multiple values for argument '%U'",
-                             k);
-                return NULL;
-            }
-            if (is_data) {
-                data = args[nargs + i];
-            }
-            else if (is_addr) {
-                addr = args[nargs + i];
-            }
-            else {
-                PyErr_Format(PyExc_TypeError, "sendto() got an unexpected keyword argument '%U'",
-                             k);
-                return NULL;
-            }
-        }
-    }
+    data = kw[0];
+    addr = kw[1] != NULL ? kw[1] : Py_None;
     if (data == NULL) {
         PyErr_SetString(PyExc_TypeError, "sendto() missing 1 required positional argument: 'data'");
         return NULL;
@@ -948,7 +930,6 @@ udp_repr(fa_udp *t)
 
 /* The module's definition, which finds a (sub)type's module in tp_new:
  * module.c's, kept by fa_udp_init (the same for every module instance). */
-static PyModuleDef *module_def;
 
 static PyObject *
 udp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
@@ -966,7 +947,7 @@ udp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
                                      &sock, &protocol, &PyDict_Type, &extra, &address, &waiter)) {
         return NULL;
     }
-    PyObject *mod = PyType_GetModuleByDef(type, module_def);
+    PyObject *mod = fa_module_of_type(type);
     if (mod == NULL) {
         return NULL;
     }
@@ -1203,7 +1184,6 @@ fa_udp_init(PyObject *module, fa_state *st)
     fa_net_state *n = &st->net;
     /* asyncio's own datagram transport is a Transport too. */
     static const char *const bases[] = {"_FlowControlMixin", "DatagramTransport"};
-    module_def = PyModule_GetDef(module);
     n->DatagramType = fa_transport_make_type(module, &udp_spec, bases, 2);
     if (n->DatagramType == NULL ||
         PyModule_AddObjectRef(module, "DatagramTransport", (PyObject *)n->DatagramType) < 0) {

@@ -7,6 +7,19 @@
 #include <uv.h>
 
 atomic_ulong fa_fork_generation = 0;
+static PyModuleDef *module_def;   /* written with the GIL held, before any type exists */
+
+void
+fa_set_module_def(PyModuleDef *def)
+{
+    module_def = def;
+}
+
+PyModuleDef *
+fa_module_def_get(void)
+{
+    return module_def;
+}
 static atomic_int atfork_registered = 0;
 
 int
@@ -93,4 +106,27 @@ fa_import_attr(PyObject **out, const char *module, const char *name)
     *out = PyObject_GetAttrString(m, name);
     Py_DECREF(m);
     return *out == NULL ? -1 : 0;
+}
+
+int
+fa_parse_keywords(const char *func, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                  const char *const *names, PyObject **out, int n)
+{
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++) {
+        PyObject *k = PyTuple_GET_ITEM(kwnames, i);
+        int j = 0;
+        while (j < n && PyUnicode_CompareWithASCIIString(k, names[j]) != 0) {
+            j++;
+        }
+        if (j == n) {
+            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'", func, k);
+            return -1;
+        }
+        if (out[j] != NULL) {
+            PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%U'", func, k);
+            return -1;
+        }
+        out[j] = args[nargs + i];
+    }
+    return 0;
 }

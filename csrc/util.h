@@ -76,6 +76,26 @@ int fa_set_uv_error(int err, const char *what);
  * exception set on failure. */
 int fa_import_attr(PyObject **out, const char *module, const char *name);
 
+/* The keyword arguments of a METH_FASTCALL | METH_KEYWORDS function that
+ * takes a few named ones: the value passed as names[j] goes to out[j].
+ * The caller sets out[] first: NULL for not given, the positional argument
+ * where one was passed, which a keyword for the same name then meets as
+ * "multiple values".  A name not in names[] is an "unexpected keyword
+ * argument".  0, or -1 with TypeError naming func.  (The loop's call_soon
+ * family parses its one keyword, context, itself: loop.c, parse_cb_args.)
+ * Called only when kwnames is not NULL: a call without keywords costs its
+ * caller one test, not a call. */
+int fa_parse_keywords(const char *func, PyObject *const *args, Py_ssize_t nargs,
+                      PyObject *kwnames, const char *const *names, PyObject **out, int n);
+
+/* ------------------------------------------------------ the module's definition
+ * The identity of _core's PyModuleDef, registered by module exec before
+ * any type is made, so that code below module.c can find the module of a
+ * type Python may have subclassed (fa_module_of_type in fa.h) without
+ * naming module.c.  The same pointer for every module instance. */
+void fa_set_module_def(PyModuleDef *def);
+PyModuleDef *fa_module_def_get(void);
+
 /* ------------------------------------------------------ fork generation
  * Counts the fork()s that led to this process (a pthread_atfork child
  * handler adds one).  Whatever remembers the generation it was made in

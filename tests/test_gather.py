@@ -176,6 +176,22 @@ def test_cancel_message_reaches_children(loop, gather):
     assert msgs == [("bye",), ("bye",)]
 
 
+def test_cancel_message_given_twice_is_refused(loop, gather):
+    """cancel(msg) takes its one argument by position or by name, not both,
+    and no other keyword: asyncio's _GatheringFuture.cancel(msg=None)."""
+
+    async def main():
+        g = gather(yield_n(1))
+        with pytest.raises(TypeError, match="multiple values for argument 'msg'"):
+            g.cancel("a", msg="b")
+        with pytest.raises(TypeError, match="unexpected keyword argument 'message'"):
+            g.cancel(message="b")
+        assert not g.cancelled()
+        await g
+
+    loop.run_until_complete(main())
+
+
 def test_cancel_task_awaiting_gather(loop, gather):
     cancelled = []
 
