@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import os
 import pathlib
 import threading
@@ -101,6 +102,12 @@ async def sleep():
 def sync_sleep():
     time.sleep(float(request.args.get("t", "1")))
     return {"thread": threading.current_thread().name}
+
+
+@app.get("/gc")
+def gc_state():
+    """The server process's collector settings (the serve mode's GC policy)."""
+    return {"threshold": list(gc.get_threshold()), "frozen": gc.get_freeze_count()}
 
 
 @app.get("/context")

@@ -437,6 +437,76 @@ def test_debug_mode_names_a_sync_hook_that_holds_the_loop(tmp_path, env):
         srv.stop()
 
 
+# ------------------------------------------------------------ garbage collection
+
+
+def _python_thresholds():
+    """A fresh interpreter's collection thresholds."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", "import gc; print(*gc.get_threshold())"],
+                         capture_output=True, text=True, check=True).stdout
+    return [int(x) for x in out.split()]
+
+
+@pytest.mark.parametrize("server", BOTH, indirect=True)
+def test_server_processes_freeze_the_loaded_app_and_collect_the_oldest_generation_less(server):
+    from flaskasync._serve import GC_OLDEST_THRESHOLD
+
+    state = server.get_json("/gc")
+    python = _python_thresholds()
+    assert state["frozen"] > 1000  # the modules, classes and functions of the loaded app
+    if python == [700, 10, 10]:
+        assert state["threshold"] == [700, 10, GC_OLDEST_THRESHOLD]
+    else:  # another Python's collector: left as it is
+        assert state["threshold"] == python
+
+
+@pytest.mark.parametrize("kind", BOTH)
+def test_gc_python_leaves_the_collector_as_python_sets_it(tmp_path, kind):
+    from asgi_helpers import Server, gunicorn_cmd, serve_cmd
+
+    if kind == "serve":
+        srv = Server(serve_cmd, "asgiapp:app", tmp_path, "--gc", "python", name="gc-python")
+    else:
+        srv = Server(gunicorn_cmd, "asgiapp:app", tmp_path, "-w", "1",
+                     env={"FLASKASYNC_GC": "python"}, name="gc-python-gunicorn")
+    try:
+        state = srv.get_json("/gc")
+    finally:
+        srv.stop()
+    assert state == {"threshold": _python_thresholds(), "frozen": 0}
+
+
+def test_tune_gc_keeps_thresholds_the_app_set(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import gc; gc.set_threshold(5000, 20, 30); "
+            "from flaskasync._serve import tune_gc; "
+            "print(tune_gc(), *gc.get_threshold(), gc.get_freeze_count() > 0)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["True", "5000", "20", "30", "True"]
+
+
+def test_an_unknown_gc_policy_is_refused(tmp_path):
+    import subprocess
+    import sys
+
+    from asgi_helpers import HERE
+
+    cmd = [sys.executable, "-m", "flaskasync", "serve", "asgiapp:app", "--port", "1"]
+    bad_flag = subprocess.run(cmd + ["--gc", "off"], cwd=HERE, capture_output=True, text=True)
+    assert bad_flag.returncode == 2
+    assert "invalid choice: 'off'" in bad_flag.stderr
+    env = dict(os.environ, FLASKASYNC_GC="off")
+    bad_env = subprocess.run(cmd, cwd=HERE, env=env, capture_output=True, text=True)
+    assert bad_env.returncode == 2
+    assert "FLASKASYNC_GC must be one of tuned, python, got 'off'" in bad_env.stderr
+
+
 def test_serve_with_two_worker_processes(tmp_path):
     from asgi_helpers import Server, serve_cmd
 
