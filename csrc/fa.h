@@ -295,22 +295,38 @@ struct fa_handle {
  * transport), registered in the loop's own epoll set (ioset.c), never in
  * libuv's: libuv aborts the process when its deferred epoll_ctl meets a fd
  * that was closed since, and user code may close any fd at any time. */
-typedef struct fa_reg {
+typedef struct fa_reg fa_reg;
+
+/* What a registration's owner (watcher.c, transport.c) does with what the
+ * set finds, instead of the set knowing its owners: each owner points its
+ * registrations at its own constant table (fa_reg_init). */
+typedef struct fa_reg_ops {
+    /* The fd is ready: the events as epoll reports them. */
+    void (*on_events)(fa_reg *r, uint32_t events);
+    /* The set found the fd closed or replaced (FA_REG_CLOSED,
+     * FA_REG_REPLACED) and dropped the registration. */
+    void (*lost)(fa_reg *r, int reason);
+    /* A closed fd met when the registration is added to the set: 1 if that
+     * is the owner's fd lost (a transport's socket closed behind its back:
+     * told through lost, and fa_ioset_set() returns FA_REG_CLOSED), 0 if
+     * the registration is refused with -EBADF (add_reader() on a closed fd
+     * raises, as asyncio's). */
+    int closed_is_lost;
+} fa_reg_ops;
+
+struct fa_reg {
+    const fa_reg_ops *ops;       /* the owner's callbacks */
     int fd;                      /* the fd number, as it was watched */
     uint32_t events;             /* EPOLLIN | EPOLLOUT in the set; 0: not in it */
     uint32_t slot;               /* token slot while in the set */
-    unsigned char kind;          /* FA_REG_WATCHER or FA_REG_TRANSPORT */
     unsigned char has_id;        /* dev/ino: the file the fd referred to */
     dev_t dev;
     ino_t ino;
-} fa_reg;
-
-#define FA_REG_WATCHER 1
-#define FA_REG_TRANSPORT 2
+};
 
 /* fa_ioset_set() results besides 0 and -errno: the fd no longer refers to
  * the file it was watched for.  The registration is dropped and its owner
- * told (fa_watcher_lost, fa_transport_lost). */
+ * told (its ops' lost). */
 #define FA_REG_CLOSED (-100001)   /* the fd was closed */
 #define FA_REG_REPLACED (-100002) /* the fd number now refers to another file */
 
@@ -409,6 +425,38 @@ struct fa_loop {
                                   * inline functions below, write it only in runner.c */
 };
 
+/* The loop's functions that only read its fields, inline: the fd set
+ * (ioset.c), below the loop's own file, calls them without naming it. */
+
+/* Was the loop made before a fork() that led to this process?  Then its
+ * epoll sets, eventfd and timerfd belong to the parent: never touch them. */
+static inline int
+fa_loop_forked(fa_loop *self)
+{
+    return fa_forked(self->fork_gen);
+}
+
+/* Take the GIL back if the loop gave it up before a blocking poll (the GIL
+ * protocol is written in loop.c, "GIL handling"). */
+static inline void
+fa_loop_gil_ensure(fa_loop *self)
+{
+    if (self->released != NULL) {
+        PyThreadState *ts = self->released;
+        self->released = NULL;
+        PyEval_RestoreThread(ts);
+    }
+}
+
+/* Wake whoever services an app loop that nobody is driving. */
+static inline void
+fa_loop_poke(fa_loop *self)
+{
+    if (self->uv_ready && !fa_loop_forked(self)) {
+        uv_async_send(&self->wakeup);
+    }
+}
+
 /* handle.c */
 int fa_handle_init_types(PyObject *module, fa_state *st);
 void fa_handle_clear_free_list(fa_state *st);
@@ -454,7 +502,6 @@ int fa_loop_collect(fa_loop *self, int may_block);
 int fa_loop_enter(fa_loop *self);
 void fa_loop_leave(fa_loop *self);
 void fa_loop_arm_timer(fa_loop *self);
-void fa_loop_poke(fa_loop *self);
 PyObject *fa_loop_create_task(fa_loop *self, PyObject *coro, PyObject *name,
                               PyObject *context);
 PyObject *fa_loop_create_own_task(fa_loop *self, PyObject *coro, PyObject *name,
@@ -462,9 +509,7 @@ PyObject *fa_loop_create_own_task(fa_loop *self, PyObject *coro, PyObject *name,
 double fa_now(void);
 void fa_timer_remove(fa_loop *self, fa_handle *h);
 int fa_loop_check_closed(fa_loop *self);
-void fa_loop_gil_ensure(fa_loop *self);
 int fa_loop_failure_is_task_outcome(fa_loop *self);
-int fa_loop_forked(fa_loop *self);
 
 /* watcher.c */
 extern PyType_Spec fa_watcher_spec;
@@ -475,21 +520,30 @@ extern PyMethodDef fa_watcher_loop_methods[];   /* add_reader & co. */
 PyObject *fa_loop_add_io(fa_loop *self, PyObject *args, int events);
 PyObject *fa_loop_remove_io(fa_loop *self, PyObject *fdobj, int events);
 void fa_loop_close_watchers(fa_loop *self);
-void fa_watcher_on_events(fa_watcher *w, uint32_t events);
-void fa_watcher_lost(fa_watcher *w, int reason);
 
 /* ioset.c: the loop's own epoll set for user fds. */
 int fa_ioset_set(fa_loop *self, fa_reg *r, uint32_t events);
 int fa_ioset_probe(fa_loop *self, fa_reg *r);
 int fa_ioset_raise(fa_loop *self, fa_reg *r, int rc);
 PyObject *fa_ioset_lost_error(int fd, int reason);
-void fa_reg_init(fa_reg *r, int fd, int kind, int identify);
+void fa_reg_init(fa_reg *r, int fd, const fa_reg_ops *ops, int identify);
 int fa_reg_same_file(fa_reg *r);
 void fa_ioset_harvest(fa_loop *self);
 void fa_ioset_free(fa_loop *self);
 int fa_ioset_init(fa_loop *self);
 PyObject *fa_ioset_watched(fa_loop *self);
 int fa_ioset_set_interval(fa_loop *self, double seconds);
+
+/* What an owner watches for the sweep outside the set (transports whose
+ * watch is stopped: reading paused, nothing to write), checked after each
+ * batch of the set's registrations.  One for the process, registered by
+ * module.c at exec (transport.c's fa_transport_sweeper), as the loop's
+ * hooks are. */
+typedef struct fa_ioset_sweeper {
+    int (*any)(fa_loop *self);     /* anything to check: keeps the sweep going */
+    void (*check)(fa_loop *self);  /* check it, telling owners of a lost fd */
+} fa_ioset_sweeper;
+void fa_ioset_set_sweeper(const fa_ioset_sweeper *sweeper);
 
 /* runner.h: the inline entry points into the runner's state in a loop.
  * They read fa_loop, so they are here rather than in runner.h. */
@@ -685,10 +739,9 @@ void fa_transport_list_remove(fa_transport *t);
 int fa_transport_check_fd(fa_loop *loop, int fd);
 void fa_transport_unwatch(fa_transport *t);
 void fa_transport_close_all(fa_loop *loop);
+extern const fa_ioset_sweeper fa_transport_sweeper;   /* module.c registers it */
 char *fa_transport_recv_buf(fa_loop *loop);
 int fa_transport_watch(fa_transport *t, int want);
-void fa_transport_on_events(fa_transport *t, uint32_t events);
-void fa_transport_lost(fa_transport *t, int reason);
 int fa_transport_live_fd(fa_transport *t);
 int fa_transport_release_fd(fa_transport *t);
 void fa_transport_report(fa_transport *t, const char *message, PyObject *exc);

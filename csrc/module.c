@@ -292,6 +292,7 @@ module_exec(PyObject *module)
     {
         PyMethodDef *methods = loop_method_table();
         fa_loop_set_hooks(&loop_hooks);
+        fa_ioset_set_sweeper(&fa_transport_sweeper);
         fa_set_module_def(PyModule_GetDef(module));
         st->LoopType = methods != NULL ? fa_loop_type_new(module, methods) : NULL;
         if (st->LoopType == NULL ||

@@ -526,8 +526,8 @@ stream_read_ready(fa_stream *t, PyObject *Py_UNUSED(ignored))
         r = read_data(t);
     }
     /* Re-arm the watch if an error condition stopped it (see
-     * fa_transport_on_events): the error (say, a reset) may sit behind
-     * data this recv returned, and is read next. */
+     * transport_on_events, transport.c): the error (say, a reset) may sit
+     * behind data this recv returned, and is read next. */
     if (t->events != UV_READABLE || r < 0) {
         PyObject *exc = r < 0 ? fa_fetch_exception() : NULL;
         fa_transport_update_poll_or_report(T(t));

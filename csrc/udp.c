@@ -570,7 +570,8 @@ udp_read_ready(fa_udp *t, PyObject *Py_UNUSED(ignored))
     Py_INCREF(t);
     r = t->direct ? read_direct(t) : read_socket(t);
     /* Restart the watch if an error condition stopped it (see
-     * fa_transport_on_events): the syscall above took the socket error. */
+     * transport_on_events, transport.c): the syscall above took the socket
+     * error. */
     if (r < 0) {
         PyObject *exc = fa_fetch_exception();
         fa_transport_update_poll_or_report(T(t));

@@ -5,7 +5,7 @@
  * asyncio's selector loop does.
  *
  * A fd closed while watched (or closed and reused, or dup2()'d over) is
- * found by the set (fa_watcher_lost): its watch is dropped.  A plain
+ * found by the set (watcher_lost): its watch is dropped.  A plain
  * callback then simply never runs again, as with asyncio's loop, and
  * remove_reader() still finds it; a sock_* call waiting on the fd ends
  * with an OSError where asyncio's would wait forever. */
@@ -27,9 +27,16 @@ push(fa_loop *loop, fa_handle *h)
  * and uv_run may report the fd more than once before the ready queue runs:
  * each Handle is queued once, as a selector loop reports the fd once per
  * iteration. */
-void
-fa_watcher_on_events(fa_watcher *w, uint32_t events)
+static inline fa_watcher *
+watcher_of(fa_reg *r)
 {
+    return (fa_watcher *)((char *)r - offsetof(fa_watcher, reg));
+}
+
+static void
+watcher_on_events(fa_reg *r, uint32_t events)
+{
+    fa_watcher *w = watcher_of(r);
     if (events & ~(uint32_t)EPOLLOUT) {
         push(w->loop, w->reader);
     }
@@ -42,9 +49,10 @@ fa_watcher_on_events(fa_watcher *w, uint32_t events)
  * A sock_* call waiting on it is woken to fail; a plain callback is left
  * registered but never runs again (asyncio's loop does not run it either:
  * epoll forgets a closed fd). */
-void
-fa_watcher_lost(fa_watcher *w, int reason)
+static void
+watcher_lost(fa_reg *r, int reason)
 {
+    fa_watcher *w = watcher_of(r);
     fa_handle *sides[2] = {w->reader, w->writer};
     w->lost = reason;
     for (int i = 0; i < 2; i++) {
@@ -55,6 +63,14 @@ fa_watcher_lost(fa_watcher *w, int reason)
         }
     }
 }
+
+/* What the set tells a watcher.  A closed fd met when the watch is added
+ * is refused: add_reader() raises, as asyncio's. */
+static const fa_reg_ops watcher_reg_ops = {
+    .on_events = watcher_on_events,
+    .lost = watcher_lost,
+    .closed_is_lost = 0,
+};
 
 /* Bring the registration in line with the Handles.  Returns 0, or a
  * fa_ioset_set() error code (no exception set). */
@@ -137,7 +153,7 @@ watcher_new(fa_loop *self, int fd)
     w->loop = (fa_loop *)Py_NewRef(self);
     w->reader = w->writer = NULL;
     w->lost = 0;
-    fa_reg_init(&w->reg, fd, FA_REG_WATCHER, 0);
+    fa_reg_init(&w->reg, fd, &watcher_reg_ops, 0);
     PyObject_GC_Track(w);
     return w;
 }
