@@ -288,6 +288,11 @@ struct fa_handle {
     char queued;                 /* fd handle: already in the ready queue */
     char is_timer;
     char scheduled;              /* timer: currently in the heap */
+    /* fd handle of a sock_* call waiting for its fd (sock.c asks for it:
+     * FA_IO_SOCK_WAIT): FA_FD_WAITING, then the reason (FA_REG_CLOSED,
+     * FA_REG_REPLACED) once the watcher found the fd lost and queued the
+     * handle, which must still run, to fail.  0 for any other handle. */
+    int fd_wait;
     fa_handle *next_free;        /* in the free list */
 };
 
@@ -515,8 +520,12 @@ int fa_loop_failure_is_task_outcome(fa_loop *self);
 extern PyType_Spec fa_watcher_spec;
 extern PyMethodDef fa_watcher_loop_methods[];   /* add_reader & co. */
 /* events: UV_READABLE or UV_WRITABLE, plus FA_IO_UNCHECKED for asyncio's
- * internal _add_reader & co., which skip the "fd used by a transport" check. */
+ * internal _add_reader & co., which skip the "fd used by a transport" check,
+ * and, for fa_loop_add_io, FA_IO_SOCK_WAIT for a sock_* call's wait (the
+ * handle's fd_wait). */
 #define FA_IO_UNCHECKED 0x100
+#define FA_IO_SOCK_WAIT 0x200
+#define FA_FD_WAITING 1
 PyObject *fa_loop_add_io(fa_loop *self, PyObject *args, int events);
 PyObject *fa_loop_remove_io(fa_loop *self, PyObject *fdobj, int events);
 void fa_loop_close_watchers(fa_loop *self);
@@ -634,7 +643,6 @@ struct fa_op {
     fa_handle *handle;           /* reader/writer Handle registered for fd */
     int fd;
     int events;                  /* UV_READABLE or UV_WRITABLE */
-    int fd_lost;                 /* FA_REG_*: the fd went away while waited on */
     Py_buffer view;              /* sock_sendall: the data being sent */
     int has_view;
     Py_ssize_t pos;              /* sock_sendall: bytes sent; sendfile: total */
@@ -675,7 +683,6 @@ int fa_net_gaierror(fa_state *st, int status);
 
 /* sock.c */
 extern PyMethodDef fa_sock_loop_methods[];   /* sock_recv & co. */
-fa_op *fa_sock_handle_op(fa_handle *h);
 
 /* transport.c: what the C transports share.  Every transport struct
  * starts with FA_TRANSPORT_HEAD.  The transports derive from asyncio's

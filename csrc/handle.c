@@ -170,6 +170,7 @@ handle_alloc(fa_loop *loop, PyTypeObject *tp, PyObject *callback, PyObject *args
     h->queued = 0;
     h->is_timer = 0;
     h->scheduled = 0;
+    h->fd_wait = 0;
     h->next_free = NULL;
     PyObject_GC_Track(h);
     return h;

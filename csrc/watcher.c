@@ -56,9 +56,8 @@ watcher_lost(fa_reg *r, int reason)
     fa_handle *sides[2] = {w->reader, w->writer};
     w->lost = reason;
     for (int i = 0; i < 2; i++) {
-        fa_op *op = sides[i] != NULL ? fa_sock_handle_op(sides[i]) : NULL;
-        if (op != NULL) {
-            op->fd_lost = reason;
+        if (sides[i] != NULL && sides[i]->fd_wait) {
+            sides[i]->fd_wait = reason;
             push(w->loop, sides[i]);
         }
     }
@@ -168,7 +167,7 @@ watcher_discard(fa_loop *self, fa_watcher *w, PyObject *key)
     for (int i = 0; i < 2; i++) {
         /* A sock_* call whose fd was lost must still run its Handle, to
          * fail with OSError instead of waiting forever. */
-        if (sides[i] != NULL && !(w->lost && fa_sock_handle_op(sides[i]) != NULL)) {
+        if (sides[i] != NULL && !(w->lost && sides[i]->fd_wait)) {
             cancel_handle(sides[i]);
         }
         Py_XDECREF(sides[i]);
@@ -188,7 +187,8 @@ PyObject *
 fa_loop_add_io(fa_loop *self, PyObject *args, int events)
 {
     int check = !(events & FA_IO_UNCHECKED);
-    events &= ~FA_IO_UNCHECKED;
+    int sock_wait = events & FA_IO_SOCK_WAIT;
+    events &= ~(FA_IO_UNCHECKED | FA_IO_SOCK_WAIT);
     const char *method = events == UV_READABLE ? "add_reader" : "add_writer";
     PyObject *fdobj, *cb, *cbargs = NULL, *key = NULL;
     fa_watcher *w = NULL;
@@ -221,6 +221,9 @@ fa_loop_add_io(fa_loop *self, PyObject *args, int events)
     Py_CLEAR(cbargs);
     if (h == NULL) {
         return NULL;
+    }
+    if (sock_wait) {
+        h->fd_wait = FA_FD_WAITING;
     }
     key = PyLong_FromLong(fd);
     if (key == NULL) {
