@@ -44,7 +44,9 @@
  *   (fa_reg_ops): the fd's events and its loss go up through them.
  *
  * Everything here runs with the GIL held. */
-#include "fa.h"
+#include "ioset.h"
+#include "loop.h"
+#include "util.h"
 
 #include <errno.h>
 #include <math.h>

@@ -8,7 +8,11 @@
  * checked against CLOCK_MONOTONIC, the clock of time.monotonic()) and the
  * kernel wakes us within its timer slack after it, instead of libuv's
  * millisecond-rounded timers. */
-#include "fa.h"
+#include "loop.h"
+#include "handle.h"
+#include "ioset.h"
+#include "state.h"
+#include "util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -27,7 +31,7 @@ fa_now(void)
 
 /* ---------------------------------------------------------------- hooks */
 /* What the layers above the loop do when it closes or supervises a task
- * (fa.h, fa_loop_hooks): set by module.c before it makes the loop type,
+ * (loop.h, fa_loop_hooks): set by module.c before it makes the loop type,
  * so every loop sees it.  One constant table for the process. */
 static const fa_loop_hooks *hooks;
 
@@ -248,7 +252,7 @@ fa_loop_arm_timer(fa_loop *self)
  *   right before a uv_run that may block (`blocking` set by
  *   fa_loop_collect, or by close() waiting for a DNS request), keeping
  *   the thread state in `released`.  It re-takes it in fa_loop_gil_ensure
- *   (fa.h): from on_check after the poll, from any libuv callback that
+ *   (loop.h): from on_check after the poll, from any libuv callback that
  *   runs inside that uv_run and needs Python (signals, DNS results, the
  *   fd set), and once more after uv_run returns.  Every uv_run that does
  *   not set `blocking` runs with the GIL held throughout.

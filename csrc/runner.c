@@ -26,7 +26,11 @@
  *
  * The runner's state in a loop (fa_runner, runner.h) is written only
  * here; the loop calls in once, when it closes (fa_runner_loop_closing). */
-#include "fa.h"
+#include "runner.h"
+#include "handle.h"
+#include "loop.h"
+#include "state.h"
+#include "util.h"
 
 #include <errno.h>
 #include <poll.h>

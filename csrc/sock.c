@@ -16,7 +16,14 @@
  * non-blocking only in debug mode.  We always check, because a blocking
  * socket would stall every coroutine on the loop, and on the app loop every
  * request of the process. */
-#include "fa.h"
+#include "handle.h"
+#include "ioset.h"
+#include "loop.h"
+#include "net.h"
+#include "op.h"
+#include "state.h"
+#include "util.h"
+#include "watcher.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

@@ -19,7 +19,12 @@
  * is reading or flushing stays alive without user references.  A paused,
  * idle transport that is dropped is finalized with a ResourceWarning and
  * its socket closed, as asyncio's __del__ does. */
-#include "fa.h"
+#include "net.h"
+#include "handle.h"
+#include "loop.h"
+#include "state.h"
+#include "transport.h"
+#include "util.h"
 
 #include <errno.h>
 #include <sys/socket.h>

@@ -3,8 +3,13 @@
  * set, holding a reference to its transport while it watches), closing
  * it, a fd lost behind the transport's back, error reporting, and
  * write-buffer limits.  Every transport struct starts with
- * FA_TRANSPORT_HEAD (fa.h), so these functions take an fa_transport. */
-#include "fa.h"
+ * FA_TRANSPORT_HEAD (transport.h), so these functions take an fa_transport. */
+#include "transport.h"
+#include "handle.h"
+#include "ioset.h"
+#include "loop.h"
+#include "state.h"
+#include "util.h"
 
 #include <errno.h>
 #include <sys/epoll.h>

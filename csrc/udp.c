@@ -37,7 +37,12 @@
  * references, as asyncio's selector keeps it.  loop.close() stops every
  * watch (fa_transport_close_all); a transport collected while still open warns
  * with a ResourceWarning and closes its socket. */
-#include "fa.h"
+#include "net.h"
+#include "handle.h"
+#include "loop.h"
+#include "state.h"
+#include "transport.h"
+#include "util.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

@@ -9,7 +9,12 @@
  * callback then simply never runs again, as with asyncio's loop, and
  * remove_reader() still finds it; a sock_* call waiting on the fd ends
  * with an OSError where asyncio's would wait forever. */
-#include "fa.h"
+#include "watcher.h"
+#include "handle.h"
+#include "ioset.h"
+#include "loop.h"
+#include "state.h"
+#include "transport.h"
 
 #include <sys/epoll.h>
 
