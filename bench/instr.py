@@ -18,6 +18,7 @@ Usage::
 
     python bench/instr.py shim          # Flask test client, per request (~2 min)
     python bench/instr.py core          # call_soon, call_soon_threadsafe, gather, run
+    python bench/instr.py io            # fd events: add_reader and TCP echo rounds
     python bench/instr.py shim --n 200  # operations per segment
 """
 
@@ -127,10 +128,85 @@ def _core_segments(n: int):
     yield "flaskasync.run", runs
 
 
+def _io_segments(n: int):
+    """fd events: add_reader rounds over a socketpair (a watcher's event per
+    round) and TCP echo rounds between two protocols (two transports'
+    events per round), on the flaskasync loop."""
+    import asyncio
+    import socket
+
+    import flaskasync
+
+    loop = flaskasync.new_event_loop()
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+
+    def reader_rounds():
+        left = [n]
+
+        def on_readable():
+            a.recv(1)
+            left[0] -= 1
+            if left[0]:
+                b.send(b"x")
+            else:
+                loop.remove_reader(a)
+                loop.stop()
+
+        loop.add_reader(a, on_readable)
+        b.send(b"x")
+        loop.run_forever()
+
+    reader_rounds()  # warm-up
+    yield "add_reader/round", reader_rounds
+
+    class Echo(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            self.transport.write(data)
+
+    class Pinger(asyncio.Protocol):
+        def __init__(self, rounds, done):
+            self.left = rounds
+            self.done = done
+
+        def connection_made(self, transport):
+            self.transport = transport
+            transport.write(b"ping")
+
+        def data_received(self, data):
+            self.left -= 1
+            if self.left:
+                self.transport.write(data)
+            else:
+                self.transport.close()
+
+        def connection_lost(self, exc):
+            self.done.set_result(None)
+
+    server = loop.run_until_complete(loop.create_server(Echo, "127.0.0.1", 0))
+    port = server.sockets[0].getsockname()[1]
+
+    async def echo_rounds():
+        done = loop.create_future()
+        await loop.create_connection(lambda: Pinger(n, done), "127.0.0.1", port)
+        await done
+
+    def echo():
+        loop.run_until_complete(echo_rounds())
+
+    echo()  # warm-up
+    yield "tcp_echo/round", echo
+
+
 WORKLOADS = {
     "shim": (_shim_segments, "request",
              [("async", "sync"), ("gather", "sync"), ("async-stream", "sync-stream")]),
     "core": (_core_segments, "op", []),
+    "io": (_io_segments, "round", []),
 }
 
 
@@ -163,7 +239,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("kind", choices=sorted(WORKLOADS))
     p.add_argument("--n", type=int, default=None,
-                   help="operations per segment (shim: 300 requests; core: 20000; "
+                   help="operations per segment (shim: 300 requests; core and io: 20000; "
                         "gather rows do n/1000 gathers of 1,000)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()

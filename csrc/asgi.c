@@ -5,12 +5,13 @@
  * tests compare these with.
  *
  * Strings are "WSGI native strings": bytes as latin-1, as PEP 3333 says. */
-#include "fa.h"
+#include "asgi.h"
+#include "state.h"
 
 #include <string.h>
 
 /* The interned names and constant values (fa_asgi_state, listed by
- * FA_ASGI_NAMES in fa.h), made at module exec. */
+ * FA_ASGI_NAMES in asgi.h), made at module exec. */
 int
 fa_asgi_init(fa_state *st)
 {

@@ -14,7 +14,11 @@
  * uv_cancel().  libuv calls our callback in every case (with
  * UV_EAI_CANCELED, or with the result if a worker had already started the
  * lookup), and that callback is where the reference is dropped. */
-#include "fa.h"
+#include "loop.h"
+#include "net.h"
+#include "op.h"
+#include "state.h"
+#include "util.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

@@ -7,7 +7,10 @@
  * an instance's type is _GatheringFuture and the fields are at its
  * tp_basicsize minus their size (checked when the type is made): nothing
  * process-wide holds the offset. */
-#include "fa.h"
+#include "gather.h"
+#include "loop.h"
+#include "state.h"
+#include "util.h"
 
 typedef struct {
     PyObject *children;     /* list of futures, in argument order */

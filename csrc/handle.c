@@ -2,7 +2,10 @@
  * asyncio.Handle / asyncio.TimerHandle: cancel(), cancelled(), get_context(),
  * when(), and an exception in the callback goes to the loop's exception
  * handler instead of stopping the loop. */
-#include "fa.h"
+#include "handle.h"
+#include "loop.h"
+#include "state.h"
+#include "util.h"
 
 /* Deallocated handles kept for reuse.  A handle taken from the list is not
  * a new allocation to the cyclic GC (its count of young objects does not
@@ -170,6 +173,7 @@ handle_alloc(fa_loop *loop, PyTypeObject *tp, PyObject *callback, PyObject *args
     h->queued = 0;
     h->is_timer = 0;
     h->scheduled = 0;
+    h->fd_wait = 0;
     h->next_free = NULL;
     PyObject_GC_Track(h);
     return h;

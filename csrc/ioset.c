@@ -37,9 +37,16 @@
  *   registrations every sweep_interval seconds (at most SWEEP_BATCH of them
  *   per tick, round robin) with EPOLL_CTL_MOD, so a sock_* call or a
  *   transport whose fd was closed ends with a clear OSError instead.
+ *   What an owner watches outside the set (a transport whose watch is
+ *   stopped) is checked with it, by the sweeper module.c registers.
+ * - Owners.  The set knows a registration's owner (a watcher, a
+ *   transport) only through the callbacks the registration points at
+ *   (fa_reg_ops): the fd's events and its loss go up through them.
  *
  * Everything here runs with the GIL held. */
-#include "fa.h"
+#include "ioset.h"
+#include "loop.h"
+#include "util.h"
 
 #include <errno.h>
 #include <math.h>
@@ -55,12 +62,12 @@
 /* ------------------------------------------------------------ identity */
 
 void
-fa_reg_init(fa_reg *r, int fd, int kind, int identify)
+fa_reg_init(fa_reg *r, int fd, const fa_reg_ops *ops, int identify)
 {
     struct stat sb;
     memset(r, 0, sizeof(*r));
     r->fd = fd;
-    r->kind = (unsigned char)kind;
+    r->ops = ops;
     if (identify && fd >= 0 && fstat(fd, &sb) == 0) {
         r->dev = sb.st_dev;
         r->ino = sb.st_ino;
@@ -278,12 +285,7 @@ lose(fa_loop *L, fa_reg *r, int reason)
      * only its token tells its late events apart, and the set is rebuilt
      * when they come. */
     forget(L, r);
-    if (r->kind == FA_REG_WATCHER) {
-        fa_watcher_lost((fa_watcher *)((char *)r - offsetof(fa_watcher, reg)), reason);
-    }
-    else {
-        fa_transport_lost((fa_transport *)((char *)r - offsetof(fa_transport, reg)), reason);
-    }
+    r->ops->lost(r, reason);
 }
 
 /* Whether r, registered in the set, still watches the file its fd number
@@ -369,7 +371,7 @@ fa_ioset_set(fa_loop *L, fa_reg *r, uint32_t events)
     }
     rc = fa_reg_same_file(r);
     if (rc != 1) {
-        if (r->kind == FA_REG_WATCHER && rc == FA_REG_CLOSED) {
+        if (!r->ops->closed_is_lost && rc == FA_REG_CLOSED) {
             return -EBADF; /* never registered: add_reader raises, as asyncio */
         }
         lose(L, r, rc);
@@ -396,7 +398,7 @@ fa_ioset_set(fa_loop *L, fa_reg *r, uint32_t events)
                 slot_free(L, r);
             }
         }
-        if (r->kind == FA_REG_TRANSPORT && rc == -EBADF) {
+        if (r->ops->closed_is_lost && rc == -EBADF) {
             lose(L, r, FA_REG_CLOSED);
             return FA_REG_CLOSED;
         }
@@ -465,13 +467,23 @@ fa_ioset_raise(fa_loop *L, fa_reg *r, int rc)
 
 /* ------------------------------------------------------------ events */
 
-/* The periodic check: probe up to SWEEP_BATCH registrations, round robin. */
+/* What the owners check outside the set (fa_ioset_set_sweeper). */
+static const fa_ioset_sweeper *sweeper;
+
+void
+fa_ioset_set_sweeper(const fa_ioset_sweeper *s)
+{
+    sweeper = s;
+}
+
+/* The periodic check: probe up to SWEEP_BATCH registrations, round robin,
+ * then what the sweeper watches outside the set. */
 static void
 sweep(fa_loop *L)
 {
     uint64_t ticks;
     (void)read(L->sweep_fd, &ticks, sizeof(ticks));
-    if (L->n_watch == 0 && L->transports == NULL) {
+    if (L->n_watch == 0 && (sweeper == NULL || !sweeper->any(L))) {
         struct itimerspec off;
         memset(&off, 0, sizeof(off));
         (void)timerfd_settime(L->sweep_fd, 0, &off, NULL);
@@ -490,17 +502,8 @@ sweep(fa_loop *L)
         n = L->io_nslot;
     }
     L->sweep_cursor = n ? (L->sweep_cursor + SWEEP_BATCH) % n : 0;
-    /* Transports not in the set (reading paused, nothing to write) are
-     * checked by identity: their connection ends now, not when they
-     * resume. */
-    for (fa_transport *t = L->transports, *next; t != NULL; t = next) {
-        next = t->next;
-        if (t->events == 0 && t->fd >= 0 && t->sock != NULL && !t->fd_lost && t->reg.has_id) {
-            int same = fa_reg_same_file(&t->reg);
-            if (same != 1) {
-                fa_transport_lost(t, same);
-            }
-        }
+    if (sweeper != NULL) {
+        sweeper->check(L);
     }
 }
 
@@ -558,12 +561,7 @@ dispatch(fa_loop *L, uint64_t token, uint32_t events)
         L->ioset_junk = 1;
         return;
     }
-    if (r->kind == FA_REG_WATCHER) {
-        fa_watcher_on_events((fa_watcher *)((char *)r - offsetof(fa_watcher, reg)), events);
-    }
-    else {
-        fa_transport_on_events((fa_transport *)((char *)r - offsetof(fa_transport, reg)), events);
-    }
+    r->ops->on_events(r, events);
 }
 
 /* Queue the Handles of the ready fds. */

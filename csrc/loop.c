@@ -8,7 +8,11 @@
  * checked against CLOCK_MONOTONIC, the clock of time.monotonic()) and the
  * kernel wakes us within its timer slack after it, instead of libuv's
  * millisecond-rounded timers. */
-#include "fa.h"
+#include "loop.h"
+#include "handle.h"
+#include "ioset.h"
+#include "state.h"
+#include "util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -27,7 +31,7 @@ fa_now(void)
 
 /* ---------------------------------------------------------------- hooks */
 /* What the layers above the loop do when it closes or supervises a task
- * (fa.h, fa_loop_hooks): set by module.c before it makes the loop type,
+ * (loop.h, fa_loop_hooks): set by module.c before it makes the loop type,
  * so every loop sees it.  One constant table for the process. */
 static const fa_loop_hooks *hooks;
 
@@ -248,7 +252,7 @@ fa_loop_arm_timer(fa_loop *self)
  *   right before a uv_run that may block (`blocking` set by
  *   fa_loop_collect, or by close() waiting for a DNS request), keeping
  *   the thread state in `released`.  It re-takes it in fa_loop_gil_ensure
- *   below: from on_check after the poll, from any libuv callback that
+ *   (loop.h): from on_check after the poll, from any libuv callback that
  *   runs inside that uv_run and needs Python (signals, DNS results, the
  *   fd set), and once more after uv_run returns.  Every uv_run that does
  *   not set `blocking` runs with the GIL held throughout.
@@ -262,16 +266,6 @@ fa_loop_arm_timer(fa_loop *self)
  *   deadlock.  Stopping the home thread (runner.c's home_stop, from
  *   fa_runner_loop_closing) joins it with the GIL released, because it may
  *   be waiting for the GIL to finish its round. */
-
-void
-fa_loop_gil_ensure(fa_loop *self)
-{
-    if (self->released != NULL) {
-        PyThreadState *ts = self->released;
-        self->released = NULL;
-        PyEval_RestoreThread(ts);
-    }
-}
 
 static void
 on_prepare(uv_prepare_t *p)
@@ -778,12 +772,6 @@ fa_loop_leave(fa_loop *self)
  * epoll set, eventfd and timerfd are shared with the parent then: using
  * them would change the parent's loop. */
 int
-fa_loop_forked(fa_loop *self)
-{
-    return fa_forked(self->fork_gen);
-}
-
-int
 fa_loop_check_closed(fa_loop *self)
 {
     if (self->closed) {
@@ -1000,15 +988,6 @@ loop_time(fa_loop *self, PyObject *Py_UNUSED(ignored))
 }
 
 /* ---------------------------------------------------------- scheduling */
-
-/* Wake whoever services an app loop that nobody is driving. */
-void
-fa_loop_poke(fa_loop *self)
-{
-    if (self->uv_ready && !fa_loop_forked(self)) {
-        uv_async_send(&self->wakeup);
-    }
-}
 
 static int
 check_callback(fa_loop *self, PyObject *cb, const char *method)

@@ -1,5 +1,16 @@
 /* flaskasync._core: module definition, state and init (multi-phase). */
-#include "fa.h"
+#include "asgi.h"
+#include "gather.h"
+#include "handle.h"
+#include "ioset.h"
+#include "loop.h"
+#include "net.h"
+#include "runner.h"
+#include "state.h"
+#include "supervise.h"
+#include "transport.h"
+#include "util.h"
+#include "watcher.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -82,7 +93,7 @@ make_type(PyObject *module, PyType_Spec *spec, PyObject *base, const char *expor
 }
 
 /* What the layers above the loop do when it closes or creates a task, in
- * the order fa.h's fa_loop_hooks gives: the runner lets go of the loop
+ * the order loop.h's fa_loop_hooks gives: the runner lets go of the loop
  * first; then the fd watchers, then the transports; close() then cancels
  * the DNS requests in flight. */
 static const fa_loop_hooks loop_hooks = {
@@ -292,6 +303,7 @@ module_exec(PyObject *module)
     {
         PyMethodDef *methods = loop_method_table();
         fa_loop_set_hooks(&loop_hooks);
+        fa_ioset_set_sweeper(&fa_transport_sweeper);
         fa_set_module_def(PyModule_GetDef(module));
         st->LoopType = methods != NULL ? fa_loop_type_new(module, methods) : NULL;
         if (st->LoopType == NULL ||

@@ -16,7 +16,11 @@
  * callback (set by dns.c or sock.c) stops the watch or the libuv request.
  * A coroutine closed or abandoned while it waits cancels its future too, so
  * the fd watch or request never outlives the only code that could use it. */
-#include "fa.h"
+#include "op.h"
+#include "loop.h"
+#include "net.h"
+#include "state.h"
+#include "util.h"
 
 /* ------------------------------------------------------------ helpers */
 

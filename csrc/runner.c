@@ -22,11 +22,15 @@
  * home_missed and posts home_sem, so no wake-up is lost.
  *
  * Who holds the GIL when, the baton's and the home thread's part
- * included, is written once, in loop.c above fa_loop_gil_ensure.
+ * included, is written once, in loop.c ("GIL handling").
  *
  * The runner's state in a loop (fa_runner, runner.h) is written only
  * here; the loop calls in once, when it closes (fa_runner_loop_closing). */
-#include "fa.h"
+#include "runner.h"
+#include "handle.h"
+#include "loop.h"
+#include "state.h"
+#include "util.h"
 
 #include <errno.h>
 #include <poll.h>

@@ -1,24 +1,22 @@
 /* flaskasync internal: the runner (runner.c), flaskasync.run() on the
- * process's app loop.  Part of fa.h, which includes it where the typedefs
- * it needs (fa_state, fa_loop) are declared and before struct fa_state and
- * struct fa_loop, which embed the runner's state; include fa.h, not this
- * file.
+ * process's app loop.  struct fa_state (state.h) and struct fa_loop
+ * (loop.h) embed the runner's state, so those headers include this one.
  *
  * What the runner keeps in the module and in each loop is here; only
  * runner.c reads or writes it, except through the inline entry points that
- * follow struct fa_loop in fa.h (fa_app_wake() and its friends), which read
- * the fields the loop's hot paths need.  Nothing here is public API. */
+ * follow struct fa_loop in loop.h (fa_app_wake() and its friends), which
+ * read the fields the loop's hot paths need.  Nothing here is public API. */
 #ifndef FLASKASYNC_RUNNER_H
 #define FLASKASYNC_RUNNER_H
 
-#ifndef FLASKASYNC_FA_H
-#error "csrc/runner.h is part of fa.h: include fa.h"
-#endif
+#include "fa.h"
 
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdatomic.h>
 
+typedef struct fa_state fa_state;
+typedef struct fa_loop fa_loop;
 struct fa_job;
 
 /* The runner's state in the module, embedded in fa_state as `runner`:

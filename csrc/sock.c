@@ -16,7 +16,14 @@
  * non-blocking only in debug mode.  We always check, because a blocking
  * socket would stall every coroutine on the loop, and on the app loop every
  * request of the process. */
-#include "fa.h"
+#include "handle.h"
+#include "ioset.h"
+#include "loop.h"
+#include "net.h"
+#include "op.h"
+#include "state.h"
+#include "util.h"
+#include "watcher.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -143,6 +150,14 @@ sock_fileno(fa_op *op)
 
 /* ------------------------------------------------------ waiting on fd */
 
+/* Why the fd op waits on through h went away (FA_REG_CLOSED,
+ * FA_REG_REPLACED: the watcher found it lost), or 0. */
+static inline int
+fd_lost(fa_handle *h)
+{
+    return h != NULL && h->fd_wait != FA_FD_WAITING ? h->fd_wait : 0;
+}
+
 /* Stop watching the fd, unless another caller replaced our Handle since
  * (add_reader cancels the Handle it replaces), as asyncio's
  * _sock_read_done/_sock_write_done do, or the fd was lost and its watch
@@ -153,6 +168,7 @@ unwatch(fa_op *op)
     fa_handle *h = op->handle;
     PyObject *key, *r;
     fa_watcher *w;
+    int lost = fd_lost(h);
     op->handle = NULL;
     if (h == NULL) {
         return 0;
@@ -173,7 +189,7 @@ unwatch(fa_op *op)
         return PyErr_Occurred() ? -1 : 0;
     }
     Py_DECREF(h);
-    r = fa_loop_remove_io(op->loop, key, op->events | (op->fd_lost ? FA_IO_UNCHECKED : 0));
+    r = fa_loop_remove_io(op->loop, key, op->events | (lost ? FA_IO_UNCHECKED : 0));
     Py_DECREF(key);
     if (r == NULL) {
         return -1;
@@ -206,11 +222,11 @@ sock_fd_ready(PyObject *self, PyObject *Py_UNUSED(ignored))
         Py_RETURN_NONE;
     }
     Py_DECREF(done);
-    if (op->fd_lost) {
+    if (fd_lost(op->handle)) {
         /* The fd was closed (or now refers to another file) while we
          * waited: asyncio's call would wait forever; fail clearly, and
          * never retry the syscall on whatever the number is now. */
-        PyObject *exc = fa_ioset_lost_error(op->fd, op->fd_lost);
+        PyObject *exc = fa_ioset_lost_error(op->fd, fd_lost(op->handle));
         if (exc == NULL) {
             goto error;
         }
@@ -269,19 +285,6 @@ sock_fut_done(PyObject *self, PyObject *Py_UNUSED(fut))
 static PyMethodDef sock_fd_ready_def = {"_sock_ready", sock_fd_ready, METH_NOARGS, NULL};
 static PyMethodDef sock_fut_done_def = {"_sock_done", sock_fut_done, METH_O, NULL};
 
-/* The sock_* call waiting through this fd Handle, or NULL if h is another
- * callback (borrowed). */
-fa_op *
-fa_sock_handle_op(fa_handle *h)
-{
-    PyObject *cb = h->callback;
-    if (cb != NULL && PyCFunction_Check(cb) &&
-        PyCFunction_GET_FUNCTION(cb) == (PyCFunction)sock_fd_ready) {
-        return (fa_op *)PyCFunction_GET_SELF(cb);
-    }
-    return NULL;
-}
-
 /* Register op's ready callback as fd's reader or writer and keep its
  * Handle, to know later whether it was replaced. */
 static int
@@ -299,7 +302,7 @@ watch(fa_op *op, int fd, int events)
     if (args == NULL) {
         return -1;
     }
-    r = fa_loop_add_io(op->loop, args, events);
+    r = fa_loop_add_io(op->loop, args, events | FA_IO_SOCK_WAIT);
     Py_DECREF(args);
     if (r == NULL) {
         return -1;

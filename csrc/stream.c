@@ -19,7 +19,12 @@
  * is reading or flushing stays alive without user references.  A paused,
  * idle transport that is dropped is finalized with a ResourceWarning and
  * its socket closed, as asyncio's __del__ does. */
-#include "fa.h"
+#include "net.h"
+#include "handle.h"
+#include "loop.h"
+#include "state.h"
+#include "transport.h"
+#include "util.h"
 
 #include <errno.h>
 #include <sys/socket.h>
@@ -526,8 +531,8 @@ stream_read_ready(fa_stream *t, PyObject *Py_UNUSED(ignored))
         r = read_data(t);
     }
     /* Re-arm the watch if an error condition stopped it (see
-     * fa_transport_on_events): the error (say, a reset) may sit behind
-     * data this recv returned, and is read next. */
+     * transport_on_events, transport.c): the error (say, a reset) may sit
+     * behind data this recv returned, and is read next. */
     if (t->events != UV_READABLE || r < 0) {
         PyObject *exc = r < 0 ? fa_fetch_exception() : NULL;
         fa_transport_update_poll_or_report(T(t));

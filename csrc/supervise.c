@@ -18,7 +18,11 @@
  * new scope, the one Python-free path for the common case (no timeout, no
  * cancelling of leftover tasks); everything else goes to the policy's
  * Python code, which does what it did before. */
-#include "fa.h"
+#include "supervise.h"
+#include "loop.h"
+#include "runner.h"
+#include "state.h"
+#include "util.h"
 
 /* ------------------------------------------------------------ _Scope */
 

@@ -3,11 +3,33 @@
  * set, holding a reference to its transport while it watches), closing
  * it, a fd lost behind the transport's back, error reporting, and
  * write-buffer limits.  Every transport struct starts with
- * FA_TRANSPORT_HEAD (fa.h), so these functions take an fa_transport. */
-#include "fa.h"
+ * FA_TRANSPORT_HEAD (transport.h), so these functions take an fa_transport. */
+#include "transport.h"
+#include "handle.h"
+#include "ioset.h"
+#include "loop.h"
+#include "state.h"
+#include "util.h"
 
 #include <errno.h>
 #include <sys/epoll.h>
+
+static void transport_on_events(fa_reg *r, uint32_t events);
+static void transport_reg_lost(fa_reg *r, int reason);
+
+/* What the set tells a transport.  A closed fd met when the watch is added
+ * is the transport's socket closed behind its back: a loss. */
+static const fa_reg_ops transport_reg_ops = {
+    .on_events = transport_on_events,
+    .lost = transport_reg_lost,
+    .closed_is_lost = 1,
+};
+
+static inline fa_transport *
+transport_of(fa_reg *r)
+{
+    return (fa_transport *)((char *)r - offsetof(fa_transport, reg));
+}
 
 /* ------------------------------------------------------------ the list */
 
@@ -18,7 +40,7 @@ fa_transport_list_add(fa_transport *t)
     /* The identity of the fd's file, to never watch another file that
      * took its number after the transport's socket was closed behind its
      * back (ioset.c). */
-    fa_reg_init(&t->reg, t->fd, FA_REG_TRANSPORT, 1);
+    fa_reg_init(&t->reg, t->fd, &transport_reg_ops, 1);
     t->prev = NULL;
     t->next = head;
     if (head != NULL) {
@@ -119,7 +141,7 @@ epoll_events(int want)
  * hold a reference to the transport while it watches.  The caller must
  * own a reference (the self-reference may be dropped here).  A fd found
  * closed or replaced ends the transport with an OSError (see
- * fa_transport_lost), not here.  Returns -1 with an exception. */
+ * transport_lost), not here.  Returns -1 with an exception. */
 int
 fa_transport_watch(fa_transport *t, int want)
 {
@@ -133,7 +155,7 @@ fa_transport_watch(fa_transport *t, int want)
         }
         rc = fa_ioset_set(t->loop, &t->reg, epoll_events(want));
         if (rc == FA_REG_CLOSED || rc == FA_REG_REPLACED) {
-            want = 0; /* fa_transport_lost() took over */
+            want = 0; /* transport_lost() took over */
         }
         else if (rc < 0) {
             return fa_ioset_raise(t->loop, &t->reg, rc);
@@ -158,9 +180,10 @@ fa_transport_watch(fa_transport *t, int want)
  * sides retry their syscall, which reports and clears the error, after
  * the watch is stopped (as libuv's poll handles do), so that a side that
  * does not read the error cannot spin the loop; they restart it. */
-void
-fa_transport_on_events(fa_transport *t, uint32_t events)
+static void
+transport_on_events(fa_reg *r, uint32_t events)
 {
+    fa_transport *t = transport_of(r);
     fa_loop *loop = t->loop;
     int want = t->events, ready = 0;
     if (events & EPOLLERR) {
@@ -200,8 +223,8 @@ fa_transport_on_events(fa_transport *t, uint32_t events)
  * file that now has it) and ends with _fatal_error(OSError(EBADF)), so
  * the protocol's connection_lost() gets that error.  The socket object is
  * detached, not closed, when released (see fa_transport_release_fd). */
-void
-fa_transport_lost(fa_transport *t, int reason)
+static void
+transport_lost(fa_transport *t, int reason)
 {
     PyObject *exc, *cb = NULL, *args = NULL;
     fa_handle *h;
@@ -234,6 +257,40 @@ error:
     Py_XDECREF(args);
     PyErr_WriteUnraisable((PyObject *)t);
 }
+
+static void
+transport_reg_lost(fa_reg *r, int reason)
+{
+    transport_lost(transport_of(r), reason);
+}
+
+/* The sweep (ioset.c) and the transports not in the set (reading paused,
+ * nothing to write): they are checked by identity, so that their
+ * connection ends now, not when they resume. */
+static int
+sweep_any(fa_loop *loop)
+{
+    return loop->transports != NULL;
+}
+
+static void
+sweep_check(fa_loop *loop)
+{
+    for (fa_transport *t = loop->transports, *next; t != NULL; t = next) {
+        next = t->next;
+        if (t->events == 0 && t->fd >= 0 && t->sock != NULL && !t->fd_lost && t->reg.has_id) {
+            int same = fa_reg_same_file(&t->reg);
+            if (same != 1) {
+                transport_lost(t, same);
+            }
+        }
+    }
+}
+
+const fa_ioset_sweeper fa_transport_sweeper = {
+    .any = sweep_any,
+    .check = sweep_check,
+};
 
 /* The fd to make a syscall on: t->fd while the socket (or pipe) object
  * still owns it, else -1 with errno EBADF.  A socket object closed or

@@ -37,7 +37,12 @@
  * references, as asyncio's selector keeps it.  loop.close() stops every
  * watch (fa_transport_close_all); a transport collected while still open warns
  * with a ResourceWarning and closes its socket. */
-#include "fa.h"
+#include "net.h"
+#include "handle.h"
+#include "loop.h"
+#include "state.h"
+#include "transport.h"
+#include "util.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -570,7 +575,8 @@ udp_read_ready(fa_udp *t, PyObject *Py_UNUSED(ignored))
     Py_INCREF(t);
     r = t->direct ? read_direct(t) : read_socket(t);
     /* Restart the watch if an error condition stopped it (see
-     * fa_transport_on_events): the syscall above took the socket error. */
+     * transport_on_events, transport.c): the syscall above took the socket
+     * error. */
     if (r < 0) {
         PyObject *exc = fa_fetch_exception();
         fa_transport_update_poll_or_report(T(t));

@@ -91,7 +91,7 @@ int fa_parse_keywords(const char *func, PyObject *const *args, Py_ssize_t nargs,
 /* ------------------------------------------------------ the module's definition
  * The identity of _core's PyModuleDef, registered by module exec before
  * any type is made, so that code below module.c can find the module of a
- * type Python may have subclassed (fa_module_of_type in fa.h) without
+ * type Python may have subclassed (fa_module_of_type in state.h) without
  * naming module.c.  The same pointer for every module instance. */
 void fa_set_module_def(PyModuleDef *def);
 PyModuleDef *fa_module_def_get(void);

@@ -5,11 +5,16 @@
  * asyncio's selector loop does.
  *
  * A fd closed while watched (or closed and reused, or dup2()'d over) is
- * found by the set (fa_watcher_lost): its watch is dropped.  A plain
+ * found by the set (watcher_lost): its watch is dropped.  A plain
  * callback then simply never runs again, as with asyncio's loop, and
  * remove_reader() still finds it; a sock_* call waiting on the fd ends
  * with an OSError where asyncio's would wait forever. */
-#include "fa.h"
+#include "watcher.h"
+#include "handle.h"
+#include "ioset.h"
+#include "loop.h"
+#include "state.h"
+#include "transport.h"
 
 #include <sys/epoll.h>
 
@@ -27,9 +32,16 @@ push(fa_loop *loop, fa_handle *h)
  * and uv_run may report the fd more than once before the ready queue runs:
  * each Handle is queued once, as a selector loop reports the fd once per
  * iteration. */
-void
-fa_watcher_on_events(fa_watcher *w, uint32_t events)
+static inline fa_watcher *
+watcher_of(fa_reg *r)
 {
+    return (fa_watcher *)((char *)r - offsetof(fa_watcher, reg));
+}
+
+static void
+watcher_on_events(fa_reg *r, uint32_t events)
+{
+    fa_watcher *w = watcher_of(r);
     if (events & ~(uint32_t)EPOLLOUT) {
         push(w->loop, w->reader);
     }
@@ -42,19 +54,27 @@ fa_watcher_on_events(fa_watcher *w, uint32_t events)
  * A sock_* call waiting on it is woken to fail; a plain callback is left
  * registered but never runs again (asyncio's loop does not run it either:
  * epoll forgets a closed fd). */
-void
-fa_watcher_lost(fa_watcher *w, int reason)
+static void
+watcher_lost(fa_reg *r, int reason)
 {
+    fa_watcher *w = watcher_of(r);
     fa_handle *sides[2] = {w->reader, w->writer};
     w->lost = reason;
     for (int i = 0; i < 2; i++) {
-        fa_op *op = sides[i] != NULL ? fa_sock_handle_op(sides[i]) : NULL;
-        if (op != NULL) {
-            op->fd_lost = reason;
+        if (sides[i] != NULL && sides[i]->fd_wait) {
+            sides[i]->fd_wait = reason;
             push(w->loop, sides[i]);
         }
     }
 }
+
+/* What the set tells a watcher.  A closed fd met when the watch is added
+ * is refused: add_reader() raises, as asyncio's. */
+static const fa_reg_ops watcher_reg_ops = {
+    .on_events = watcher_on_events,
+    .lost = watcher_lost,
+    .closed_is_lost = 0,
+};
 
 /* Bring the registration in line with the Handles.  Returns 0, or a
  * fa_ioset_set() error code (no exception set). */
@@ -137,7 +157,7 @@ watcher_new(fa_loop *self, int fd)
     w->loop = (fa_loop *)Py_NewRef(self);
     w->reader = w->writer = NULL;
     w->lost = 0;
-    fa_reg_init(&w->reg, fd, FA_REG_WATCHER, 0);
+    fa_reg_init(&w->reg, fd, &watcher_reg_ops, 0);
     PyObject_GC_Track(w);
     return w;
 }
@@ -152,7 +172,7 @@ watcher_discard(fa_loop *self, fa_watcher *w, PyObject *key)
     for (int i = 0; i < 2; i++) {
         /* A sock_* call whose fd was lost must still run its Handle, to
          * fail with OSError instead of waiting forever. */
-        if (sides[i] != NULL && !(w->lost && fa_sock_handle_op(sides[i]) != NULL)) {
+        if (sides[i] != NULL && !(w->lost && sides[i]->fd_wait)) {
             cancel_handle(sides[i]);
         }
         Py_XDECREF(sides[i]);
@@ -172,7 +192,8 @@ PyObject *
 fa_loop_add_io(fa_loop *self, PyObject *args, int events)
 {
     int check = !(events & FA_IO_UNCHECKED);
-    events &= ~FA_IO_UNCHECKED;
+    int sock_wait = events & FA_IO_SOCK_WAIT;
+    events &= ~(FA_IO_UNCHECKED | FA_IO_SOCK_WAIT);
     const char *method = events == UV_READABLE ? "add_reader" : "add_writer";
     PyObject *fdobj, *cb, *cbargs = NULL, *key = NULL;
     fa_watcher *w = NULL;
@@ -205,6 +226,9 @@ fa_loop_add_io(fa_loop *self, PyObject *args, int events)
     Py_CLEAR(cbargs);
     if (h == NULL) {
         return NULL;
+    }
+    if (sock_wait) {
+        h->fd_wait = FA_FD_WAITING;
     }
     key = PyLong_FromLong(fd);
     if (key == NULL) {
