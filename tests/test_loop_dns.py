@@ -125,6 +125,32 @@ def test_getaddrinfo_keyword_only_and_arity(loop):
         loop.getaddrinfo("localhost", 80, 0)
     coro = loop.getaddrinfo(host="localhost", port=80, family=socket.AF_INET)
     assert run(loop, coro) == socket.getaddrinfo("localhost", 80, socket.AF_INET)
+    for bad in [
+        lambda: loop.getaddrinfo(port=80),                          # host missing
+        lambda: loop.getaddrinfo("localhost", 80, 0, 0, 0, 0),      # family & co. keyword-only
+        lambda: loop.getaddrinfo("localhost", 80, host="x"),        # host twice
+        lambda: loop.getaddrinfo("localhost", 80, socktype=0),      # not a parameter
+    ]:
+        with pytest.raises(TypeError):
+            bad()
+    coro = loop.getaddrinfo("127.0.0.1", 80, type=socket.SOCK_STREAM, proto=0, flags=0)
+    assert run(loop, coro) == socket.getaddrinfo("127.0.0.1", 80, type=socket.SOCK_STREAM)
+
+
+def test_getnameinfo_arguments(loop):
+    sa = ("127.0.0.1", 80)
+    flags = socket.NI_NUMERICHOST | socket.NI_NUMERICSERV
+    assert run(loop, loop.getnameinfo(sockaddr=sa, flags=flags)) == socket.getnameinfo(sa, flags)
+    assert run(loop, loop.getnameinfo(sa, flags=flags)) == socket.getnameinfo(sa, flags)
+    for bad in [
+        lambda: loop.getnameinfo(),                 # sockaddr missing
+        lambda: loop.getnameinfo(flags=0),
+        lambda: loop.getnameinfo(sa, 0, 0),         # too many
+        lambda: loop.getnameinfo(sa, sockaddr=sa),  # twice
+        lambda: loop.getnameinfo(sa, flag=0),       # not a parameter
+    ]:
+        with pytest.raises(TypeError):
+            bad()
 
 
 def test_getaddrinfo_is_a_lazy_coroutine(loop):
