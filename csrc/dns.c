@@ -492,12 +492,12 @@ error:
 static const fa_op_kind gai_kind = {"getaddrinfo", "Loop.getaddrinfo", gai_step, NULL, NULL};
 
 static PyObject *
-loop_getaddrinfo(fa_loop *self, PyObject *args, PyObject *kwds)
+loop_getaddrinfo(fa_loop *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    static char *kwlist[] = {"host", "port", "family", "type", "proto", "flags", NULL};
-    PyObject *argv[6] = {NULL, NULL, NULL, NULL, NULL, NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|$OOOO:getaddrinfo", kwlist, &argv[0],
-                                     &argv[1], &argv[2], &argv[3], &argv[4], &argv[5])) {
+    /* host and port positional or keyword; the rest keyword-only. */
+    static const char *const names[] = {"host", "port", "family", "type", "proto", "flags"};
+    PyObject *argv[6];
+    if (fa_parse_args("getaddrinfo", args, nargs, kwnames, names, 6, 2, 2, argv) < 0) {
         return NULL;
     }
     return (PyObject *)fa_op_new(self, &gai_kind, argv, 6);
@@ -612,11 +612,11 @@ error:
 static const fa_op_kind gni_kind = {"getnameinfo", "Loop.getnameinfo", gni_step, NULL, NULL};
 
 static PyObject *
-loop_getnameinfo(fa_loop *self, PyObject *args, PyObject *kwds)
+loop_getnameinfo(fa_loop *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    static char *kwlist[] = {"sockaddr", "flags", NULL};
-    PyObject *argv[2] = {NULL, NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O:getnameinfo", kwlist, &argv[0], &argv[1])) {
+    static const char *const names[] = {"sockaddr", "flags"};
+    PyObject *argv[2];
+    if (fa_parse_args("getnameinfo", args, nargs, kwnames, names, 2, 1, 2, argv) < 0) {
         return NULL;
     }
     return (PyObject *)fa_op_new(self, &gni_kind, argv, 2);
@@ -625,11 +625,11 @@ loop_getnameinfo(fa_loop *self, PyObject *args, PyObject *kwds)
 /* The loop type's lookups (module.c adds them to loop.c's own methods). */
 PyMethodDef fa_dns_loop_methods[] = {
     {"getaddrinfo", (PyCFunction)(void (*)(void))loop_getaddrinfo,
-     METH_VARARGS | METH_KEYWORDS,
+     METH_FASTCALL | METH_KEYWORDS,
      "getaddrinfo(host, port, *, family=0, type=0, proto=0, flags=0)\n\n"
      "Coroutine: socket.getaddrinfo() on libuv's threadpool."},
     {"getnameinfo", (PyCFunction)(void (*)(void))loop_getnameinfo,
-     METH_VARARGS | METH_KEYWORDS,
+     METH_FASTCALL | METH_KEYWORDS,
      "getnameinfo(sockaddr, flags=0)\n\nCoroutine: socket.getnameinfo() on libuv's threadpool."},
     {NULL, NULL, 0, NULL},
 };

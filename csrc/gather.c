@@ -230,15 +230,7 @@ gather_cancel(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject 
     if (st == NULL) {
         return NULL;
     }
-    if (nargs > 1) {
-        PyErr_SetString(PyExc_TypeError, "cancel() takes at most 1 argument");
-        return NULL;
-    }
-    if (nargs == 1) {
-        msg = args[0];
-    }
-    if (kwnames != NULL &&
-        fa_parse_keywords("cancel", args, nargs, kwnames, names, &msg, 1) < 0) {
+    if (fa_parse_args("cancel", args, nargs, kwnames, names, 1, 0, 1, &msg) < 0) {
         return NULL;
     }
     if (msg == NULL) {

@@ -290,28 +290,27 @@ static PyMethodDef sock_fut_done_def = {"_sock_done", sock_fut_done, METH_O, NUL
 static int
 watch(fa_op *op, int fd, int events)
 {
-    PyObject *cb, *args, *r, *key;
+    PyObject *args[2], *r, *key;
     fa_watcher *w;
     fa_handle *h;
 
-    cb = PyCFunction_New(&sock_fd_ready_def, (PyObject *)op);
-    if (cb == NULL) {
-        return -1;
-    }
-    args = Py_BuildValue("(iN)", fd, cb);
-    if (args == NULL) {
-        return -1;
-    }
-    r = fa_loop_add_io(op->loop, args, events | FA_IO_SOCK_WAIT);
-    Py_DECREF(args);
-    if (r == NULL) {
-        return -1;
-    }
-    Py_DECREF(r);
     key = PyLong_FromLong(fd);
     if (key == NULL) {
         return -1;
     }
+    args[0] = key;
+    args[1] = PyCFunction_New(&sock_fd_ready_def, (PyObject *)op);
+    if (args[1] == NULL) {
+        Py_DECREF(key);
+        return -1;
+    }
+    r = fa_loop_add_io(op->loop, args, 2, events | FA_IO_SOCK_WAIT);
+    Py_DECREF(args[1]);
+    if (r == NULL) {
+        Py_DECREF(key);
+        return -1;
+    }
+    Py_DECREF(r);
     w = (fa_watcher *)PyDict_GetItemWithError(op->loop->watchers, key);
     Py_DECREF(key);
     h = w == NULL ? NULL : events == UV_READABLE ? w->reader : w->writer;
@@ -1393,110 +1392,85 @@ static const fa_op_kind accept_kind = {"sock_accept", "Loop.sock_accept", read_s
 static const fa_op_kind sendfile_kind = {"sock_sendfile", "Loop.sock_sendfile", sendfile_step,
                                          sendfile_native_ready, sendfile_finish};
 
+/* Every sock_* method: its arguments, parsed as the Python def in
+ * asyncio's BaseEventLoop would take them, go to a new fa_op of kind. */
 static PyObject *
-make_op(fa_loop *self, const fa_op_kind *kind, PyObject *args, PyObject *kwds,
-        const char *format, char **kwlist)
+make_op(fa_loop *self, const fa_op_kind *kind, PyObject *const *args, Py_ssize_t nargs,
+        PyObject *kwnames, const char *const *names, int n_names, int min_required,
+        int max_positional)
 {
     PyObject *argv[FA_OP_MAXARGS] = {NULL, NULL, NULL, NULL, NULL, NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, format, kwlist, &argv[0], &argv[1], &argv[2],
-                                     &argv[3], &argv[4], &argv[5])) {
+    if (fa_parse_args(kind->name, args, nargs, kwnames, names, n_names, min_required,
+                      max_positional, argv) < 0) {
         return NULL;
     }
     return (PyObject *)fa_op_new(self, kind, argv, FA_OP_MAXARGS);
 }
 
+/* A sock_* method whose n parameters are all required and positional. */
+#define SOCK_METHOD(func, kind, ...)                                                          \
+    static PyObject *func(fa_loop *self, PyObject *const *args, Py_ssize_t nargs,             \
+                          PyObject *kwnames)                                                  \
+    {                                                                                         \
+        static const char *const names[] = {__VA_ARGS__};                                     \
+        enum { n = sizeof(names) / sizeof(names[0]) };                                        \
+        return make_op(self, &kind, args, nargs, kwnames, names, n, n, n);                    \
+    }
+
+SOCK_METHOD(loop_sock_recv, recv_kind, "sock", "n")
+SOCK_METHOD(loop_sock_recv_into, recv_into_kind, "sock", "buf")
+SOCK_METHOD(loop_sock_recvfrom, recvfrom_kind, "sock", "bufsize")
+SOCK_METHOD(loop_sock_sendall, sendall_kind, "sock", "data")
+SOCK_METHOD(loop_sock_sendto, sendto_kind, "sock", "data", "address")
+SOCK_METHOD(loop_sock_connect, connect_kind, "sock", "address")
+SOCK_METHOD(loop_sock_accept, accept_kind, "sock")
+
+/* sock_recvfrom_into(sock, buf, nbytes=0) */
 static PyObject *
-loop_sock_recv(fa_loop *self, PyObject *args, PyObject *kwds)
+loop_sock_recvfrom_into(fa_loop *self, PyObject *const *args, Py_ssize_t nargs,
+                        PyObject *kwnames)
 {
-    static char *kwlist[] = {"sock", "n", NULL};
-    return make_op(self, &recv_kind, args, kwds, "OO:sock_recv", kwlist);
+    static const char *const names[] = {"sock", "buf", "nbytes"};
+    return make_op(self, &recvfrom_into_kind, args, nargs, kwnames, names, 3, 2, 3);
 }
 
+/* sock_sendfile(sock, file, offset=0, count=None, *, fallback=True) */
 static PyObject *
-loop_sock_recv_into(fa_loop *self, PyObject *args, PyObject *kwds)
+loop_sock_sendfile(fa_loop *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    static char *kwlist[] = {"sock", "buf", NULL};
-    return make_op(self, &recv_into_kind, args, kwds, "OO:sock_recv_into", kwlist);
-}
-
-static PyObject *
-loop_sock_recvfrom(fa_loop *self, PyObject *args, PyObject *kwds)
-{
-    static char *kwlist[] = {"sock", "bufsize", NULL};
-    return make_op(self, &recvfrom_kind, args, kwds, "OO:sock_recvfrom", kwlist);
-}
-
-static PyObject *
-loop_sock_recvfrom_into(fa_loop *self, PyObject *args, PyObject *kwds)
-{
-    static char *kwlist[] = {"sock", "buf", "nbytes", NULL};
-    return make_op(self, &recvfrom_into_kind, args, kwds, "OO|O:sock_recvfrom_into", kwlist);
-}
-
-static PyObject *
-loop_sock_sendall(fa_loop *self, PyObject *args, PyObject *kwds)
-{
-    static char *kwlist[] = {"sock", "data", NULL};
-    return make_op(self, &sendall_kind, args, kwds, "OO:sock_sendall", kwlist);
-}
-
-static PyObject *
-loop_sock_sendto(fa_loop *self, PyObject *args, PyObject *kwds)
-{
-    static char *kwlist[] = {"sock", "data", "address", NULL};
-    return make_op(self, &sendto_kind, args, kwds, "OOO:sock_sendto", kwlist);
-}
-
-static PyObject *
-loop_sock_connect(fa_loop *self, PyObject *args, PyObject *kwds)
-{
-    static char *kwlist[] = {"sock", "address", NULL};
-    return make_op(self, &connect_kind, args, kwds, "OO:sock_connect", kwlist);
-}
-
-static PyObject *
-loop_sock_accept(fa_loop *self, PyObject *args, PyObject *kwds)
-{
-    static char *kwlist[] = {"sock", NULL};
-    return make_op(self, &accept_kind, args, kwds, "O:sock_accept", kwlist);
-}
-
-static PyObject *
-loop_sock_sendfile(fa_loop *self, PyObject *args, PyObject *kwds)
-{
-    static char *kwlist[] = {"sock", "file", "offset", "count", "fallback", NULL};
-    return make_op(self, &sendfile_kind, args, kwds, "OO|OO$O:sock_sendfile", kwlist);
+    static const char *const names[] = {"sock", "file", "offset", "count", "fallback"};
+    return make_op(self, &sendfile_kind, args, nargs, kwnames, names, 5, 2, 4);
 }
 
 /* The loop type's sock_* methods (module.c adds them to loop.c's own). */
 PyMethodDef fa_sock_loop_methods[] = {
-    {"sock_recv", (PyCFunction)(void (*)(void))loop_sock_recv, METH_VARARGS | METH_KEYWORDS,
+    {"sock_recv", (PyCFunction)(void (*)(void))loop_sock_recv, METH_FASTCALL | METH_KEYWORDS,
      "sock_recv(sock, n)\n\nCoroutine: receive up to n bytes from a non-blocking socket."},
     {"sock_recv_into", (PyCFunction)(void (*)(void))loop_sock_recv_into,
-     METH_VARARGS | METH_KEYWORDS,
+     METH_FASTCALL | METH_KEYWORDS,
      "sock_recv_into(sock, buf)\n\nCoroutine: receive into buf; return the byte count."},
     {"sock_recvfrom", (PyCFunction)(void (*)(void))loop_sock_recvfrom,
-     METH_VARARGS | METH_KEYWORDS,
+     METH_FASTCALL | METH_KEYWORDS,
      "sock_recvfrom(sock, bufsize)\n\nCoroutine: receive a datagram; return (data, address)."},
     {"sock_recvfrom_into", (PyCFunction)(void (*)(void))loop_sock_recvfrom_into,
-     METH_VARARGS | METH_KEYWORDS,
+     METH_FASTCALL | METH_KEYWORDS,
      "sock_recvfrom_into(sock, buf, nbytes=0)\n\n"
      "Coroutine: receive a datagram into buf; return (nbytes, address)."},
     {"sock_sendall", (PyCFunction)(void (*)(void))loop_sock_sendall,
-     METH_VARARGS | METH_KEYWORDS,
+     METH_FASTCALL | METH_KEYWORDS,
      "sock_sendall(sock, data)\n\nCoroutine: send all of data."},
     {"sock_sendto", (PyCFunction)(void (*)(void))loop_sock_sendto,
-     METH_VARARGS | METH_KEYWORDS,
+     METH_FASTCALL | METH_KEYWORDS,
      "sock_sendto(sock, data, address)\n\nCoroutine: send a datagram; return the byte count."},
     {"sock_connect", (PyCFunction)(void (*)(void))loop_sock_connect,
-     METH_VARARGS | METH_KEYWORDS,
+     METH_FASTCALL | METH_KEYWORDS,
      "sock_connect(sock, address)\n\n"
      "Coroutine: connect, resolving a host name through loop.getaddrinfo()."},
     {"sock_accept", (PyCFunction)(void (*)(void))loop_sock_accept,
-     METH_VARARGS | METH_KEYWORDS,
+     METH_FASTCALL | METH_KEYWORDS,
      "sock_accept(sock)\n\nCoroutine: accept a connection; return (conn, address)."},
     {"sock_sendfile", (PyCFunction)(void (*)(void))loop_sock_sendfile,
-     METH_VARARGS | METH_KEYWORDS,
+     METH_FASTCALL | METH_KEYWORDS,
      "sock_sendfile(sock, file, offset=0, count=None, *, fallback=True)\n\n"
      "Coroutine: send a file with sendfile(2), else read-and-send; return bytes sent."},
     {NULL, NULL, 0, NULL},

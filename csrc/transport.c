@@ -533,12 +533,32 @@ fa_transport_force_close_method(PyObject *self, PyObject *exc)
 /* _fatal_error(exc, message='Fatal error on transport'), as asyncio's
  * selector transports have it. */
 PyObject *
-fa_transport_fatal_error_method(PyObject *self, PyObject *args)
+fa_transport_fatal_error_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    PyObject *exc;
+    static const char *const names[] = {"exc", "message"};
+    PyObject *argv[2];
     const char *message = "Fatal error on transport";
-    if (!PyArg_ParseTuple(args, "O|s:_fatal_error", &exc, &message)) {
+    Py_ssize_t len;
+    /* Positional only, as before (asyncio's own calls pass both so). */
+    if (fa_parse_args("_fatal_error", args, nargs, NULL, names, 2, 1, 2, argv) < 0) {
         return NULL;
+    }
+    PyObject *exc = argv[0];
+    if (argv[1] != NULL) {
+        /* A str without NUL characters, as the "s" format took it. */
+        if (!PyUnicode_Check(argv[1])) {
+            PyErr_Format(PyExc_TypeError, "_fatal_error() argument 2 must be str, not %.100s",
+                         Py_TYPE(argv[1])->tp_name);
+            return NULL;
+        }
+        message = PyUnicode_AsUTF8AndSize(argv[1], &len);
+        if (message == NULL) {
+            return NULL;
+        }
+        if ((size_t)len != strlen(message)) {
+            PyErr_SetString(PyExc_ValueError, "embedded null character");
+            return NULL;
+        }
     }
     fa_transport *t = (fa_transport *)Py_NewRef(self);
     int r = fa_transport_fatal_error(t, exc, message);
@@ -600,15 +620,17 @@ fa_transport_get_write_buffer_limits(PyObject *self, PyObject *Py_UNUSED(unused)
 
 /* asyncio's _FlowControlMixin.set_write_buffer_limits. */
 PyObject *
-fa_transport_set_write_buffer_limits(PyObject *self, PyObject *args, PyObject *kwds)
+fa_transport_set_write_buffer_limits(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                     PyObject *kwnames)
 {
-    static char *kwlist[] = {"high", "low", NULL};
+    static const char *const names[] = {"high", "low"};
     fa_transport *t = (fa_transport *)self;
-    PyObject *high = Py_None, *low = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OO:set_write_buffer_limits", kwlist, &high,
-                                     &low)) {
+    PyObject *argv[2];
+    if (fa_parse_args("set_write_buffer_limits", args, nargs, kwnames, names, 2, 0, 2, argv) < 0) {
         return NULL;
     }
+    PyObject *high = argv[0] != NULL ? argv[0] : Py_None;
+    PyObject *low = argv[1] != NULL ? argv[1] : Py_None;
     if (fa_transport_parse_limits(high, low, &t->high, &t->low) < 0 ||
         fa_transport_maybe_pause_protocol(t) < 0) {
         return NULL;
@@ -742,16 +764,17 @@ fa_transport_start(fa_transport *t, const char *write_ready, int start_reading, 
 
 /* get_extra_info(name, default=None) */
 PyObject *
-fa_transport_get_extra_info(PyObject *self, PyObject *args, PyObject *kwds)
+fa_transport_get_extra_info(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                            PyObject *kwnames)
 {
-    static char *kwlist[] = {"name", "default", NULL};
-    PyObject *name, *deflt = Py_None, *v;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O:get_extra_info", kwlist, &name, &deflt)) {
+    static const char *const names[] = {"name", "default"};
+    PyObject *argv[2], *v;
+    if (fa_parse_args("get_extra_info", args, nargs, kwnames, names, 2, 1, 2, argv) < 0) {
         return NULL;
     }
-    v = PyDict_GetItemWithError(((fa_transport *)self)->extra, name);
+    v = PyDict_GetItemWithError(((fa_transport *)self)->extra, argv[0]);
     if (v == NULL) {
-        return PyErr_Occurred() ? NULL : Py_NewRef(deflt);
+        return PyErr_Occurred() ? NULL : Py_NewRef(argv[1] != NULL ? argv[1] : Py_None);
     }
     return Py_NewRef(v);
 }

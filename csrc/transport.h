@@ -115,7 +115,8 @@ PyObject *fa_transport_is_closing(PyObject *self, PyObject *unused);
 PyObject *fa_transport_get_protocol(PyObject *self, PyObject *unused);
 PyObject *fa_transport_get_write_buffer_size(PyObject *self, PyObject *unused);
 PyObject *fa_transport_get_write_buffer_limits(PyObject *self, PyObject *unused);
-PyObject *fa_transport_set_write_buffer_limits(PyObject *self, PyObject *args, PyObject *kwds);
+PyObject *fa_transport_set_write_buffer_limits(PyObject *self, PyObject *const *args,
+                                               Py_ssize_t nargs, PyObject *kwnames);
 PyObject *fa_transport_maybe_pause_method(PyObject *self, PyObject *unused);
 PyObject *fa_transport_maybe_resume_method(PyObject *self, PyObject *unused);
 PyObject *fa_transport_get_high_water(PyObject *self, void *closure);
@@ -129,16 +130,17 @@ PyObject *fa_transport_get_sock_attr(PyObject *self, void *closure);
      "Close now, dropping the unsent data; connection_lost(None) follows."},                  \
     {"is_closing", fa_transport_is_closing, METH_NOARGS, NULL},                               \
     {"get_extra_info", (PyCFunction)(void (*)(void))fa_transport_get_extra_info,              \
-     METH_VARARGS | METH_KEYWORDS, "get_extra_info(name, default=None)"},                     \
+     METH_FASTCALL | METH_KEYWORDS, "get_extra_info(name, default=None)"},                    \
     {"get_protocol", fa_transport_get_protocol, METH_NOARGS, NULL},                           \
     {"get_write_buffer_size", fa_transport_get_write_buffer_size, METH_NOARGS, NULL},         \
     {"get_write_buffer_limits", fa_transport_get_write_buffer_limits, METH_NOARGS, NULL},     \
     {"set_write_buffer_limits", (PyCFunction)(void (*)(void))fa_transport_set_write_buffer_limits, \
-     METH_VARARGS | METH_KEYWORDS, "set_write_buffer_limits(high=None, low=None)"},           \
+     METH_FASTCALL | METH_KEYWORDS, "set_write_buffer_limits(high=None, low=None)"},          \
     {"_maybe_pause_protocol", fa_transport_maybe_pause_method, METH_NOARGS, NULL},            \
     {"_maybe_resume_protocol", fa_transport_maybe_resume_method, METH_NOARGS, NULL},          \
     {"_force_close", fa_transport_force_close_method, METH_O, NULL},                          \
-    {"_fatal_error", fa_transport_fatal_error_method, METH_VARARGS, NULL}
+    {"_fatal_error", (PyCFunction)(void (*)(void))fa_transport_fatal_error_method,          \
+     METH_FASTCALL, "_fatal_error(exc, message='Fatal error on transport', /)"}
 
 #define FA_TRANSPORT_GETSETS                                                                  \
     {"_high_water", fa_transport_get_high_water, NULL, "the write buffer's high-water mark",  \
@@ -150,13 +152,15 @@ PyObject *fa_transport_get_sock_attr(PyObject *self, void *closure);
     {"_closing", fa_transport_get_closing_attr, NULL, NULL, NULL},                            \
     {"_sock", fa_transport_get_sock_attr, NULL, "the socket or pipe (None once closed)", NULL}
 PyObject *fa_transport_force_close_method(PyObject *self, PyObject *exc);
-PyObject *fa_transport_fatal_error_method(PyObject *self, PyObject *args);
+PyObject *fa_transport_fatal_error_method(PyObject *self, PyObject *const *args,
+                                          Py_ssize_t nargs);
 int fa_transport_parse_limits(PyObject *high, PyObject *low, Py_ssize_t *phigh, Py_ssize_t *plow);
 PyTypeObject *fa_transport_make_type(PyObject *module, PyType_Spec *spec,
                                      const char *const *bases_names, int nbases);
 int fa_transport_start(fa_transport *t, const char *write_ready, int start_reading,
                        PyObject *waiter);
-PyObject *fa_transport_get_extra_info(PyObject *self, PyObject *args, PyObject *kwds);
+PyObject *fa_transport_get_extra_info(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                      PyObject *kwnames);
 int fa_transport_traverse_head(fa_transport *t, visitproc visit, void *arg);
 void fa_transport_clear_head(fa_transport *t);
 void fa_transport_finalize(PyObject *self);

@@ -727,28 +727,15 @@ static PyObject *
 udp_sendto(fa_udp *t, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     static const char *const names[] = {"data", "addr"};
-    PyObject *kw[2] = {NULL, NULL}; /* data, addr */
+    PyObject *kw[2]; /* data, addr */
     PyObject *data, *addr;
     int truth;
 
-    if (nargs > 2) {
-        PyErr_Format(PyExc_TypeError, "sendto() takes from 1 to 2 positional arguments but %zd "
-                     "were given", nargs);
-        return NULL;
-    }
-    for (Py_ssize_t i = 0; i < nargs; i++) {
-        kw[i] = args[i];
-    }
-    if (kwnames != NULL &&
-        fa_parse_keywords("sendto", args, nargs, kwnames, names, kw, 2) < 0) {
+    if (fa_parse_args("sendto", args, nargs, kwnames, names, 2, 1, 2, kw) < 0) {
         return NULL;
     }
     data = kw[0];
     addr = kw[1] != NULL ? kw[1] : Py_None;
-    if (data == NULL) {
-        PyErr_SetString(PyExc_TypeError, "sendto() missing 1 required positional argument: 'data'");
-        return NULL;
-    }
 
     if (!PyBytes_Check(data) && !PyByteArray_Check(data) && !PyMemoryView_Check(data)) {
         PyErr_Format(PyExc_TypeError, "data argument must be a bytes-like object, not '%.200s'",

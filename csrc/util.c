@@ -130,3 +130,31 @@ fa_parse_keywords(const char *func, PyObject *const *args, Py_ssize_t nargs, PyO
     }
     return 0;
 }
+
+int
+fa_parse_args(const char *func, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+              const char *const *names, int n_names, int min_required, int max_positional,
+              PyObject **out)
+{
+    if (nargs > max_positional) {
+        PyErr_Format(PyExc_TypeError, "%s() takes %s %d positional argument%s (%zd given)", func,
+                     min_required == max_positional ? "exactly" : "at most", max_positional,
+                     max_positional == 1 ? "" : "s", nargs);
+        return -1;
+    }
+    for (int j = 0; j < n_names; j++) {
+        out[j] = j < nargs ? args[j] : NULL;
+    }
+    if (kwnames != NULL &&
+        fa_parse_keywords(func, args, nargs, kwnames, names, out, n_names) < 0) {
+        return -1;
+    }
+    for (int j = (int)nargs; j < min_required; j++) {
+        if (out[j] == NULL) {
+            PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s' (pos %d)", func,
+                         names[j], j + 1);
+            return -1;
+        }
+    }
+    return 0;
+}

@@ -88,6 +88,20 @@ int fa_import_attr(PyObject **out, const char *module, const char *name);
 int fa_parse_keywords(const char *func, PyObject *const *args, Py_ssize_t nargs,
                       PyObject *kwnames, const char *const *names, PyObject **out, int n);
 
+/* The arguments of a METH_FASTCALL | METH_KEYWORDS function whose
+ * parameters are all named (no *args), as a Python def would take them:
+ * out[j] is the value for names[j], NULL where none was given (its default
+ * is the caller's to apply).  The first max_positional names may be passed
+ * positionally, the rest only as keywords; the first min_required must be
+ * given.  0, or -1 with a TypeError naming func (too many positional
+ * arguments, a missing required one, an unexpected keyword, multiple
+ * values): the keyword half is fa_parse_keywords.  Every parse of such
+ * arguments in csrc/ goes through here or fa_parse_keywords; tp_new slots
+ * keep PyArg_ParseTupleAndKeywords, whose signature CPython fixes. */
+int fa_parse_args(const char *func, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                  const char *const *names, int n_names, int min_required, int max_positional,
+                  PyObject **out);
+
 /* ------------------------------------------------------ the module's definition
  * The identity of _core's PyModuleDef, registered by module exec before
  * any type is made, so that code below module.c can find the module of a

@@ -189,7 +189,7 @@ watcher_discard(fa_loop *self, fa_watcher *w, PyObject *key)
 }
 
 PyObject *
-fa_loop_add_io(fa_loop *self, PyObject *args, int events)
+fa_loop_add_io(fa_loop *self, PyObject *const *args, Py_ssize_t nargs, int events)
 {
     int check = !(events & FA_IO_UNCHECKED);
     int sock_wait = events & FA_IO_SOCK_WAIT;
@@ -200,12 +200,13 @@ fa_loop_add_io(fa_loop *self, PyObject *args, int events)
     fa_handle *h = NULL, *old;
     int fd, rc;
 
-    if (PyTuple_GET_SIZE(args) < 2) {
-        PyErr_Format(PyExc_TypeError, "%s() takes at least 2 arguments (fd, callback)", method);
+    if (nargs < 2) {
+        PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s' (pos %zd)", method,
+                     nargs == 0 ? "fd" : "callback", nargs + 1);
         return NULL;
     }
-    fdobj = PyTuple_GET_ITEM(args, 0);
-    cb = PyTuple_GET_ITEM(args, 1);
+    fdobj = args[0];
+    cb = args[1];
     fd = to_fd(fdobj);
     if (fd < 0) {
         return NULL;
@@ -218,9 +219,12 @@ fa_loop_add_io(fa_loop *self, PyObject *args, int events)
                      method, cb);
         return NULL;
     }
-    cbargs = PyTuple_GetSlice(args, 2, PyTuple_GET_SIZE(args));
+    cbargs = PyTuple_New(nargs - 2);
     if (cbargs == NULL) {
         return NULL;
+    }
+    for (Py_ssize_t i = 2; i < nargs; i++) {
+        PyTuple_SET_ITEM(cbargs, i - 2, Py_NewRef(args[i]));
     }
     h = fa_handle_new(self, self->st->HandleType, cb, cbargs, NULL);
     Py_CLEAR(cbargs);
@@ -369,15 +373,15 @@ loop_check_fd_no_transport(fa_loop *self, PyObject *fdobj)
 }
 
 static PyObject *
-loop_add_reader(fa_loop *self, PyObject *args)
+loop_add_reader(fa_loop *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    return fa_loop_add_io(self, args, UV_READABLE);
+    return fa_loop_add_io(self, args, nargs, UV_READABLE);
 }
 
 static PyObject *
-loop_add_writer(fa_loop *self, PyObject *args)
+loop_add_writer(fa_loop *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    return fa_loop_add_io(self, args, UV_WRITABLE);
+    return fa_loop_add_io(self, args, nargs, UV_WRITABLE);
 }
 
 static PyObject *
@@ -395,15 +399,15 @@ loop_remove_writer(fa_loop *self, PyObject *fd)
 /* asyncio's internal fd watching (listening sockets, pidfds): no check
  * that the fd belongs to no transport. */
 static PyObject *
-loop_add_reader_unchecked(fa_loop *self, PyObject *args)
+loop_add_reader_unchecked(fa_loop *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    return fa_loop_add_io(self, args, UV_READABLE | FA_IO_UNCHECKED);
+    return fa_loop_add_io(self, args, nargs, UV_READABLE | FA_IO_UNCHECKED);
 }
 
 static PyObject *
-loop_add_writer_unchecked(fa_loop *self, PyObject *args)
+loop_add_writer_unchecked(fa_loop *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    return fa_loop_add_io(self, args, UV_WRITABLE | FA_IO_UNCHECKED);
+    return fa_loop_add_io(self, args, nargs, UV_WRITABLE | FA_IO_UNCHECKED);
 }
 
 static PyObject *
@@ -421,17 +425,17 @@ loop_remove_writer_unchecked(fa_loop *self, PyObject *fd)
 /* The loop type's fd watching methods (module.c adds them to loop.c's
  * own). */
 PyMethodDef fa_watcher_loop_methods[] = {
-    {"add_reader", (PyCFunction)loop_add_reader, METH_VARARGS,
+    {"add_reader", (PyCFunction)(void (*)(void))loop_add_reader, METH_FASTCALL,
      "add_reader(fd, callback, *args): call callback(*args) whenever fd is readable."},
-    {"add_writer", (PyCFunction)loop_add_writer, METH_VARARGS,
+    {"add_writer", (PyCFunction)(void (*)(void))loop_add_writer, METH_FASTCALL,
      "add_writer(fd, callback, *args): call callback(*args) whenever fd is writable."},
     {"remove_reader", (PyCFunction)loop_remove_reader, METH_O,
      "remove_reader(fd) -> bool: stop watching fd for reading."},
     {"remove_writer", (PyCFunction)loop_remove_writer, METH_O,
      "remove_writer(fd) -> bool: stop watching fd for writing."},
-    {"_add_reader", (PyCFunction)loop_add_reader_unchecked, METH_VARARGS,
+    {"_add_reader", (PyCFunction)(void (*)(void))loop_add_reader_unchecked, METH_FASTCALL,
      "add_reader() without the check that fd belongs to no transport (asyncio internal)."},
-    {"_add_writer", (PyCFunction)loop_add_writer_unchecked, METH_VARARGS,
+    {"_add_writer", (PyCFunction)(void (*)(void))loop_add_writer_unchecked, METH_FASTCALL,
      "add_writer() without the transport check (asyncio internal)."},
     {"_remove_reader", (PyCFunction)loop_remove_reader_unchecked, METH_O,
      "remove_reader() without the transport check (asyncio internal)."},

@@ -186,6 +186,8 @@ def test_cancel_message_given_twice_is_refused(loop, gather):
             g.cancel("a", msg="b")
         with pytest.raises(TypeError, match="unexpected keyword argument 'message'"):
             g.cancel(message="b")
+        with pytest.raises(TypeError):
+            g.cancel("a", "b")
         assert not g.cancelled()
         await g
 

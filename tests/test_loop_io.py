@@ -72,6 +72,32 @@ def test_add_reader_called_with_args(loop, sockpair):
     assert loop.remove_reader(a.fileno()) is False
 
 
+@pytest.mark.parametrize("method", ["add_reader", "add_writer", "_add_reader", "_add_writer"])
+def test_add_io_arguments(loop, sockpair, method):
+    # fd, callback, then the callback's own positional arguments; both
+    # required.
+    a, b = sockpair
+    add = getattr(loop, method)
+    remove = getattr(loop, method.replace("add", "remove"))
+    with pytest.raises(TypeError):
+        add()
+    with pytest.raises(TypeError):
+        add(a.fileno())
+    got = []
+    add(a.fileno(), lambda *args: got.append(args), "tag", 7, None)
+    add(a.fileno(), lambda *args: got.append(args), "tag", 7, None)  # replaces
+    if "reader" in method:
+        b.send(b"x")
+    _run_until(loop, lambda: got)
+    assert got[0] == ("tag", 7, None)
+    remove(a.fileno())
+    got.clear()
+    add(a.fileno(), lambda *args: got.append(args))
+    _run_until(loop, lambda: got)
+    assert got[0] == ()
+    remove(a.fileno())
+
+
 def test_reader_not_called_without_data(loop, sockpair):
     a, b = sockpair
     got = []

@@ -1017,3 +1017,84 @@ def test_sock_coroutine_awaited_twice_raises(loop):
     finally:
         a.close()
         b.close()
+
+
+# ------------------------------------------------------------- arguments
+# The sock_* methods take their arguments as asyncio's `async def`s do:
+# by position or by name, fallback only by name; a wrong call raises
+# TypeError when made, before any coroutine exists.
+
+
+def test_sock_methods_take_keywords(loop):
+    async def main():
+        a, b = socket.socketpair()
+        nb(a), nb(b)
+        with a, b:
+            await loop.sock_sendall(sock=a, data=b"hello")
+            assert await loop.sock_recv(sock=b, n=2) == b"he"
+            buf = bytearray(3)
+            assert await loop.sock_recv_into(sock=b, buf=buf) == 3
+            assert buf == b"llo"
+        u1 = nb(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        u2 = nb(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        with u1, u2:
+            u1.bind(("127.0.0.1", 0))
+            u2.bind(("127.0.0.1", 0))
+            sent = await loop.sock_sendto(sock=u1, data=b"dgram", address=u2.getsockname())
+            assert sent == 5
+            assert await loop.sock_recvfrom(sock=u2, bufsize=100) == (b"dgram", u1.getsockname())
+            await loop.sock_sendto(u1, b"truncated", u2.getsockname())
+            buf = bytearray(10)
+            got = await loop.sock_recvfrom_into(sock=u2, buf=buf, nbytes=5)
+            assert got == (5, u1.getsockname()) and buf[:5] == b"trunc"
+        srv = nb(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+        c = nb(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+        with srv, c:
+            srv.bind(("127.0.0.1", 0))
+            srv.listen(1)
+            accept = loop.create_task(loop.sock_accept(sock=srv))
+            await loop.sock_connect(sock=c, address=srv.getsockname())
+            conn, _ = await accept
+            with conn, tempfile.TemporaryFile() as f:
+                f.write(b"0123456789")
+                f.flush()
+                sent = await loop.sock_sendfile(sock=c, file=f, offset=2, count=3, fallback=True)
+                assert sent == 3
+                assert await loop.sock_recv(conn, 10) == b"234"
+
+    run(loop, main())
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        # missing a required argument
+        lambda loop, s: loop.sock_recv(s),
+        lambda loop, s: loop.sock_recv_into(sock=s),
+        lambda loop, s: loop.sock_recvfrom(s),
+        lambda loop, s: loop.sock_recvfrom_into(s),
+        lambda loop, s: loop.sock_sendall(s),
+        lambda loop, s: loop.sock_sendto(s, b"x"),
+        lambda loop, s: loop.sock_connect(s),
+        lambda loop, s: loop.sock_accept(),
+        lambda loop, s: loop.sock_sendfile(s),
+        lambda loop, s: loop.sock_sendfile(file=None, offset=0),
+        # too many positional arguments (fallback is keyword-only)
+        lambda loop, s: loop.sock_recv(s, 1, 2),
+        lambda loop, s: loop.sock_recv_into(s, bytearray(1), 1),
+        lambda loop, s: loop.sock_recvfrom(s, 1, 2),
+        lambda loop, s: loop.sock_recvfrom_into(s, bytearray(1), 1, 2),
+        lambda loop, s: loop.sock_sendall(s, b"", 1),
+        lambda loop, s: loop.sock_sendto(s, b"", None, 1),
+        lambda loop, s: loop.sock_connect(s, None, 1),
+        lambda loop, s: loop.sock_accept(s, 1),
+        lambda loop, s: loop.sock_sendfile(s, None, 0, None, True),
+        # an unknown keyword; a value given twice
+        lambda loop, s: loop.sock_recv(s, 1, flags=0),
+        lambda loop, s: loop.sock_accept(s, sock=s),
+        lambda loop, s: loop.sock_sendfile(s, None, file=None),
+    ],
+)
+def test_sock_methods_reject_wrong_calls(loop, pair, call):
+    with pytest.raises(TypeError):
+        call(loop, pair[0])

@@ -507,6 +507,64 @@ def test_get_extra_info(loop):
     run(loop, main())
 
 
+def test_get_extra_info_arguments(loop):
+    async def main():
+        async with tcp_conn(loop) as c:
+            tr = c.ctr
+            assert tr.get_extra_info(name="peername") == ("127.0.0.1", c.port)
+            assert tr.get_extra_info("no such key", default="dflt") == "dflt"
+            assert tr.get_extra_info(default="dflt", name="no such key") == "dflt"
+            for bad in [
+                lambda: tr.get_extra_info(),                     # name missing
+                lambda: tr.get_extra_info(default=1),
+                lambda: tr.get_extra_info("peername", None, 1),  # too many
+                lambda: tr.get_extra_info("peername", name="x"),  # twice
+                lambda: tr.get_extra_info("peername", dflt=1),   # not a parameter
+            ]:
+                with pytest.raises(TypeError):
+                    bad()
+
+    run(loop, main())
+
+
+def test_fatal_error_message(loop, errors):
+    # asyncio's _fatal_error(exc, message='Fatal error on transport'): an
+    # exception that is not an OSError goes to the exception handler with
+    # the message; the transport closes.
+    async def main():
+        async with tcp_conn(loop) as c:
+            c.ctr._fatal_error(RuntimeError("boom"), "custom message")
+            assert c.ctr.is_closing()
+            await c.cp.lost
+        async with tcp_conn(loop) as c:
+            c.ctr._fatal_error(RuntimeError("boom"))
+            await c.cp.lost
+
+    run(loop, main())
+    assert errors.messages == ["custom message", "Fatal error on transport"]
+
+
+def test_fatal_error_arguments(fa_loop):
+    # flaskasync: positional only, the message a str without NULs (asyncio
+    # formats whatever it gets).
+    async def main():
+        async with tcp_conn(fa_loop) as c:
+            exc = RuntimeError("boom")
+            for bad, kind in [
+                (lambda: c.ctr._fatal_error(), TypeError),
+                (lambda: c.ctr._fatal_error(exc, "m", 1), TypeError),
+                (lambda: c.ctr._fatal_error(exc, message="m"), TypeError),
+                (lambda: c.ctr._fatal_error(exc, 1), TypeError),
+                (lambda: c.ctr._fatal_error(exc, b"m"), TypeError),
+                (lambda: c.ctr._fatal_error(exc, "a\0b"), ValueError),
+            ]:
+                with pytest.raises(kind):
+                    bad()
+            assert not c.ctr.is_closing()
+
+    run(fa_loop, main())
+
+
 # ---------------------------------------------------------- pause reading
 
 
@@ -566,6 +624,18 @@ def test_write_buffer_limits(loop):
                 tr.set_write_buffer_limits(high=-1)
             assert str(info.value) == "high (-1) must be >= low (-1) must be >= 0"
             assert tr.get_write_buffer_limits() == (16 * 1024, 64 * 1024)
+            tr.set_write_buffer_limits(100)
+            assert tr.get_write_buffer_limits() == (25, 100)
+            tr.set_write_buffer_limits(None, low=10)
+            assert tr.get_write_buffer_limits() == (10, 40)
+            for bad in [
+                lambda: tr.set_write_buffer_limits(1, 1, 1),     # too many
+                lambda: tr.set_write_buffer_limits(1, high=1),   # twice
+                lambda: tr.set_write_buffer_limits(hi=1),        # not a parameter
+            ]:
+                with pytest.raises(TypeError):
+                    bad()
+            assert tr.get_write_buffer_limits() == (10, 40)
 
     run(loop, main())
 

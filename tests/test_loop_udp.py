@@ -954,6 +954,12 @@ def test_udp_transport_api(loop):
             tr.sendto()
         with pytest.raises(TypeError):
             tr.sendto(b"x", ("127.0.0.1", 9), 1)
+        with pytest.raises(TypeError):
+            tr.sendto(addr=("127.0.0.1", 9))  # data missing
+        with pytest.raises(TypeError):
+            tr.sendto(b"x", data=b"y")
+        with pytest.raises(TypeError):
+            tr.sendto(b"x", address=("127.0.0.1", 9))
         tr.sendto(data=b"kw", addr=tr.get_extra_info("sockname"))
         await until(lambda: p.datagrams)
         assert p.datagrams[0][0] == b"kw"
