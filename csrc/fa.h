@@ -3,7 +3,11 @@
  * (Python.h included right, FA_ASSERT).  Every header of csrc/ includes
  * it first; the structs and prototypes are in one header per concept
  * (loop.h, handle.h, ioset.h, ... : the file table in docs/architecture.md).
- * Nothing here is public API. */
+ * Nothing here is public API.
+ *
+ * References: a function of csrc/ that returns a PyObject * returns a new
+ * reference, or NULL with an exception set, unless its declaration says
+ * "borrowed". */
 #ifndef FLASKASYNC_FA_H
 #define FLASKASYNC_FA_H
 

@@ -62,6 +62,8 @@ fa_handle *fa_handle_new(fa_loop *loop, PyTypeObject *tp, PyObject *callback,
 fa_handle *fa_handle_new_oneshot(fa_loop *loop, PyTypeObject *tp, PyObject *callback,
                                  PyObject *args, PyObject *context);
 int fa_handle_run(fa_handle *h);
+/* The variable mapping ctx holds: borrowed, to compare with a later one;
+ * NULL (no exception) if this interpreter's contexts cannot be read so. */
 PyObject *fa_context_vars(PyObject *ctx);
 
 #endif /* FLASKASYNC_HANDLE_H */
