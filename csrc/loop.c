@@ -33,12 +33,12 @@ fa_now(void)
 /* What the layers above the loop do when it closes or supervises a task
  * (loop.h, fa_loop_hooks): set by module.c before it makes the loop type,
  * so every loop sees it.  One constant table for the process. */
-static const fa_loop_hooks *hooks;
+static const fa_loop_hooks *layer_hooks;
 
 void
 fa_loop_set_hooks(const fa_loop_hooks *h)
 {
-    hooks = h;
+    layer_hooks = h;
 }
 
 static void
@@ -1332,7 +1332,7 @@ make_task(fa_loop *self, PyObject *coro, PyObject *name, PyObject *context)
 static PyObject *
 supervised(fa_loop *self, PyObject *task, PyObject *context)
 {
-    if (task != NULL && self->sup_var != NULL && hooks->supervise(self, task, context) < 0) {
+    if (task != NULL && self->sup_var != NULL && layer_hooks->supervise(self, task, context) < 0) {
         PyObject *exc = fa_fetch_exception();
         PyObject *r = PyObject_CallMethodNoArgs(task, self->st->s_cancel);
         Py_XDECREF(r);
@@ -1541,17 +1541,17 @@ loop_close_c(fa_loop *self, PyObject *Py_UNUSED(ignored))
     if (self->closed) {
         Py_RETURN_NONE;
     }
-    run_hooks(hooks->closing, self);
+    run_hooks(layer_hooks->closing, self);
     self->closed = 1;
     ready_clear(self);
     heap_clear(self);
     Py_CLEAR(self->last_ctx);
-    run_hooks(hooks->release, self);
+    run_hooks(layer_hooks->release, self);
     /* DNS lookups still queued are dropped; one already running in
      * libuv's threadpool cannot be: wait for it with the GIL released (the
      * prepare handle releases it when `blocking` is set), so other threads
      * keep running, as asyncio's close() does not block them either. */
-    run_hooks(hooks->cancel, self);
+    run_hooks(layer_hooks->cancel, self);
     if (self->uv_ready && !fa_loop_forked(self)) {
         while (self->requests != NULL) {
             self->blocking = 1;
@@ -1727,7 +1727,7 @@ loop_dealloc(fa_loop *self)
         return;
     }
     PyObject_GC_UnTrack(self);
-    run_hooks(hooks->closing, self);
+    run_hooks(layer_hooks->closing, self);
     (void)loop_clear(self);
     if (!self->closed && fa_loop_forked(self)) {
         /* Forked child: the uv loop and its epoll set belong to the parent;
@@ -1737,7 +1737,7 @@ loop_dealloc(fa_loop *self)
     }
     if (!self->closed) {
         self->closed = 1;
-        run_hooks(hooks->release, self);
+        run_hooks(layer_hooks->release, self);
         if (self->uv_ready && !fa_loop_forked(self)) {
             while (self->n_closing > 0) {
                 uv_run(&self->uv, UV_RUN_NOWAIT);

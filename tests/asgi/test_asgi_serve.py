@@ -448,7 +448,7 @@ def _fresh_gc():
 
     code = "import gc; print(*gc.get_threshold(), gc.get_freeze_count())"
     out = subprocess.run([sys.executable, "-c", code],
-                         capture_output=True, text=True, check=True).stdout.split()
+                         capture_output=True, text=True, check=True, timeout=60).stdout.split()
     return {"threshold": [int(x) for x in out[:3]], "frozen": int(out[3])}
 
 
@@ -495,7 +495,7 @@ def test_tune_gc_keeps_thresholds_the_app_set(tmp_path):
             "from flaskasync._serve import tune_gc; "
             "print(tune_gc(), *gc.get_threshold(), gc.get_freeze_count() > 0)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.split()
+                         check=True, timeout=60).stdout.split()
     assert out == ["True", "5000", "20", "30", "True"]
 
 
@@ -506,11 +506,13 @@ def test_an_unknown_gc_policy_is_refused(tmp_path):
     from asgi_helpers import HERE
 
     cmd = [sys.executable, "-m", "flaskasync", "serve", "asgiapp:app", "--port", "1"]
-    bad_flag = subprocess.run(cmd + ["--gc", "off"], cwd=HERE, capture_output=True, text=True)
+    # (timeout: were the policy not checked, serve would start and serve.)
+    bad_flag = subprocess.run(cmd + ["--gc", "off"], cwd=HERE, capture_output=True, text=True,
+                              timeout=60)
     assert bad_flag.returncode == 2
     assert "invalid choice: 'off'" in bad_flag.stderr
     env = dict(os.environ, FLASKASYNC_GC="off")
-    bad_env = subprocess.run(cmd, cwd=HERE, env=env, capture_output=True, text=True)
+    bad_env = subprocess.run(cmd, cwd=HERE, env=env, capture_output=True, text=True, timeout=60)
     assert bad_env.returncode == 2
     assert "FLASKASYNC_GC must be one of tuned, python, got 'off'" in bad_env.stderr
 
