@@ -191,9 +191,32 @@ static PyGetSetDef scope_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
+static void scope_finish(PyObject *scope, fa_state *st);
+
+/* _Scope.finish(): scope_finish from Python (flaskasync._tasks.run_in_scope). */
+static PyObject *
+scope_finish_method(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *module = fa_module_of_type(Py_TYPE(self));
+    if (module == NULL) {
+        return NULL;
+    }
+    scope_finish(self, fa_get_state(module));
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef scope_methods[] = {
+    {"finish", scope_finish_method, METH_NOARGS,
+     "finish()\n--\n\nThe supervised call is over (on the loop): close the scope, in C when "
+     "every child finished and nothing is to be reported, else with close().  Never "
+     "raises: an error in close() is unraisable."},
+    {NULL, NULL, 0, NULL},
+};
+
 static PyType_Slot scope_slots[] = {
     {Py_tp_doc, "The C part of flaskasync._tasks.Scope: the tasks one supervised call "
                 "creates."},
+    {Py_tp_methods, scope_methods},
     {Py_tp_new, scope_new},
     {Py_tp_init, scope_init},
     {Py_tp_dealloc, scope_dealloc},
@@ -412,10 +435,14 @@ PyMethodDef fa_supervise_loop_methods[] = {
  *                     coroutine object: the Python path from there
  *   nested(func)      the RuntimeError for a call inside a running loop
  *   install()         put the supervision on the app loop
+ *   inline(coro, scope)  the app loop is a server's (ASGI mode) and this is
+ *                     its thread, in a request's greenlet: run coro there
+ *                     with scope current and return its result
  *   timeout_key, background_key   the two configuration keys read per call
  *                     from owner.config: fast when the first is None and
  *                     the second true (or missing) */
-enum { P_SCOPE, P_SLOW, P_OTHER, P_NESTED, P_INSTALL, P_KTIMEOUT, P_KBACKGROUND, P_N };
+enum { P_SCOPE, P_SLOW, P_OTHER, P_NESTED, P_INSTALL, P_INLINE, P_KTIMEOUT, P_KBACKGROUND,
+       P_N };
 
 typedef struct {
     PyObject_HEAD
@@ -655,14 +682,16 @@ synccall_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObje
         return NULL;
     }
     if (fast) {
-        /* The app loop is a server's (the ASGI mode): its requests run in
-         * greenlets, which flaskasync.run() re-enters; the Python caller
-         * goes that way. */
         L = (fa_loop *)fa_app_loop(st);
         if (L == NULL) {
             return NULL;
         }
-        fast = !fa_app_adopted(L);
+        /* The app loop is a server's (the ASGI mode): on its own thread
+         * (a request's greenlet) the coroutine runs inline, through
+         * inline(); from another thread the Python caller submits it. */
+        if (fa_app_adopted(L)) {
+            fast = L->thread_id == PyThread_get_thread_ident() ? 2 : 0;
+        }
         if (fast && L->sup_var == NULL) {
             PyObject *r = PyObject_CallNoArgs(p->p[P_INSTALL]);
             if (r == NULL) {
@@ -686,6 +715,16 @@ synccall_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObje
     }
     if (!PyCoro_CheckExact(coro)) {
         res = PyObject_CallFunctionObjArgs(p->p[P_OTHER], coro, c->func, p->owner, NULL);
+        Py_DECREF(coro);
+        return res;
+    }
+    if (fast == 2) {
+        scope = scope_alloc((PyTypeObject *)p->p[P_SCOPE], p->owner, c->func, 0, 1);
+        if (scope == NULL) {
+            goto close_coro;
+        }
+        res = PyObject_CallFunctionObjArgs(p->p[P_INLINE], coro, (PyObject *)scope, NULL);
+        Py_DECREF(scope);
         Py_DECREF(coro);
         return res;
     }

@@ -61,7 +61,7 @@ from flask.views import View
 from werkzeug.exceptions import GatewayTimeout
 from werkzeug.wrappers import Response as _WerkzeugResponse
 
-from . import _core, _flaskcompat, _tasks
+from . import _bridge, _core, _flaskcompat, _tasks
 from ._core import get_loop, run
 from ._streaming import AsyncStream
 from ._tasks import Scope, scoped, spawn
@@ -277,16 +277,25 @@ def _other_value(value, func, app):
     return _run_call(value, func, app)
 
 
+def _run_inline(coro, scope):
+    """The C sync caller's path in ASGI mode, on the loop's thread: the
+    request's greenlet hands coro (in scope) to its task, which awaits it
+    inline."""
+    return _bridge.reenter(_tasks.run_in_scope(coro, scope))
+
+
 #: What the C sync caller (csrc/supervise.c) needs from Python; the order
 #: is the C side's.  The fast path covers calls with no FLASKASYNC_TIMEOUT
 #: and FLASKASYNC_BACKGROUND_TASKS on: one C call from Flask's ensure_sync
-#: to flaskasync.run, in a task scope recorded by the loop's C supervision.
+#: to flaskasync.run, in a task scope recorded by the loop's C supervision
+#: (in ASGI mode, from a request's greenlet: to _run_inline).
 _POLICY = (
     _tasks.Scope,
     _slow_caller,
     _other_value,
     _tasks._nested_call_error,
     _tasks.app_loop,
+    _run_inline,
     "FLASKASYNC_TIMEOUT",
     "FLASKASYNC_BACKGROUND_TASKS",
 )

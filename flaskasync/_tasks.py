@@ -195,6 +195,19 @@ async def scoped(coro: Coroutine[Any, Any, _T], scope: Scope, timeout: Optional[
             scope.open = False
 
 
+async def run_in_scope(coro: Coroutine[Any, Any, _T], scope: Scope) -> _T:
+    """:func:`scoped` for the common case, no timeout and leftovers left
+    running: coro with scope current, then the scope finished (in C when
+    every child finished and nothing is to be reported).  The C sync
+    caller hands it to a request's greenlet in ASGI mode."""
+    token = scope_var.set(scope)
+    try:
+        return await coro
+    finally:
+        scope_var.reset(token)
+        scope.finish()
+
+
 # --------------------------------------------------------------- background tasks
 
 # task -> owner (or None): background tasks, strongly referenced until done.
