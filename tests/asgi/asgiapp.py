@@ -283,6 +283,19 @@ async def boom():
     raise ValueError("boom from an async view")
 
 
+@app.get("/orphan")
+async def orphan():
+    """A task that fails before the view returns, and that nobody awaits."""
+
+    async def fails():
+        raise ValueError("orphan task failed")
+
+    task = asyncio.create_task(fails(), name="orphan-task")
+    while not task.done():
+        await asyncio.sleep(0)
+    return "left it"
+
+
 @app.get("/spawn")
 async def spawn():
     key = request.args["key"]

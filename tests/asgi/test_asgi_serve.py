@@ -192,6 +192,15 @@ def test_background_tasks_and_spawn_run_on_the_server_loop(server):
 
 
 @pytest.mark.parametrize("server", BOTH, indirect=True)
+def test_a_failed_task_nobody_awaited_is_logged_with_its_traceback(server):
+    status, _, body = server.request("GET", "/orphan")
+    assert (status, body) == (200, b"left it")
+    log = wait_for(lambda: "ValueError: orphan task failed" in server.log() and server.log())
+    assert "task 'orphan-task'" in log and "nobody awaited it (created by orphan)" in log, log
+    assert "Traceback (most recent call last)" in log
+
+
+@pytest.mark.parametrize("server", BOTH, indirect=True)
 def test_view_raising_gives_flask_500_with_traceback_in_the_log(server):
     status, _, body = server.request("GET", "/boom")
     assert status == 500
