@@ -19,6 +19,7 @@ Usage::
     python bench/instr.py shim          # Flask test client, per request (~2 min)
     python bench/instr.py core          # call_soon, call_soon_threadsafe, gather, run
     python bench/instr.py io            # fd events: add_reader and TCP echo rounds
+    python bench/instr.py asgi          # ASGI requests in process: flaskasync vs Quart (~3 min)
     python bench/instr.py shim --n 200  # operations per segment
 """
 
@@ -202,11 +203,87 @@ def _io_segments(n: int):
     yield "tcp_echo/round", echo
 
 
+def _asgi_segments(n: int):
+    """ASGI requests driven in process (no HTTP server, no sockets), 64 at
+    a time, to bench/asgi_apps.py's views: Quart on uvloop first, with
+    Python's collector as a Quart server has it, then ASGIApp on the
+    flaskasync loop with the serve processes' GC policy (tune_gc).  The
+    two apps share the process (Quart's segments also carry the Flask app's
+    objects, untouched by young collections)."""
+    import asyncio
+
+    sys.path.insert(0, HERE)
+    import asgi_apps
+
+    conc = 64
+    per_worker = max(1, n // conc)
+
+    def driver(app, loop, route):
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+                 "method": "GET", "scheme": "http", "path": route,
+                 "raw_path": route.encode(), "query_string": b"", "root_path": "",
+                 "headers": [(b"host", b"127.0.0.1")], "client": ("127.0.0.1", 5000),
+                 "server": ("127.0.0.1", 8000)}
+
+        async def one():
+            state = {"sent": False, "status": None}
+
+            async def receive():
+                if not state["sent"]:
+                    state["sent"] = True
+                    return {"type": "http.request", "body": b"", "more_body": False}
+                await loop.create_future()  # no disconnect: wait until cancelled
+
+            async def send(message):
+                if message["type"] == "http.response.start":
+                    state["status"] = message["status"]
+
+            await app(dict(scope), receive, send)
+            if state["status"] != 200:
+                raise RuntimeError(f"{route}: status {state['status']}")
+
+        async def worker():
+            for _ in range(per_worker):
+                await one()
+
+        async def batch():
+            await asyncio.gather(*(worker() for _ in range(conc)))
+
+        def seg():
+            loop.run_until_complete(batch())
+
+        seg()  # warm-up
+        return seg
+
+    routes = ("/async", "/gather10")
+    try:
+        import uvloop
+    except ImportError:
+        uvloop = None
+    if uvloop is not None:
+        qloop = uvloop.new_event_loop()
+        asyncio.set_event_loop(qloop)
+        quart_app = asgi_apps.make_quart_app()
+        for route in routes:
+            yield f"quart{route}", driver(quart_app, qloop, route)
+    import flaskasync
+    from flaskasync._serve import tune_gc
+
+    floop = flaskasync.new_event_loop()
+    asyncio.set_event_loop(floop)
+    app = flaskasync.ASGIApp(asgi_apps.app)
+    segs = [(route, driver(app, floop, route)) for route in routes]
+    tune_gc()
+    for route, seg in segs:
+        yield f"flaskasync{route}", seg
+
+
 WORKLOADS = {
     "shim": (_shim_segments, "request",
              [("async", "sync"), ("gather", "sync"), ("async-stream", "sync-stream")]),
     "core": (_core_segments, "op", []),
     "io": (_io_segments, "round", []),
+    "asgi": (_asgi_segments, "request", [("flaskasync/gather10", "flaskasync/async")]),
 }
 
 
@@ -239,11 +316,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("kind", choices=sorted(WORKLOADS))
     p.add_argument("--n", type=int, default=None,
-                   help="operations per segment (shim: 300 requests; core and io: 20000; "
-                        "gather rows do n/1000 gathers of 1,000)")
+                   help="operations per segment (shim: 300 requests; asgi: 640; core and io: "
+                        "20000; gather rows do n/1000 gathers of 1,000)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
-    n = args.n or (300 if args.kind == "shim" else 20000)
+    n = args.n or {"shim": 300, "asgi": 640}.get(args.kind, 20000)
+    if args.kind == "asgi":
+        n = max(1, n // 64) * 64  # 64 requests at a time, in whole rounds
     if args.child:
         child(args.kind, n)
         return
@@ -273,6 +352,9 @@ def main() -> None:
         print(f"  {name:<34} {per[name]:14,.0f}")
     for a, b in diffs:
         print(f"  {a + ' - ' + b:<34} {per[a] - per[b]:+14,.0f}")
+    for a, b in [("quart/async", "flaskasync/async"), ("quart/gather10", "flaskasync/gather10")]:
+        if a in per and b in per:
+            print(f"  {a} / {b}: {per[a] / per[b]:.2f}x the instructions")
     for a, b in [("call_soon/flaskasync", "call_soon/uvloop"),
                  ("call_soon_threadsafe/flaskasync", "call_soon_threadsafe/uvloop"),
                  ("flaskasync.gather/flaskasync", "asyncio.gather/asyncio")]:
