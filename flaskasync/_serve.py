@@ -67,16 +67,16 @@ def tune_gc() -> bool:
     count towards its next full collection: under load CPython then runs a
     full collection every second or so, each traversing every live object
     (the app's modules, and every request in flight) and finding almost no
-    garbage.  Young collections are frequent for the same reason: each one
-    walks the objects of every request in flight, which are alive and
-    cannot be freed.  So: the objects that exist once the app is loaded
+    garbage.  Young collections cost for the same reason: each one walks
+    the objects of every request in flight, which are alive and cannot be
+    freed.  So: the objects that exist once the app is loaded
     (modules, functions, classes, the app) are collected once and then
     frozen, out of every later collection; the youngest generation is
     collected after 10,000 net allocations instead of 700 (2,000 on 3.13);
     and the oldest generation waits for 100 middle-generation collections
     instead of 10.  Thresholds an app set itself (anything but CPython
     3.11-3.13's defaults) are left as they are; so is the collector of a
-    Python whose defaults differ."""
+    Python whose defaults differ (3.14's incremental one)."""
     if gc_policy() != "tuned":
         return False
     gc.collect()
