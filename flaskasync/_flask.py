@@ -281,7 +281,15 @@ def _run_inline(coro, scope):
     """The C sync caller's path in ASGI mode, on the loop's thread: the
     request's greenlet hands coro (in scope) to its task, which awaits it
     inline."""
-    return _bridge.reenter(_tasks.run_in_scope(coro, scope))
+    try:
+        return _bridge.reenter(_tasks.run_in_scope(coro, scope))
+    except BaseException:
+        # Refused before it ran (outside a request's greenlet): reenter
+        # closed the wrapper; close coro too, or it is reported as never
+        # awaited on top of the error.
+        if inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
+            coro.close()
+        raise
 
 
 #: What the C sync caller (csrc/supervise.c) needs from Python; the order

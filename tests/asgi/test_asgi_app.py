@@ -160,3 +160,26 @@ def test_serve_rejects_a_port_out_of_range(port):
     assert rc == 2
     assert f"error: argument --port: expected a port number from 0 to 65535, got '{port}'" in out
     assert "Traceback" not in out
+
+
+def test_inline_call_refused_outside_a_request_closes_the_coroutine():
+    """The C caller's ASGI path (_run_inline) called where no request's
+    greenlet is: the bridge's RuntimeError, and the view's coroutine closed,
+    not reported as never awaited."""
+    import gc
+    import warnings
+
+    from flaskasync import _flask, _tasks
+
+    async def view():
+        return "never"
+
+    coro = view()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(RuntimeError, match="outside a request"):
+            _flask._run_inline(coro, _tasks.Scope(None))
+        assert coro.cr_frame is None  # closed
+        del coro
+        gc.collect()
+    assert not [w for w in caught if "never awaited" in str(w.message)], caught
